@@ -1,0 +1,511 @@
+//! Classification, in one place: the HTTP status table, the gRPC table, and
+//! the walk over an error's source chain. Retry decides with these; metrics
+//! labels with these; nothing else matches on status codes or error kinds.
+
+use std::error::Error as StdError;
+use std::io;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::error::{ConnectError, ConnectPart, DnsError, TimeoutError};
+use crate::{FailureKind, GrpcCode};
+
+/// What the tables say about a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Not a failure.
+    Success,
+    /// A failure worth retrying (with backoff).
+    Retryable,
+    /// A failure that retrying will not fix.
+    Fatal,
+}
+
+/// One row of the HTTP status table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRule {
+    /// The status code.
+    pub code: u16,
+    /// What to do with it.
+    pub verdict: Verdict,
+    /// Why, in a few words (the guide's words where it has them).
+    pub meaning: &'static str,
+}
+
+const fn rule(code: u16, verdict: Verdict, meaning: &'static str) -> StatusRule {
+    StatusRule {
+        code,
+        verdict,
+        meaning,
+    }
+}
+
+/// The HTTP status table: the guide's five retryable statuses plus 408, and
+/// the statuses it says never to retry. Any other status below 400 is a
+/// success; any other status from 400 up is a failure that is not retried.
+pub static STATUS_TABLE: &[StatusRule] = &[
+    rule(
+        408,
+        Verdict::Retryable,
+        "request timeout: a timeout by definition",
+    ),
+    rule(429, Verdict::Retryable, "rate limited: retry with backoff"),
+    rule(500, Verdict::Retryable, "internal server error: transient"),
+    rule(502, Verdict::Retryable, "bad gateway: transient"),
+    rule(
+        503,
+        Verdict::Retryable,
+        "service unavailable: retry with backoff",
+    ),
+    rule(504, Verdict::Retryable, "gateway timeout: transient"),
+    rule(400, Verdict::Fatal, "bad request: fix the request"),
+    rule(401, Verdict::Fatal, "unauthorized: check the API key"),
+    rule(403, Verdict::Fatal, "forbidden: check permissions"),
+    rule(
+        404,
+        Verdict::Fatal,
+        "not found: check the model or deployment",
+    ),
+    rule(
+        422,
+        Verdict::Fatal,
+        "unprocessable entity: fix the request body",
+    ),
+];
+
+/// The verdict of [`STATUS_TABLE`] on a status code.
+///
+/// ```
+/// use http::StatusCode;
+/// use sturdy_core::{classify_status, Verdict};
+/// assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS), Verdict::Retryable);
+/// assert_eq!(classify_status(StatusCode::UNAUTHORIZED), Verdict::Fatal);
+/// assert_eq!(classify_status(StatusCode::OK), Verdict::Success);
+/// ```
+pub fn classify_status(status: StatusCode) -> Verdict {
+    let code = status.as_u16();
+    // The retryable rows come first and are the only ones that differ from
+    // the rule for unlisted codes, so the lookup stops early on them.
+    match STATUS_TABLE.iter().find(|r| r.code == code) {
+        Some(r) => r.verdict,
+        None if code < 400 => Verdict::Success,
+        None => Verdict::Fatal,
+    }
+}
+
+/// One row of the gRPC table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcRule {
+    /// The code.
+    pub code: GrpcCode,
+    /// What to do with it.
+    pub verdict: Verdict,
+}
+
+/// The gRPC table: `OK` is a success; `UNAVAILABLE` (the server did not
+/// process the call) and `RESOURCE_EXHAUSTED` (rate limited, like 429) are
+/// retried with backoff; every other code is a failure not retried, as in
+/// gRPC's own retry guidance.
+pub static GRPC_TABLE: &[GrpcRule] = &[
+    GrpcRule {
+        code: GrpcCode::Ok,
+        verdict: Verdict::Success,
+    },
+    GrpcRule {
+        code: GrpcCode::Unavailable,
+        verdict: Verdict::Retryable,
+    },
+    GrpcRule {
+        code: GrpcCode::ResourceExhausted,
+        verdict: Verdict::Retryable,
+    },
+];
+
+/// The verdict of [`GRPC_TABLE`] on a gRPC code.
+pub fn classify_grpc(code: GrpcCode) -> Verdict {
+    GRPC_TABLE
+        .iter()
+        .find(|r| r.code == code)
+        .map_or(Verdict::Fatal, |r| r.verdict)
+}
+
+/// Whether a response is gRPC (`content-type: application/grpc...`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The failure a response head amounts to, if any, and the table's verdict.
+///
+/// A gRPC response is judged by a `grpc-status` in its headers (a
+/// Trailers-Only response); without one its outcome lies in the trailers and
+/// the head is a success so far. Any other response is judged by its status.
+pub fn classify_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> (Verdict, Option<FailureKind>) {
+    if is_grpc(headers) && status == StatusCode::OK {
+        return match headers
+            .get("grpc-status")
+            .and_then(|v| GrpcCode::from_header(v.as_bytes()))
+        {
+            Some(code) => classify_grpc_code(code),
+            None => (Verdict::Success, None),
+        };
+    }
+    match classify_status(status) {
+        Verdict::Success => (Verdict::Success, None),
+        v => (v, Some(FailureKind::Status(status))),
+    }
+}
+
+/// The failure a gRPC code amounts to, if any, and the table's verdict.
+pub fn classify_grpc_code(code: GrpcCode) -> (Verdict, Option<FailureKind>) {
+    match classify_grpc(code) {
+        Verdict::Success => (Verdict::Success, None),
+        v => (v, Some(FailureKind::Grpc(code))),
+    }
+}
+
+/// The verdict of the tables on a failure kind: statuses and gRPC codes by
+/// their table, transport failures as retryable (whether a retry is *safe*
+/// is a separate question, answered by [`FailureKind::reach`]).
+pub fn verdict_of(kind: &FailureKind) -> Verdict {
+    match kind {
+        FailureKind::Status(s) => classify_status(*s),
+        FailureKind::Grpc(c) => classify_grpc(*c),
+        FailureKind::Cancelled(_) | FailureKind::TotalTimeout(_) => Verdict::Fatal,
+        _ => Verdict::Retryable,
+    }
+}
+
+/// Why a request failed, read from the error's whole source chain by type,
+/// never by message text.
+///
+/// Recognised: sturdy's [`TimeoutError`], [`DnsError`] and [`ConnectError`];
+/// hyper-util's client error (`is_connect`); `hyper::Error`; h2's
+/// REFUSED_STREAM and resets; `io::Error` kinds (looking inside with
+/// `get_ref`, since `io::Error::source` skips the error it wraps); rustls
+/// errors (feature `tls`); tonic's `ConnectError`, `TimeoutExpired` and
+/// `Status` (feature `grpc`). Anything else is [`FailureKind::Other`].
+///
+/// ```
+/// use std::io;
+/// use sturdy_core::{classify_error, FailureKind, Reach};
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// assert_eq!(classify_error(&refused), FailureKind::ConnectRefused);
+/// assert_eq!(classify_error(&refused).reach(), Reach::NotSent);
+/// ```
+pub fn classify_error(err: &(dyn StdError + 'static)) -> FailureKind {
+    let mut connecting = false;
+    let mut fallback = None;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        match one(e, &mut connecting) {
+            Step::Done(kind) => return kind,
+            Step::Fallback(kind) => fallback = fallback.or(Some(kind)),
+            Step::Next => {}
+        }
+        cur = next_in_chain(e);
+    }
+    match fallback {
+        Some(k) => k,
+        None if connecting => FailureKind::Connect,
+        None => FailureKind::Other,
+    }
+}
+
+/// Like [`classify_error`], for an error that ended a response body: the
+/// head had arrived, so anything but a timeout or a cancellation is
+/// [`FailureKind::ResponseBody`].
+pub fn classify_body_error(err: &(dyn StdError + 'static)) -> FailureKind {
+    match classify_error(err) {
+        k @ (FailureKind::ReadTimeout
+        | FailureKind::TotalTimeout(_)
+        | FailureKind::Cancelled(_)
+        | FailureKind::Grpc(_)) => k,
+        _ => FailureKind::ResponseBody,
+    }
+}
+
+enum Step {
+    Done(FailureKind),
+    Fallback(FailureKind),
+    Next,
+}
+
+fn next_in_chain<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    match e.downcast_ref::<io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+        None => e.source(),
+    }
+}
+
+fn one(e: &(dyn StdError + 'static), connecting: &mut bool) -> Step {
+    if let Some(t) = e.downcast_ref::<TimeoutError>() {
+        return Step::Done(t.kind());
+    }
+    if e.is::<DnsError>() {
+        return Step::Done(FailureKind::Dns);
+    }
+    if let Some(c) = e.downcast_ref::<ConnectError>() {
+        *connecting = true;
+        return match c.part() {
+            _ if c.is_timeout() => Step::Done(FailureKind::ConnectTimeout),
+            ConnectPart::Dns => Step::Done(FailureKind::Dns),
+            ConnectPart::Tls => Step::Done(FailureKind::Tls),
+            ConnectPart::Tcp | ConnectPart::Proxy => Step::Next,
+        };
+    }
+    if let Some(c) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        if c.is_connect() {
+            *connecting = true;
+        }
+        return Step::Next;
+    }
+    if let Some(h) = e.downcast_ref::<hyper::Error>() {
+        return hyper_step(h);
+    }
+    if let Some(h) = e.downcast_ref::<h2::Error>() {
+        if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Step::Done(FailureKind::RefusedStream);
+        }
+        if h.is_io() {
+            return Step::Next;
+        }
+        return Step::Fallback(FailureKind::Reset);
+    }
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        return io_step(io, *connecting);
+    }
+    #[cfg(feature = "tls")]
+    if e.is::<rustls::Error>() {
+        return Step::Done(FailureKind::Tls);
+    }
+    #[cfg(feature = "grpc")]
+    if let Some(step) = tonic_step(e, connecting) {
+        return step;
+    }
+    Step::Next
+}
+
+fn hyper_step(h: &hyper::Error) -> Step {
+    if h.is_canceled() {
+        // The dispatcher gave the request back unsent: its connection went
+        // away before the request was written.
+        Step::Fallback(FailureKind::Connect)
+    } else if h.is_incomplete_message() || h.is_body_write_aborted() || h.is_closed() {
+        Step::Fallback(FailureKind::Reset)
+    } else if h.is_user() && h.source().is_some() {
+        // A user error with a cause is the request body's own error.
+        Step::Fallback(FailureKind::RequestBody)
+    } else {
+        Step::Next
+    }
+}
+
+fn io_step(io: &io::Error, connecting: bool) -> Step {
+    use io::ErrorKind as E;
+    let kind = match io.kind() {
+        E::ConnectionRefused => FailureKind::ConnectRefused,
+        E::TimedOut if connecting => FailureKind::ConnectTimeout,
+        _ if connecting => FailureKind::Connect,
+        E::ConnectionReset
+        | E::ConnectionAborted
+        | E::BrokenPipe
+        | E::UnexpectedEof
+        | E::NotConnected => FailureKind::Reset,
+        _ => return Step::Next,
+    };
+    // A typed error inside the io::Error is more specific than its kind.
+    if io.get_ref().is_some() {
+        Step::Fallback(kind)
+    } else {
+        Step::Done(kind)
+    }
+}
+
+#[cfg(feature = "grpc")]
+fn tonic_step(e: &(dyn StdError + 'static), connecting: &mut bool) -> Option<Step> {
+    if e.is::<tonic::ConnectError>() {
+        *connecting = true;
+        return Some(Step::Next);
+    }
+    if e.is::<tonic::TimeoutExpired>() {
+        return Some(Step::Done(FailureKind::HeadersTimeout));
+    }
+    if let Some(status) = e.downcast_ref::<tonic::Status>() {
+        let code = GrpcCode::from_i32(status.code() as i32).unwrap_or(GrpcCode::Unknown);
+        return Some(Step::Fallback(FailureKind::Grpc(code)));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Phase, Reach};
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct Wrap(Box<dyn StdError + Send + Sync>);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl StdError for Wrap {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn every_status_row_is_applied() {
+        for r in STATUS_TABLE {
+            let s = StatusCode::from_u16(r.code).unwrap();
+            assert_eq!(classify_status(s), r.verdict, "{}", r.code);
+        }
+        let retryable: Vec<u16> = (100..600)
+            .filter(|c| classify_status(StatusCode::from_u16(*c).unwrap()) == Verdict::Retryable)
+            .collect();
+        assert_eq!(retryable, [408, 429, 500, 502, 503, 504]);
+        for code in [200, 201, 204, 301, 304] {
+            assert_eq!(
+                classify_status(StatusCode::from_u16(code).unwrap()),
+                Verdict::Success
+            );
+        }
+        for code in [400, 401, 403, 404, 409, 418, 422, 501, 505] {
+            assert_eq!(
+                classify_status(StatusCode::from_u16(code).unwrap()),
+                Verdict::Fatal
+            );
+        }
+    }
+
+    #[test]
+    fn every_grpc_code_has_a_verdict() {
+        for c in GrpcCode::ALL {
+            let expect = match c {
+                GrpcCode::Ok => Verdict::Success,
+                GrpcCode::Unavailable | GrpcCode::ResourceExhausted => Verdict::Retryable,
+                _ => Verdict::Fatal,
+            };
+            assert_eq!(classify_grpc(c), expect, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_trailers_only_heads_are_judged_by_grpc_status() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/grpc".parse().unwrap());
+        assert_eq!(
+            classify_response(StatusCode::OK, &h),
+            (Verdict::Success, None)
+        );
+        h.insert("grpc-status", "14".parse().unwrap());
+        assert_eq!(
+            classify_response(StatusCode::OK, &h),
+            (
+                Verdict::Retryable,
+                Some(FailureKind::Grpc(GrpcCode::Unavailable))
+            )
+        );
+        h.insert("grpc-status", "banana".parse().unwrap());
+        assert_eq!(
+            classify_response(StatusCode::OK, &h),
+            (Verdict::Success, None)
+        );
+        let plain = HeaderMap::new();
+        assert_eq!(
+            classify_response(StatusCode::BAD_GATEWAY, &plain),
+            (
+                Verdict::Retryable,
+                Some(FailureKind::Status(StatusCode::BAD_GATEWAY))
+            )
+        );
+    }
+
+    #[test]
+    fn io_errors_are_classified_by_kind_and_by_what_they_wrap() {
+        use io::ErrorKind as E;
+        for (kind, expect) in [
+            (E::ConnectionRefused, FailureKind::ConnectRefused),
+            (E::ConnectionReset, FailureKind::Reset),
+            (E::BrokenPipe, FailureKind::Reset),
+            (E::UnexpectedEof, FailureKind::Reset),
+            (E::PermissionDenied, FailureKind::Other),
+        ] {
+            assert_eq!(classify_error(&io::Error::from(kind)), expect, "{kind:?}");
+        }
+        let t = TimeoutError::new(Phase::Write, Duration::from_secs(30), Reach::Unknown);
+        let io = io::Error::new(E::TimedOut, t);
+        assert_eq!(classify_error(&io), FailureKind::WriteTimeout);
+        let wrapped = Wrap(Box::new(io::Error::new(
+            E::Other,
+            DnsError::no_addresses("x.test"),
+        )));
+        assert_eq!(classify_error(&wrapped), FailureKind::Dns);
+    }
+
+    #[test]
+    fn connect_errors_name_their_part() {
+        let refused = ConnectError::new(
+            ConnectPart::Tcp,
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(classify_error(&refused), FailureKind::ConnectRefused);
+        let other = ConnectError::new(
+            ConnectPart::Tcp,
+            io::Error::from(io::ErrorKind::AddrNotAvailable),
+        );
+        assert_eq!(classify_error(&other), FailureKind::Connect);
+        let tls = ConnectError::new(
+            ConnectPart::Tls,
+            io::Error::from(io::ErrorKind::InvalidData),
+        );
+        assert_eq!(classify_error(&tls), FailureKind::Tls);
+        let t = TimeoutError::new(Phase::Connect, Duration::from_secs(10), Reach::NotSent);
+        let stalled = ConnectError::new(ConnectPart::Dns, t);
+        assert!(stalled.is_timeout());
+        assert_eq!(classify_error(&stalled), FailureKind::ConnectTimeout);
+        assert_eq!(stalled.to_string(), "connect timed out during dns");
+    }
+
+    #[test]
+    fn timeouts_before_a_connection_are_not_sent() {
+        let before = TimeoutError::new(Phase::Headers, Duration::from_secs(1), Reach::NotSent);
+        assert_eq!(classify_error(&before), FailureKind::ConnectTimeout);
+        let after = TimeoutError::new(Phase::Headers, Duration::from_secs(1), Reach::Unknown);
+        assert_eq!(classify_error(&after), FailureKind::HeadersTimeout);
+        let total = TimeoutError::new(Phase::Total, Duration::from_secs(1), Reach::Acknowledged);
+        assert_eq!(classify_error(&total).reach(), Reach::Acknowledged);
+    }
+
+    #[test]
+    fn h2_refused_stream_is_not_sent() {
+        let e = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(
+            classify_error(&Wrap(Box::new(e))),
+            FailureKind::RefusedStream
+        );
+        let e = h2::Error::from(h2::Reason::INTERNAL_ERROR);
+        assert_eq!(classify_error(&e), FailureKind::Reset);
+    }
+
+    #[test]
+    fn body_errors_are_response_body_unless_timed_out() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(classify_body_error(&reset), FailureKind::ResponseBody);
+        let t = TimeoutError::new(Phase::Read, Duration::from_secs(1), Reach::Acknowledged);
+        assert_eq!(classify_body_error(&t), FailureKind::ReadTimeout);
+    }
+
+    #[test]
+    fn message_text_is_never_read() {
+        let liar = io::Error::other("connection refused dns tls timeout");
+        assert_eq!(classify_error(&liar), FailureKind::Other);
+    }
+}

@@ -1,0 +1,48 @@
+//! The shared vocabulary of sturdy.
+//!
+//! Every sturdy layer speaks in these types, and talks to the others only
+//! through them, carried in `http::Extensions`:
+//!
+//! - what kind of work a request is ([`Workload`]) and how long each phase of
+//!   it may take ([`Profile`]), by when the whole call must end ([`Deadline`]);
+//! - one record per logical call, filled by the layers that know and read by
+//!   metrics ([`CallContext`]);
+//! - how far an attempt got ([`Reach`]) and why it failed ([`FailureKind`],
+//!   found by [`classify_error`] and the status tables);
+//! - what a server hinted ([`ServerHints`]);
+//! - the body type handed to the inner service ([`InnerBody`]).
+//!
+//! ```
+//! use sturdy_core::{classify_response, FailureKind, Reach, Verdict};
+//! let headers = http::HeaderMap::new();
+//! let (verdict, failure) = classify_response(http::StatusCode::SERVICE_UNAVAILABLE, &headers);
+//! assert_eq!(verdict, Verdict::Retryable);
+//! let failure = failure.unwrap();
+//! assert_eq!((failure.label(), failure.reach()), ("503", Reach::Acknowledged));
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod body;
+mod classify;
+mod context;
+mod error;
+mod failure;
+mod hints;
+mod resolve;
+mod workload;
+
+pub use body::{BoxBody, InnerBody, boxed};
+pub use classify::{
+    GRPC_TABLE, GrpcRule, STATUS_TABLE, StatusRule, Verdict, classify_body_error, classify_error,
+    classify_grpc, classify_grpc_code, classify_response, classify_status, is_grpc, verdict_of,
+};
+pub use context::{CallContext, RetrySafe};
+pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};
+pub use failure::{FailureKind, GrpcCode, Reach, status_label};
+pub use hints::{MAX_HINT, Pushback, ServerHints};
+pub use resolve::{Name, TypedResolver};
+pub use workload::{
+    Deadline, InvalidProfile, Profile, Profiles, UnknownWorkload, Workload, attempt_limit,
+};
