@@ -1,0 +1,55 @@
+//! A fault-injecting OpenAI-compatible HTTP server on loopback, used by
+//! sturdy's tests, benchmarks and probe instead of mocks.
+//!
+//! It serves `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`),
+//! `GET /v1/models` and `GET /dashboard` over HTTP/1.1 and h2c, and injects
+//! faults into everything but the dashboard:
+//!
+//! - per call, from a [`Script`] in the [`FAULT_HEADER`] request header: the
+//!   n-th attempt carrying the same [`CALL_HEADER`] gets the n-th entry, the
+//!   last one repeating;
+//! - otherwise from a seeded random [`Mix`];
+//! - and whole-server outages ([`FaultServer::outage`]) in which connections
+//!   are refused and open ones dropped.
+//!
+//! It counts what it saw in a [`Dashboard`].
+//!
+//! ```
+//! use sturdy_faults::{FaultServer, Mix};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FaultServer::builder()
+//!     .mix("503=0.05,reset=0.01".parse::<Mix>()?)
+//!     .seed(7)
+//!     .start()
+//!     .await?;
+//! println!("serving at {}", server.base_url());
+//! // A request with `x-sturdy-call: c1` and `x-sturdy-fault: 503, 200` gets a
+//! // 503 the first time and a normal answer after.
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod body;
+mod dashboard;
+mod fault;
+mod mix;
+mod openai;
+mod respond;
+mod server;
+
+pub use dashboard::Dashboard;
+pub use fault::{Fault, FaultParams, MAX_CHUNKS, MAX_FAULT_MS, ParseError, Script};
+pub use mix::Mix;
+pub use server::{FaultServer, FaultServerBuilder};
+
+/// Request header naming a call, so its attempts can be told apart.
+pub const CALL_HEADER: &str = "x-sturdy-call";
+
+/// Request header carrying the call's [`Script`].
+pub const FAULT_HEADER: &str = "x-sturdy-fault";

@@ -1,0 +1,182 @@
+//! `sturdy-faults`: runs the fault server on loopback until killed.
+//!
+//! The first line of stdout is `listening on http://127.0.0.1:PORT`, so a
+//! parent process can read the port when it asked for port 0.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use sturdy_faults::{FaultParams, FaultServer, Mix};
+
+/// A fault-injecting OpenAI-compatible HTTP server (HTTP/1.1 and h2c) on
+/// loopback.
+///
+/// Serves POST /v1/chat/completions (JSON or SSE), GET /v1/models and
+/// GET /dashboard. A request may script its own faults with
+/// `x-sturdy-call: ID` and `x-sturdy-fault: 503;retry-after-ms=200, 503, 200`;
+/// other requests draw from --mix.
+#[derive(Debug, Parser)]
+#[command(name = "sturdy-faults", version)]
+struct Args {
+    /// Address to listen on; must be loopback. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_loopback)]
+    listen: SocketAddr,
+
+    /// Random fault mix for unscripted requests, e.g.
+    /// "503=0.05,429=0.05,reset=0.02,close=0.02,delay=0.02,stall=0.02".
+    /// Each key is a fault entry (it may carry ";k=v" params), each value a
+    /// probability; they must add up to at most 1. Without it, nothing is
+    /// injected.
+    #[arg(long)]
+    mix: Option<Mix>,
+
+    /// Seed for the mix's random draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Default milliseconds for `delay` entries without `ms`.
+    #[arg(long)]
+    delay_ms: Option<u64>,
+
+    /// Default milliseconds for `stall` entries without `ms`.
+    #[arg(long)]
+    stall_ms: Option<u64>,
+
+    /// Default milliseconds between chunks for `slow` entries without `ms`.
+    #[arg(long)]
+    slow_ms: Option<u64>,
+
+    /// SSE chunks per streamed answer (default 5).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    chunks: Option<u16>,
+
+    /// Add `retry-after-ms: N` to 429/503 answers drawn from the mix that
+    /// carry no hint of their own.
+    #[arg(long)]
+    retry_after_ms: Option<u64>,
+
+    /// Schedule an outage START_MS:LEN_MS after startup: connections are
+    /// refused and open ones dropped for LEN_MS. Repeatable.
+    #[arg(long, value_name = "START_MS:LEN_MS")]
+    outage: Vec<OutageSpec>,
+}
+
+fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|e| format!("not an IP:PORT address: {e}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address; sturdy-faults only listens on loopback"
+        ));
+    }
+    Ok(addr)
+}
+
+/// One `--outage START_MS:LEN_MS`.
+#[derive(Debug, Clone, Copy)]
+struct OutageSpec {
+    start: Duration,
+    len: Duration,
+}
+
+impl FromStr for OutageSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<OutageSpec, String> {
+        let (start, len) = text
+            .split_once(':')
+            .ok_or_else(|| format!("expected START_MS:LEN_MS, got {text:?}"))?;
+        let ms = |part: &str| {
+            part.trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| format!("bad milliseconds {part:?}: {e}"))
+        };
+        Ok(OutageSpec {
+            start: ms(start)?,
+            len: ms(len)?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sturdy-faults: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let defaults = FaultParams::default();
+    let params = FaultParams {
+        delay_ms: args.delay_ms.unwrap_or(defaults.delay_ms),
+        stall_ms: args.stall_ms.unwrap_or(defaults.stall_ms),
+        slow_ms: args.slow_ms.unwrap_or(defaults.slow_ms),
+        chunks: args.chunks.map_or(defaults.chunks, usize::from),
+        retry_after_ms: args.retry_after_ms,
+    };
+    let mut builder = FaultServer::builder()
+        .listen(args.listen)
+        .mix(args.mix.unwrap_or_else(Mix::none))
+        .seed(args.seed)
+        .params(params);
+    for outage in &args.outage {
+        builder = builder.outage_at(outage.start, outage.len);
+    }
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("sturdy-faults: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    let announced =
+        writeln!(stdout, "listening on {}", server.base_url()).and_then(|()| stdout.flush());
+    drop(stdout);
+    if let Err(e) = announced {
+        eprintln!("sturdy-faults: cannot write to stdout: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    wait_for_signal().await;
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

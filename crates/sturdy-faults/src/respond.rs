@@ -1,0 +1,385 @@
+//! One request in, one (possibly broken) response out: reads the request,
+//! picks its fault (script first, then the mix), builds the normal OpenAI
+//! answer and shapes its delivery by the fault, counting on the dashboard as
+//! it goes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use rand::rngs::StdRng;
+
+use crate::body::{PlannedBody, Step};
+use crate::dashboard::Recorder;
+use crate::fault::{Fault, FaultParams, Script};
+use crate::mix::Mix;
+use crate::openai::{self, ChatRequest};
+use crate::{CALL_HEADER, FAULT_HEADER};
+
+/// Largest request body the server reads (a peer must not make it buffer
+/// without bound).
+const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
+
+/// How long a `reset` body waits between its last bytes and its failure.
+/// Without the pause hyper would abort before flushing those bytes (HTTP/1),
+/// and h2 would drop its queued DATA frames in favour of the RST_STREAM.
+const RESET_FLUSH: Duration = Duration::from_millis(100);
+
+/// Everything the connections of one server share.
+pub(crate) struct Shared {
+    pub(crate) recorder: Recorder,
+    pub(crate) params: FaultParams,
+    mix: Mix,
+    rng: Mutex<StdRng>,
+    /// Attempts seen so far, by call ID.
+    attempts: Mutex<HashMap<String, usize>>,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("params", &self.params)
+            .field("mix", &self.mix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service error that makes hyper drop the connection (HTTP/1) or reset
+/// the stream (HTTP/2) without a response.
+#[derive(Debug)]
+pub(crate) struct DropConnection(&'static str);
+
+impl fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sturdy-faults: dropping connection: {}", self.0)
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// Where a request's fault came from; only mix faults get the default
+/// `retry-after-ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Script,
+    Mix,
+}
+
+/// The answer a healthy server would give.
+enum Answer {
+    Json { status: StatusCode, body: Bytes },
+    Stream(Vec<Bytes>),
+}
+
+/// How the answer's body reaches the peer.
+#[derive(Clone, Copy)]
+enum Delivery {
+    Whole,
+    Stall(Duration),
+    /// A pause between frames; a JSON body is cut into this many pieces.
+    Slow(Duration, usize),
+    Reset,
+}
+
+impl Shared {
+    pub(crate) fn new(mix: Mix, rng: StdRng, params: FaultParams) -> Shared {
+        Shared {
+            recorder: Recorder::default(),
+            params,
+            mix,
+            rng: Mutex::new(rng),
+            attempts: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The fault for this request, or a message for a 400 when its script is
+    /// garbage.
+    fn choose(&self, headers: &HeaderMap) -> Result<Option<(Fault, Origin)>, String> {
+        let Some(value) = headers.get(FAULT_HEADER) else {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            return Ok(self
+                .mix
+                .sample(&mut *rng)
+                .cloned()
+                .map(|fault| (fault, Origin::Mix)));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| format!("{FAULT_HEADER} is not visible ASCII"))?;
+        let script: Script = text
+            .parse()
+            .map_err(|e| format!("bad {FAULT_HEADER} {text:?}: {e}"))?;
+        let attempt = match headers.get(CALL_HEADER) {
+            None => 0,
+            Some(id) => {
+                let id = id
+                    .to_str()
+                    .map_err(|_| format!("{CALL_HEADER} is not visible ASCII"))?;
+                let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+                let seen = attempts.entry(id.to_owned()).or_insert(0);
+                let attempt = *seen;
+                *seen += 1;
+                attempt
+            }
+        };
+        Ok(script
+            .for_attempt(attempt)
+            .cloned()
+            .map(|fault| (fault, Origin::Script)))
+    }
+
+    fn answer(&self, method: &Method, path: &str, body: &[u8], chunks: usize) -> Answer {
+        match (method, path) {
+            (&Method::POST, "/v1/chat/completions") => match ChatRequest::parse(body) {
+                Ok(request) => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    if request.stream {
+                        Answer::Stream(openai::chat_stream(id, &request.model, chunks))
+                    } else {
+                        Answer::Json {
+                            status: StatusCode::OK,
+                            body: openai::chat_completion(id, &request.model, chunks),
+                        }
+                    }
+                }
+                Err(message) => error_answer(StatusCode::BAD_REQUEST, &message),
+            },
+            (&Method::GET, "/v1/models") => Answer::Json {
+                status: StatusCode::OK,
+                body: openai::models(),
+            },
+            _ => error_answer(
+                StatusCode::NOT_FOUND,
+                &format!("no route for {method} {path}"),
+            ),
+        }
+    }
+
+    /// Counts the response head and hands it over.
+    fn respond(&self, response: Response<PlannedBody>) -> Response<PlannedBody> {
+        self.recorder.responded(response.status().as_u16());
+        response
+    }
+}
+
+fn error_answer(status: StatusCode, message: &str) -> Answer {
+    Answer::Json {
+        status,
+        body: openai::error(status, message),
+    }
+}
+
+/// Serves one request.
+pub(crate) async fn handle(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<Response<PlannedBody>, DropConnection> {
+    if request.uri().path() == "/dashboard" && request.method() == Method::GET {
+        let body = serde_json::to_vec(&shared.recorder.snapshot()).unwrap_or_default();
+        return Ok(shape(
+            Answer::Json {
+                status: StatusCode::OK,
+                body: body.into(),
+            },
+            Delivery::Whole,
+        ));
+    }
+    shared.recorder.received();
+
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            let answer = error_answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body exceeds {MAX_REQUEST_BODY} bytes"),
+            );
+            return Ok(shared.respond(shape(answer, Delivery::Whole)));
+        }
+        Err(_) => return Err(DropConnection("request body failed")),
+    };
+
+    let (fault, origin) = match shared.choose(&parts.headers) {
+        Ok(Some((fault, origin))) => (fault, Some(origin)),
+        Ok(None) => (Fault::status(200), None),
+        Err(message) => {
+            let answer = error_answer(StatusCode::BAD_REQUEST, &message);
+            return Ok(shared.respond(shape(answer, Delivery::Whole)));
+        }
+    };
+    if let Some(kind) = fault.dashboard_kind() {
+        shared.recorder.fault(kind, 1);
+    }
+
+    let params = &shared.params;
+    let chunks = fault.chunks().unwrap_or(params.chunks);
+    let normal = || shared.answer(&parts.method, parts.uri.path(), &body, chunks);
+    let response = match fault {
+        Fault::Status {
+            code,
+            retry_after,
+            mut retry_after_ms,
+            should_retry,
+            ..
+        } => {
+            let answer = match StatusCode::from_u16(code) {
+                Ok(StatusCode::OK) => normal(),
+                Ok(status) => error_answer(status, &format!("sturdy-faults injected {status}")),
+                Err(_) => error_answer(StatusCode::INTERNAL_SERVER_ERROR, "bad status"),
+            };
+            let mix_default_applies = origin == Some(Origin::Mix)
+                && matches!(code, 429 | 503)
+                && retry_after.is_none()
+                && retry_after_ms.is_none();
+            if mix_default_applies {
+                retry_after_ms = params.retry_after_ms;
+            }
+            let mut response = shape(answer, Delivery::Whole);
+            let headers = response.headers_mut();
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert(HeaderName::from_static("retry-after"), value);
+            }
+            if let Some(ms) = retry_after_ms {
+                headers.insert(HeaderName::from_static("retry-after-ms"), ms.into());
+            }
+            if let Some(flag) = should_retry {
+                let value = HeaderValue::from_static(if flag { "true" } else { "false" });
+                headers.insert(HeaderName::from_static("x-should-retry"), value);
+            }
+            response
+        }
+        Fault::Delay { ms, .. } => {
+            tokio::time::sleep(Duration::from_millis(ms.unwrap_or(params.delay_ms))).await;
+            shape(normal(), Delivery::Whole)
+        }
+        Fault::Stall { ms, .. } => {
+            let pause = Duration::from_millis(ms.unwrap_or(params.stall_ms));
+            shape(normal(), Delivery::Stall(pause))
+        }
+        Fault::Slow { ms, .. } => {
+            let pause = Duration::from_millis(ms.unwrap_or(params.slow_ms));
+            shape(normal(), Delivery::Slow(pause, chunks))
+        }
+        Fault::Reset => shape(normal(), Delivery::Reset),
+        Fault::Close => return Err(DropConnection("injected close")),
+    };
+    Ok(shared.respond(response))
+}
+
+/// Splits `body` into `pieces` nearly equal non-empty parts.
+fn split_bytes(body: &Bytes, pieces: usize) -> Vec<Bytes> {
+    let size = body.len().div_ceil(pieces.max(1)).max(1);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < body.len() {
+        let end = (start + size).min(body.len());
+        parts.push(body.slice(start..end));
+        start = end;
+    }
+    parts
+}
+
+/// Interleaves `pause` between the frames.
+fn with_pauses(frames: Vec<Bytes>, pause: Duration) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(frames.len() * 2);
+    for (i, frame) in frames.into_iter().enumerate() {
+        if i > 0 {
+            steps.push(Step::Pause(pause));
+        }
+        steps.push(Step::Data(frame));
+    }
+    steps
+}
+
+/// Builds the response for `answer` delivered as `delivery`.
+fn shape(answer: Answer, delivery: Delivery) -> Response<PlannedBody> {
+    let (status, content_type, body) = match answer {
+        Answer::Json { status, body } => {
+            let length = body.len() as u64;
+            let half = (body.len() / 2).max(1).min(body.len());
+            let steps = match delivery {
+                Delivery::Whole => vec![Step::Data(body)],
+                Delivery::Stall(pause) => with_pauses(split_bytes(&body, 2), pause),
+                Delivery::Slow(pause, pieces) => with_pauses(split_bytes(&body, pieces), pause),
+                Delivery::Reset => vec![
+                    Step::Data(body.slice(..half)),
+                    Step::Pause(RESET_FLUSH),
+                    Step::Fail,
+                ],
+            };
+            let body = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+                PlannedBody::empty()
+            } else {
+                PlannedBody::new(steps, Some(length))
+            };
+            (status, "application/json", body)
+        }
+        Answer::Stream(events) => {
+            let steps = match delivery {
+                Delivery::Whole => events.into_iter().map(Step::Data).collect(),
+                Delivery::Stall(pause) => {
+                    let mut steps = Vec::with_capacity(events.len() + 1);
+                    for (i, event) in events.into_iter().enumerate() {
+                        if i == 1 {
+                            steps.push(Step::Pause(pause));
+                        }
+                        steps.push(Step::Data(event));
+                    }
+                    steps
+                }
+                Delivery::Slow(pause, _) => with_pauses(events, pause),
+                Delivery::Reset => {
+                    let first = events.into_iter().next().map(Step::Data);
+                    first
+                        .into_iter()
+                        .chain([Step::Pause(RESET_FLUSH), Step::Fail])
+                        .collect()
+                }
+            };
+            (
+                StatusCode::OK,
+                "text/event-stream",
+                PlannedBody::new(steps, None),
+            )
+        }
+    };
+    let length = http_body::Body::size_hint(&body).exact();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    match length {
+        Some(length) if !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) => {
+            headers.insert(CONTENT_LENGTH, length.into());
+        }
+        Some(_) => {}
+        None => {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_the_body_in_order() {
+        let body = Bytes::from_static(b"0123456789");
+        let parts = split_bytes(&body, 3);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.concat(), body.to_vec());
+        assert_eq!(split_bytes(&Bytes::from_static(b"ab"), 5).len(), 2);
+        assert!(split_bytes(&Bytes::new(), 5).is_empty());
+    }
+}

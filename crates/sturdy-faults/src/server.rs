@@ -1,0 +1,339 @@
+//! The listening side: binds loopback, accepts connections and serves each
+//! with hyper-util's auto builder (HTTP/1.1 and h2c prior knowledge), and runs
+//! outages.
+//!
+//! # Outages
+//!
+//! The listener is bound with `SO_REUSEPORT`. When an outage starts, a second
+//! socket is bound to the same port but never listens: it holds the port while
+//! Linux answers every SYN with a RST (the client sees `ECONNREFUSED`). The
+//! listener is then closed and every open connection task aborted. When the
+//! outage ends, the holder itself starts listening, so no other socket can
+//! take the port in between.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::dashboard::Dashboard;
+use crate::fault::FaultParams;
+use crate::mix::Mix;
+use crate::respond::{self, Shared};
+
+const BACKLOG: u32 = 1024;
+
+/// Longest outage honoured; longer ones are clamped so deadlines never
+/// overflow.
+const MAX_OUTAGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A running fault server on loopback. Dropping it aborts all of its tasks
+/// and connections.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let server = sturdy_faults::FaultServer::start().await?;
+/// assert!(server.base_url().starts_with("http://127.0.0.1:"));
+/// assert_eq!(server.dashboard().received, 0);
+/// server.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FaultServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    outages: mpsc::Sender<OutageRequest>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A request to the accept loop to start (or extend) an outage.
+#[derive(Debug)]
+struct OutageRequest {
+    len: Duration,
+    refusing: oneshot::Sender<io::Result<()>>,
+}
+
+impl FaultServer {
+    /// A builder: `127.0.0.1:0`, no mix, seed 0, default params, no outages.
+    pub fn builder() -> FaultServerBuilder {
+        FaultServerBuilder::default()
+    }
+
+    /// Starts a server on `127.0.0.1:0` that injects nothing unless a request
+    /// carries a script.
+    pub async fn start() -> io::Result<FaultServer> {
+        FaultServer::builder().start().await
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of the server's counts, without going through HTTP.
+    pub fn dashboard(&self) -> Dashboard {
+        self.shared.recorder.snapshot()
+    }
+
+    /// Starts an outage of `len`: returns once new connections are refused
+    /// and open ones dropped; the server reopens the same port by itself
+    /// after `len`. During an outage, a further call extends it.
+    pub async fn outage(&self, len: Duration) -> io::Result<()> {
+        request_outage(&self.outages, len).await
+    }
+
+    /// Stops serving and waits for the server's tasks to end.
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            // A cancelled task reports a JoinError; that is the point.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn request_outage(outages: &mpsc::Sender<OutageRequest>, len: Duration) -> io::Result<()> {
+    let gone = || io::Error::other("sturdy-faults: the server's accept loop has stopped");
+    let (refusing, refused) = oneshot::channel();
+    outages
+        .send(OutageRequest { len, refusing })
+        .await
+        .map_err(|_| gone())?;
+    refused.await.map_err(|_| gone())?
+}
+
+/// Configures a [`FaultServer`].
+#[derive(Debug, Clone)]
+pub struct FaultServerBuilder {
+    listen: SocketAddr,
+    mix: Mix,
+    seed: u64,
+    params: FaultParams,
+    outages: Vec<(Duration, Duration)>,
+}
+
+impl Default for FaultServerBuilder {
+    fn default() -> FaultServerBuilder {
+        FaultServerBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mix: Mix::none(),
+            seed: 0,
+            params: FaultParams::default(),
+            outages: Vec::new(),
+        }
+    }
+}
+
+impl FaultServerBuilder {
+    /// Listens on `addr`, which must be a loopback address (port 0 picks one).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Draws faults for unscripted requests from `mix`.
+    pub fn mix(mut self, mix: Mix) -> Self {
+        self.mix = mix;
+        self
+    }
+
+    /// Seeds the mix's random draws.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets the defaults for fault parameters entries leave out.
+    pub fn params(mut self, params: FaultParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Schedules an outage of `len` starting `start` after the server starts.
+    /// May be called repeatedly; overlapping outages merge.
+    pub fn outage_at(mut self, start: Duration, len: Duration) -> Self {
+        self.outages.push((start, len));
+        self
+    }
+
+    /// Binds and starts serving; fails for a non-loopback address.
+    pub async fn start(self) -> io::Result<FaultServer> {
+        if !self.listen.ip().is_loopback() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "sturdy-faults only listens on loopback, not {}",
+                    self.listen
+                ),
+            ));
+        }
+        let listener = bind_reusable(self.listen)?.listen(BACKLOG)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(
+            self.mix,
+            StdRng::seed_from_u64(self.seed),
+            self.params,
+        ));
+        let (outages, requests) = mpsc::channel(16);
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            listener,
+            addr,
+            Arc::clone(&shared),
+            requests,
+        ))];
+        if !self.outages.is_empty() {
+            tasks.push(tokio::spawn(run_schedule(self.outages, outages.clone())));
+        }
+        Ok(FaultServer {
+            addr,
+            shared,
+            outages,
+            tasks,
+        })
+    }
+}
+
+/// A TCP socket bound to `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, so a
+/// second one can hold the port while the first still listens.
+fn bind_reusable(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(all(
+        unix,
+        not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+    ))]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+fn deadline_after(len: Duration) -> Instant {
+    Instant::now() + len.min(MAX_OUTAGE)
+}
+
+async fn run_schedule(
+    mut outages: Vec<(Duration, Duration)>,
+    requests: mpsc::Sender<OutageRequest>,
+) {
+    let started = Instant::now();
+    outages.sort_by_key(|(start, _)| *start);
+    for (start, len) in outages {
+        let Some(at) = started.checked_add(start) else {
+            return;
+        };
+        tokio::time::sleep_until(at).await;
+        if let Err(e) = request_outage(&requests, len).await {
+            tracing::warn!(error = %e, "scheduled outage failed");
+            return;
+        }
+    }
+}
+
+async fn accept_loop(
+    mut listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<OutageRequest>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let outage = loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(outage) = requests.recv() => break outage,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+
+        let holder = match bind_reusable(addr) {
+            Ok(holder) => holder,
+            Err(e) => {
+                let _ = outage.refusing.send(Err(e));
+                continue;
+            }
+        };
+        drop(listener);
+        while connections.try_join_next().is_some() {}
+        let dropped = connections.len() as u64;
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+        shared.recorder.fault("outage_dropped", dropped);
+        let _ = outage.refusing.send(Ok(()));
+
+        let mut until = deadline_after(outage.len);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                Some(more) = requests.recv() => {
+                    until = until.max(deadline_after(more.len));
+                    let _ = more.refusing.send(Ok(()));
+                }
+            }
+        }
+        listener = match holder.listen(BACKLOG) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, %addr, "cannot listen again after an outage");
+                return;
+            }
+        };
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        async move { respond::handle(&shared, request).await }
+    });
+    // HTTP/2 stream tasks need no tracking of their own: when this task is
+    // aborted the h2 connection drops and hyper wakes and ends its streams
+    // (pinned by the `dropping_the_server_*` tests).
+    let served = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
