@@ -1,1 +1,50 @@
-//! placeholder
+//! sturdy: tower middleware that keeps HTTP and gRPC clients up.
+//!
+//! Built first for clients of OpenAI-compatible LLM inference APIs, usable
+//! around any `tower::Service<http::Request<B>>`: a hyper-util client, a
+//! tonic `Channel`, or a hand-written service.
+//!
+//! - [`client()`] builds the innermost service: a hyper-util client whose
+//!   failures say which part failed (DNS, TCP, TLS) and whose sockets carry
+//!   the guide's client-wide `connect` and `write` limits.
+//! - [`timeout`], [`retry`] and [`metrics`] are the layers: workload
+//!   timeouts, classified retries, failure metrics by reach.
+//! - the vocabulary they share ([`Workload`], [`Reach`], [`FailureKind`],
+//!   [`classify_error`], ...) is re-exported from `sturdy-core`.
+//!
+//! ```no_run
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = sturdy::client().build();
+//! let req = http::Request::get("http://127.0.0.1:8080/v1/models")
+//!     .body(sturdy::boxed(Full::new(Bytes::new())))?;
+//! match client.request(req).await {
+//!     Ok(resp) => println!("{}", resp.status()),
+//!     Err(e) => {
+//!         let kind = sturdy::classify_error(&e);
+//!         println!("failed: {} (reach: {})", kind.label(), kind.reach());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+
+pub use client::{
+    Client, ClientBuilder, ClientIo, Connector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    MIN_LIMIT, PeerAddr, client,
+};
+/// Re-exported so a custom resolver or proxy set-up needs no extra imports.
+pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
+pub use sturdy_core::*;
+
+/// Failure metrics by reach, Prometheus export, reports.
+pub use sturdy_metrics as metrics;
+/// Retries: classification, jittered backoff, server hints, budget, replay.
+pub use sturdy_retry as retry;
+/// Workload timeouts: the total deadline, `ready`, and per-attempt phases.
+pub use sturdy_timeout as timeout;
