@@ -294,10 +294,8 @@ where
         let mut inner = tcp;
         Box::pin(async move {
             let connecting = async {
-                poll_fn(|cx| inner.poll_ready(cx))
-                    .await
-                    .map_err(Into::<BoxError>::into)?;
-                inner.call(dst).await.map_err(Into::<BoxError>::into)
+                poll_fn(|cx| inner.poll_ready(cx)).await.map_err(to_box)?;
+                inner.call(dst).await.map_err(to_box)
             };
             match tokio::time::timeout(limit, connecting).await {
                 Ok(Ok(io)) => Ok(ClientIo::new(io)),
@@ -313,6 +311,11 @@ where
             }
         })
     }
+}
+
+/// Boxes a connector error; with the `tls` feature it already is one.
+fn to_box<E: Into<BoxError>>(e: E) -> BoxError {
+    e.into()
 }
 
 /// The resolver → TCP → proxy part of [`Connector`]; TLS wraps it.

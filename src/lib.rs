@@ -7,8 +7,6 @@
 //! - [`client()`] builds the innermost service: a hyper-util client whose
 //!   failures say which part failed (DNS, TCP, TLS) and whose sockets carry
 //!   the guide's client-wide `connect` and `write` limits.
-//! - [`timeout`], [`retry`] and [`metrics`] are the layers: workload
-//!   timeouts, classified retries, failure metrics by reach.
 //! - the vocabulary they share ([`Workload`], [`Reach`], [`FailureKind`],
 //!   [`classify_error`], ...) is re-exported from `sturdy-core`.
 //!
@@ -42,9 +40,7 @@ pub use client::{
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
 pub use sturdy_core::*;
 
-/// Failure metrics by reach, Prometheus export, reports.
-pub use sturdy_metrics as metrics;
-/// Retries: classification, jittered backoff, server hints, budget, replay.
-pub use sturdy_retry as retry;
-/// Workload timeouts: the total deadline, `ready`, and per-attempt phases.
-pub use sturdy_timeout as timeout;
+// README.md's examples are compiled as doc-tests, so the README cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -443,10 +443,7 @@ mod tests {
         let t = TimeoutError::new(Phase::Write, Duration::from_secs(30), Reach::Unknown);
         let io = io::Error::new(E::TimedOut, t);
         assert_eq!(classify_error(&io), FailureKind::WriteTimeout);
-        let wrapped = Wrap(Box::new(io::Error::new(
-            E::Other,
-            DnsError::no_addresses("x.test"),
-        )));
+        let wrapped = Wrap(Box::new(io::Error::other(DnsError::no_addresses("x.test"))));
         assert_eq!(classify_error(&wrapped), FailureKind::Dns);
     }
 
