@@ -7,6 +7,7 @@
 //! - [`client()`] builds the innermost service: a hyper-util client whose
 //!   failures say which part failed (DNS, TCP, TLS) and whose sockets carry
 //!   the guide's client-wide `connect` and `write` limits.
+//! - [`timeout`] holds the workload timeout layers.
 //! - the vocabulary they share ([`Workload`], [`Reach`], [`FailureKind`],
 //!   [`classify_error`], ...) is re-exported from `sturdy-core`.
 //!
@@ -39,6 +40,9 @@ pub use client::{
 /// Re-exported so a custom resolver or proxy set-up needs no extra imports.
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
 pub use sturdy_core::*;
+
+/// Workload timeouts: the total deadline, `ready`, and per-attempt phases.
+pub use sturdy_timeout as timeout;
 
 // README.md's examples are compiled as doc-tests, so the README cannot rot.
 #[doc = include_str!("../README.md")]

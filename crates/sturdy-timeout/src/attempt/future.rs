@@ -1,0 +1,155 @@
+//! The attempt's response future: the wait for the response head under
+//! `headers` (or the deadline).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use hyper_util::client::legacy::connect::CaptureConnection;
+use pin_project_lite::pin_project;
+use sturdy_core::{BoxError, InvalidProfile, Phase, Reach, TimeoutError};
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use super::ReadBody;
+use super::service::AttemptLimits;
+use crate::grpc::{is_tonic_timeout, timeout_error};
+
+pin_project! {
+    /// The response future of [`AttemptTimeout`](crate::AttemptTimeout): the
+    /// inner future under the attempt's `headers` limit (or the deadline,
+    /// whichever comes first). Its timer is made only if the inner future is
+    /// not ready at once.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called {
+            #[pin]
+            fut: F,
+            headers_at: Instant,
+            by_deadline: bool,
+            limits: AttemptLimits,
+            capture: Option<CaptureConnection>,
+        },
+        Invalid { err: Option<InvalidProfile> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        fut: F,
+        headers_at: Instant,
+        by_deadline: bool,
+        limits: AttemptLimits,
+        capture: Option<CaptureConnection>,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                fut,
+                headers_at,
+                by_deadline,
+                limits,
+                capture,
+            },
+            sleep: None,
+        }
+    }
+
+    pub(crate) fn invalid(err: InvalidProfile) -> Self {
+        ResponseFuture {
+            kind: Kind::Invalid { err: Some(err) },
+            sleep: None,
+        }
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ReadBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let (fut, headers_at, by_deadline, limits, capture) = match this.kind.project() {
+            KindProj::Called {
+                fut,
+                headers_at,
+                by_deadline,
+                limits,
+                capture,
+            } => (fut, *headers_at, *by_deadline, *limits, capture),
+            KindProj::Invalid { err } => {
+                return Poll::Ready(Err(match err.take() {
+                    Some(e) => Box::new(e),
+                    None => "polled after completion".into(),
+                }));
+            }
+        };
+        let tonic_fired = match fut.poll(cx) {
+            Poll::Ready(Ok(res)) => return Poll::Ready(Ok(res.map(|b| ReadBody::new(b, limits)))),
+            Poll::Ready(Err(e)) => {
+                let e = e.into();
+                if !is_tonic_timeout(&e) {
+                    return Poll::Ready(Err(e));
+                }
+                // tonic's Channel enforced the grpc-timeout this layer set:
+                // the same limit, reported as this layer's own.
+                true
+            }
+            Poll::Pending => false,
+        };
+        if !tonic_fired {
+            if this.sleep.is_none() {
+                this.sleep.set(Some(sleep_until(headers_at)));
+            }
+            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                ready!(sleep.poll(cx));
+            }
+        }
+        // hyper-util reports the connection as soon as it has one; without
+        // it nothing can have been sent.
+        let reach = match capture {
+            Some(c) if c.connection_metadata().is_none() => Reach::NotSent,
+            _ => Reach::Unknown,
+        };
+        let err = match (by_deadline, limits.callers_grpc_timeout) {
+            (true, _) => TimeoutError::new(Phase::Total, limits.total, reach),
+            // Only tonic's timer could fire this early: the caller's own,
+            // smaller grpc-timeout.
+            (false, Some(callers)) if tonic_fired => {
+                TimeoutError::new(Phase::Headers, callers, reach)
+            }
+            (false, _) => TimeoutError::new(Phase::Headers, limits.headers, reach),
+        };
+        Poll::Ready(Err(timeout_error(
+            err.with_workload(limits.workload),
+            limits.grpc,
+        )))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Called { limits, .. } => f
+                .debug_struct("ResponseFuture")
+                .field("limits", limits)
+                .finish(),
+            Kind::Invalid { err } => f
+                .debug_struct("ResponseFuture")
+                .field("invalid", err)
+                .finish(),
+        }
+    }
+}

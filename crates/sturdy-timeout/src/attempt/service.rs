@@ -1,0 +1,183 @@
+//! The attempt service's `call`: reads the limits from the request (its
+//! `Profile`, `Workload` and `Deadline`), sets `grpc-timeout` for gRPC, and
+//! arms the `headers` limit.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use sturdy_core::{BoxError, Deadline, Profile, Profiles, Workload, attempt_limit};
+use tower_service::Service;
+
+use super::{ReadBody, ResponseFuture};
+use crate::grpc::is_grpc_request;
+
+/// The service made by [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer).
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    profiles: Profiles,
+    capture_connection: bool,
+}
+
+/// What an attempt enforces, fixed when it is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptLimits {
+    pub(crate) workload: Workload,
+    pub(crate) headers: Duration,
+    pub(crate) read: Duration,
+    pub(crate) total: Duration,
+    pub(crate) deadline: Option<Deadline>,
+    pub(crate) grpc: bool,
+    /// A caller's `grpc-timeout` kept because it was below `headers`: the
+    /// limit tonic's `Channel` enforces for this attempt.
+    pub(crate) callers_grpc_timeout: Option<Duration>,
+}
+
+impl<S> AttemptTimeout<S> {
+    pub(crate) fn from_parts(inner: S, profiles: Profiles, capture_connection: bool) -> Self {
+        AttemptTimeout {
+            inner,
+            profiles,
+            capture_connection,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, to change.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for AttemptTimeout<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ReadBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let ext = req.extensions();
+        let workload = Workload::from_extensions(ext).unwrap_or_default();
+        let profile = ext
+            .get::<Profile>()
+            .copied()
+            .unwrap_or(*self.profiles.get(workload));
+        if let Err(invalid) = profile.validate() {
+            return ResponseFuture::invalid(invalid);
+        }
+        let deadline = Deadline::from_extensions(ext);
+        let mut limits = AttemptLimits {
+            workload,
+            headers: profile.headers,
+            read: profile.read,
+            total: profile.total,
+            deadline,
+            grpc: is_grpc_request(req.headers()),
+            callers_grpc_timeout: None,
+        };
+        if limits.grpc {
+            limits.callers_grpc_timeout =
+                set_grpc_timeout(req.headers_mut(), &limits).filter(|kept| *kept < limits.headers);
+        }
+        let capture = self
+            .capture_connection
+            .then(|| hyper_util::client::legacy::connect::capture_connection(&mut req));
+        let (headers_at, by_deadline) = attempt_limit(profile.headers, deadline);
+        ResponseFuture::new(
+            self.inner.call(req),
+            headers_at,
+            by_deadline,
+            limits,
+            capture,
+        )
+    }
+}
+
+/// Sets `grpc-timeout` to the smaller of the remaining deadline and the
+/// attempt's `headers` and `total` limits, unless the caller asked for less;
+/// returns the caller's value when it was kept.
+fn set_grpc_timeout(headers: &mut http::HeaderMap, limits: &AttemptLimits) -> Option<Duration> {
+    use crate::grpc_timeout;
+    let mut limit = limits.headers.min(limits.total);
+    if let Some(d) = limits.deadline {
+        limit = limit.min(d.remaining());
+    }
+    let callers = headers
+        .get(grpc_timeout::HEADER)
+        .and_then(|v| grpc_timeout::parse(v.as_bytes()));
+    if let Some(c) = callers.filter(|c| *c <= limit) {
+        return Some(c);
+    }
+    headers.insert(grpc_timeout::HEADER, grpc_timeout::encode(limit));
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(headers: u64, deadline: Option<Deadline>) -> AttemptLimits {
+        AttemptLimits {
+            workload: Workload::Interactive,
+            headers: Duration::from_millis(headers),
+            read: Duration::from_secs(60),
+            total: Duration::from_secs(60),
+            deadline,
+            grpc: true,
+            callers_grpc_timeout: None,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn header(h: &http::HeaderMap) -> Duration {
+        crate::grpc_timeout::parse(h.get("grpc-timeout").unwrap().as_bytes()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grpc_timeout_is_the_smaller_of_deadline_and_own_limit() {
+        let mut h = http::HeaderMap::new();
+        set_grpc_timeout(&mut h, &limits(500, None));
+        assert_eq!(header(&h), Duration::from_millis(500));
+
+        let mut h = http::HeaderMap::new();
+        let d = Deadline::after(Duration::from_millis(200));
+        set_grpc_timeout(&mut h, &limits(500, Some(d)));
+        assert_eq!(header(&h), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_callers_smaller_grpc_timeout_is_kept_and_a_larger_or_bad_one_replaced() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-timeout", "100m".parse().unwrap());
+        assert_eq!(set_grpc_timeout(&mut h, &limits(500, None)), Some(ms(100)));
+        assert_eq!(h.get("grpc-timeout").unwrap(), "100m");
+
+        h.insert("grpc-timeout", "9S".parse().unwrap());
+        set_grpc_timeout(&mut h, &limits(500, None));
+        assert_eq!(header(&h), Duration::from_millis(500));
+
+        h.insert("grpc-timeout", "soon".parse().unwrap());
+        set_grpc_timeout(&mut h, &limits(500, None));
+        assert_eq!(header(&h), Duration::from_millis(500));
+    }
+}
