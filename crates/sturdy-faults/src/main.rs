@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
-use sturdy_faults::{FaultParams, FaultServer, Mix};
+use sturdy_faults::{Fault, FaultParams, FaultServer, Mix};
 
 /// A fault-injecting OpenAI-compatible HTTP server (HTTP/1.1 and h2c) on
 /// loopback.
@@ -65,6 +65,12 @@ struct Args {
     /// refused and open ones dropped for LEN_MS. Repeatable.
     #[arg(long, value_name = "START_MS:LEN_MS")]
     outage: Vec<OutageSpec>,
+
+    /// From START_MS after startup, for LEN_MS, answer every unscripted
+    /// request with ENTRY (a fault entry such as `503` or
+    /// `429;retry-after=2`) instead of drawing from the mix. Repeatable.
+    #[arg(long, value_name = "START_MS:LEN_MS:ENTRY")]
+    window: Vec<WindowSpec>,
 }
 
 fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
@@ -106,6 +112,31 @@ impl FromStr for OutageSpec {
     }
 }
 
+/// One `--window START_MS:LEN_MS:ENTRY`.
+#[derive(Debug, Clone)]
+struct WindowSpec {
+    span: OutageSpec,
+    fault: Fault,
+}
+
+impl FromStr for WindowSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WindowSpec, String> {
+        let mut parts = text.splitn(3, ':');
+        let (Some(start), Some(len), Some(entry)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("expected START_MS:LEN_MS:ENTRY, got {text:?}"));
+        };
+        Ok(WindowSpec {
+            span: format!("{start}:{len}").parse()?,
+            fault: entry
+                .parse()
+                .map_err(|e| format!("bad fault entry {entry:?}: {e}"))?,
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +168,9 @@ async fn run(args: Args) -> ExitCode {
         .params(params);
     for outage in &args.outage {
         builder = builder.outage_at(outage.start, outage.len);
+    }
+    for w in &args.window {
+        builder = builder.window(w.span.start, w.span.len, w.fault.clone());
     }
     let server = match builder.start().await {
         Ok(server) => server,

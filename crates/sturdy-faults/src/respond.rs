@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) params: FaultParams,
     mix: Mix,
+    windows: Vec<Window>,
+    born: tokio::time::Instant,
     rng: Mutex<StdRng>,
     /// Attempts seen so far, by call ID.
     attempts: Mutex<HashMap<String, usize>>,
@@ -65,6 +67,15 @@ impl fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
+/// A span of the server's life during which every unscripted request gets
+/// one fault.
+#[derive(Debug, Clone)]
+pub(crate) struct Window {
+    pub(crate) start: Duration,
+    pub(crate) end: Duration,
+    pub(crate) fault: Fault,
+}
+
 /// Where a request's fault came from; only mix faults get the default
 /// `retry-after-ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +101,13 @@ enum Delivery {
 }
 
 impl Shared {
-    pub(crate) fn new(mix: Mix, rng: StdRng, params: FaultParams) -> Shared {
+    pub(crate) fn new(mix: Mix, rng: StdRng, params: FaultParams, windows: Vec<Window>) -> Shared {
         Shared {
             recorder: Recorder::default(),
             params,
             mix,
+            windows,
+            born: tokio::time::Instant::now(),
             rng: Mutex::new(rng),
             attempts: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -105,6 +118,10 @@ impl Shared {
     /// garbage.
     fn choose(&self, headers: &HeaderMap) -> Result<Option<(Fault, Origin)>, String> {
         let Some(value) = headers.get(FAULT_HEADER) else {
+            let age = self.born.elapsed();
+            if let Some(w) = self.windows.iter().find(|w| w.start <= age && age < w.end) {
+                return Ok(Some((w.fault.clone(), Origin::Mix)));
+            }
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             return Ok(self
                 .mix

@@ -27,8 +27,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::dashboard::Dashboard;
-use crate::fault::FaultParams;
+use crate::fault::{Fault, FaultParams};
 use crate::mix::Mix;
+use crate::respond::Window;
 use crate::respond::{self, Shared};
 
 const BACKLOG: u32 = 1024;
@@ -138,6 +139,7 @@ pub struct FaultServerBuilder {
     seed: u64,
     params: FaultParams,
     outages: Vec<(Duration, Duration)>,
+    windows: Vec<Window>,
 }
 
 impl Default for FaultServerBuilder {
@@ -148,6 +150,7 @@ impl Default for FaultServerBuilder {
             seed: 0,
             params: FaultParams::default(),
             outages: Vec::new(),
+            windows: Vec::new(),
         }
     }
 }
@@ -184,6 +187,19 @@ impl FaultServerBuilder {
         self
     }
 
+    /// From `start` after the server starts, for `len`, every unscripted
+    /// request gets `fault` (instead of a draw from the mix): a server that
+    /// answers 503 to everything for a while, then recovers. Repeatable; where
+    /// windows overlap, the first one given wins.
+    pub fn window(mut self, start: Duration, len: Duration, fault: Fault) -> Self {
+        self.windows.push(Window {
+            start,
+            end: start.saturating_add(len),
+            fault,
+        });
+        self
+    }
+
     /// Binds and starts serving; fails for a non-loopback address.
     pub async fn start(self) -> io::Result<FaultServer> {
         if !self.listen.ip().is_loopback() {
@@ -201,6 +217,7 @@ impl FaultServerBuilder {
             self.mix,
             StdRng::seed_from_u64(self.seed),
             self.params,
+            self.windows,
         ));
         let (outages, requests) = mpsc::channel(16);
         let mut tasks = vec![tokio::spawn(accept_loop(

@@ -195,3 +195,44 @@ async fn dropping_the_server_ends_delayed_h2_requests() {
         runtime.metrics().num_alive_tasks()
     );
 }
+
+#[tokio::test]
+async fn a_window_answers_its_fault_then_the_server_recovers() {
+    // 503 for everything unscripted during the first 300 ms, then healthy;
+    // a scripted call inside the window still follows its script.
+    let server = FaultServer::builder()
+        .window(
+            Duration::ZERO,
+            Duration::from_millis(300),
+            "503;retry-after=1".parse().unwrap(),
+        )
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let base = server.base_url();
+    let first = exchange(&client, chat(&base, r#"{"model":"m"}"#, &[]))
+        .await
+        .unwrap();
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.header("retry-after"), Some("1"));
+    let scripted_ok = exchange(&client, scripted(&base, false, "w-1", "200"))
+        .await
+        .unwrap();
+    assert_eq!(scripted_ok.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = exchange(&client, chat(&base, r#"{"model":"m"}"#, &[]))
+        .await
+        .unwrap();
+    assert_eq!(after.status, StatusCode::OK);
+    let d = server.dashboard();
+    assert_eq!(
+        (
+            d.received,
+            d.responded(503),
+            d.responded(200),
+            d.faults("status")
+        ),
+        (3, 1, 2, 1)
+    );
+}
