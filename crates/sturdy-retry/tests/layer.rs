@@ -1,0 +1,835 @@
+//! Unit tests of the retry layer around fake inner services, on paused
+//! tokio time: exact delays, no sockets.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use sturdy_core::{
+    BoxBody, BoxError, CallContext, Deadline, FailureKind, RetrySafe, STATUS_TABLE, Verdict,
+};
+use sturdy_retry::{
+    Backoff, BudgetConfig, Outcome, RepeatUnknown, RetryConfigError, RetryError, RetryLayer,
+    RetryPolicy,
+};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+/// What the fake inner service does on one attempt.
+#[derive(Clone)]
+enum Reply {
+    Status(u16, Vec<(&'static str, &'static str)>),
+    /// A head with an exact length of 10 whose body fails after 5 bytes.
+    BrokenBody,
+    Error(io::ErrorKind),
+    /// HTTP/2 REFUSED_STREAM: the server did not process the request.
+    Refused,
+}
+
+fn status(code: u16) -> Reply {
+    Reply::Status(code, vec![])
+}
+
+fn with(code: u16, headers: &[(&'static str, &'static str)]) -> Reply {
+    Reply::Status(code, headers.to_vec())
+}
+
+/// A body of declared length 10 that fails after 5 bytes.
+struct Broken(bool);
+
+impl Body for Broken {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.0 {
+            Poll::Ready(Some(Err(
+                io::Error::from(io::ErrorKind::ConnectionReset).into()
+            )))
+        } else {
+            self.0 = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"hello")))))
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(10)
+    }
+}
+
+type FakeBody = http_body_util::Either<Full<Bytes>, Broken>;
+
+/// A fake inner service answering from a script (the last entry repeats),
+/// recording every request body it read.
+#[derive(Clone)]
+struct Fake {
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    bodies: Arc<Mutex<Vec<(Bytes, HeaderMap)>>>,
+}
+
+impl Fake {
+    fn new(script: Vec<Reply>) -> Fake {
+        Fake {
+            script: Arc::new(Mutex::new(script.into())),
+            bodies: Arc::default(),
+        }
+    }
+
+    fn attempts(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+impl Service<Request<BoxBody>> for Fake {
+    type Response = Response<FakeBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<FakeBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        let reply = {
+            let mut s = self.script.lock().unwrap();
+            if s.len() > 1 {
+                s.pop_front().unwrap()
+            } else {
+                s.front().cloned().unwrap()
+            }
+        };
+        let bodies = self.bodies.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            bodies.lock().unwrap().push((bytes, parts.headers));
+            match reply {
+                Reply::Status(code, headers) => {
+                    let mut resp = Response::builder().status(code);
+                    for (k, v) in headers {
+                        resp = resp.header(k, v);
+                    }
+                    Ok(resp
+                        .body(FakeBody::Left(Full::new(Bytes::from_static(b"answer"))))
+                        .unwrap())
+                }
+                Reply::BrokenBody => Ok(Response::new(FakeBody::Right(Broken(false)))),
+                Reply::Error(kind) => Err(io::Error::from(kind).into()),
+                Reply::Refused => Err(h2::Error::from(h2::Reason::REFUSED_STREAM).into()),
+            }
+        })
+    }
+}
+
+/// Millisecond backoff (10 ms · 2^n, no jitter worth speaking of).
+fn quick() -> sturdy_retry::RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .backoff(Backoff::guide(
+            Duration::from_millis(10),
+            Duration::from_nanos(1),
+        ))
+        .no_budget()
+}
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("http://127.0.0.1/x")
+        .body(Full::new(Bytes::from_static(b"body")))
+        .unwrap()
+}
+
+fn post() -> Request<Full<Bytes>> {
+    Request::post("http://127.0.0.1/v1/chat/completions")
+        .body(Full::new(Bytes::from_static(b"{\"model\":\"m\"}")))
+        .unwrap()
+}
+
+async fn send(
+    policy: RetryPolicy,
+    fake: &Fake,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<sturdy_retry::ResponseBody<FakeBody>>, BoxError> {
+    RetryLayer::new(policy)
+        .layer(fake.clone())
+        .oneshot(req)
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_status_in_the_table_is_retried_or_not_as_the_table_says() {
+    for rule in STATUS_TABLE {
+        let fake = Fake::new(vec![status(rule.code), status(200)]);
+        let resp = send(quick().max_retries(1).build().unwrap(), &fake, get())
+            .await
+            .unwrap();
+        match rule.verdict {
+            Verdict::Retryable => {
+                assert_eq!(fake.attempts(), 2, "{} should be retried", rule.code);
+                assert_eq!(resp.status(), 200);
+            }
+            _ => {
+                assert_eq!(fake.attempts(), 1, "{} must not be retried", rule.code);
+                assert_eq!(resp.status().as_u16(), rule.code);
+            }
+        }
+    }
+    // Statuses outside the table: never retried.
+    for code in [201, 302, 409, 418, 501] {
+        let fake = Fake::new(vec![status(code), status(200)]);
+        let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+        assert_eq!((fake.attempts(), resp.status().as_u16()), (1, code));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_503_then_succeeds_and_records_the_call() {
+    let fake = Fake::new(vec![status(503), status(503), status(200)]);
+    let mut req = post();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(fake.attempts(), 3);
+    assert_eq!(ctx.attempts(), 3);
+    let s503 = FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ctx.retry_reasons(), vec![s503, s503]);
+    assert_eq!(ctx.possibly_duplicated(), 0);
+    // Every attempt sent the same body.
+    for (body, _) in fake.bodies.lock().unwrap().iter() {
+        assert_eq!(&body[..], b"{\"model\":\"m\"}");
+    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"answer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_retries_are_spent_the_last_response_is_returned() {
+    let fake = Fake::new(vec![status(503)]);
+    let resp = send(quick().max_retries(3).build().unwrap(), &fake, get())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(fake.attempts(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_backoff_waits_the_guides_delays() {
+    // base 1 s, ×2, + up to 1 s jitter: 1..2, 2..3, 4..5 s.
+    let fake = Fake::new(vec![status(503), status(503), status(503), status(200)]);
+    let start = Instant::now();
+    let policy = RetryPolicy::builder().no_budget().seed(3).build().unwrap();
+    let resp = send(policy, &fake, get()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(7) && waited <= Duration::from_secs(10),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_hint_sets_the_delay() {
+    let cases: [(&[(&str, &str)], Duration); 4] = [
+        (&[("retry-after-ms", "1500")], Duration::from_millis(1500)),
+        (&[("retry-after", "3")], Duration::from_secs(3)),
+        // retry-after-ms wins over retry-after.
+        (
+            &[("retry-after", "3"), ("retry-after-ms", "250")],
+            Duration::from_millis(250),
+        ),
+        (
+            &[
+                ("content-type", "application/grpc"),
+                ("grpc-status", "14"),
+                ("grpc-retry-pushback-ms", "700"),
+            ],
+            Duration::from_millis(700),
+        ),
+    ];
+    for (headers, want) in cases {
+        let code = if headers.iter().any(|h| h.0 == "grpc-status") {
+            200
+        } else {
+            429
+        };
+        let fake = Fake::new(vec![with(code, headers), status(200)]);
+        let start = Instant::now();
+        let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(fake.attempts(), 2);
+        assert_eq!(start.elapsed(), want, "{headers:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_beyond_the_cap_returns_the_response_at_once() {
+    let fake = Fake::new(vec![with(503, &[("retry-after", "121")]), status(200)]);
+    let start = Instant::now();
+    let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // A smaller cap applies too.
+    let fake = Fake::new(vec![with(429, &[("retry-after-ms", "600")]), status(200)]);
+    let policy = quick()
+        .hint_cap(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let resp = send(policy, &fake, get()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (429, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_ending_past_the_deadline_returns_the_response_at_once() {
+    let fake = Fake::new(vec![with(503, &[("retry-after", "2")]), status(200)]);
+    let mut req = get();
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(1)));
+    let start = Instant::now();
+    let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_closer_than_the_next_delay_returns_at_once() {
+    // Default backoff: the first retry waits at least 1 s.
+    let fake = Fake::new(vec![status(503), status(200)]);
+    let mut req = get();
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(900)));
+    let start = Instant::now();
+    let policy = RetryPolicy::builder().no_budget().build().unwrap();
+    let resp = send(policy, &fake, req).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // The same for an error: the last error comes back at once.
+    let fake = Fake::new(vec![Reply::Error(io::ErrorKind::ConnectionRefused)]);
+    let mut req = get();
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(900)));
+    let policy = RetryPolicy::builder().no_budget().build().unwrap();
+    let err = send(policy, &fake, req).await.unwrap_err();
+    let err = err.downcast::<RetryError>().unwrap();
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_far_enough_lets_retries_run() {
+    let fake = Fake::new(vec![status(503), status(503), status(200)]);
+    let mut req = get();
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(10)));
+    let policy = RetryPolicy::builder().no_budget().build().unwrap();
+    let resp = send(policy, &fake, req).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (200, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn x_should_retry_false_on_503_stops_and_true_on_400_retries() {
+    let fake = Fake::new(vec![with(503, &[("x-should-retry", "false")]), status(200)]);
+    let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+
+    let fake = Fake::new(vec![with(400, &[("x-should-retry", "true")]), status(200)]);
+    let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (200, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_negative_grpc_pushback_stops() {
+    let headers: &[(&str, &str)] = &[
+        ("content-type", "application/grpc"),
+        ("grpc-status", "14"),
+        ("grpc-retry-pushback-ms", "-1"),
+    ];
+    let fake = Fake::new(vec![with(200, headers), status(200)]);
+    let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 1);
+    assert_eq!(resp.headers()["grpc-status"], "14");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_call_is_committed_once_a_normal_head_arrives() {
+    // Trailers-Only UNAVAILABLE is retried...
+    let unavailable: &[(&str, &str)] =
+        &[("content-type", "application/grpc"), ("grpc-status", "14")];
+    let fake = Fake::new(vec![with(200, unavailable), status(200)]);
+    send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 2);
+    // ...a head without grpc-status is handed over: the outcome is in the
+    // trailers, after the caller has the response.
+    let fake = Fake::new(vec![
+        with(200, &[("content-type", "application/grpc")]),
+        status(200),
+    ]);
+    send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_refuses_when_empty_and_refills() {
+    // No share of calls, 1 retry per second over 1 s: one retry in reserve.
+    let budget = BudgetConfig {
+        window: Duration::from_secs(1),
+        min_per_sec: 1,
+        percent: 0.0,
+    };
+    let policy = quick().budget(budget).build().unwrap();
+    let layer = RetryLayer::new(policy);
+    let fake = Fake::new(vec![status(503)]);
+    let svc = layer.layer(fake.clone());
+
+    let mut req = get();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        (ctx.attempts(), ctx.retries(), ctx.budget_refusals()),
+        (2, 1, 1)
+    );
+
+    // Another clone shares the same, now empty, budget.
+    let mut req = get();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    svc.clone().oneshot(req).await.unwrap();
+    assert_eq!((ctx.attempts(), ctx.budget_refusals()), (1, 1));
+
+    // The spent retry leaves the window: the budget has one again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut req = get();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    svc.clone().oneshot(req).await.unwrap();
+    assert_eq!((ctx.attempts(), ctx.retries()), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_sent_failures_are_retried_even_for_a_post() {
+    let fake = Fake::new(vec![
+        Reply::Error(io::ErrorKind::ConnectionRefused),
+        status(200),
+    ]);
+    let mut req = post();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (200, 2));
+    assert_eq!(ctx.retry_reasons(), vec![FailureKind::ConnectRefused]);
+    assert_eq!(ctx.possibly_duplicated(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_failures_are_retried_only_when_safe_to_repeat() {
+    let reset = || {
+        Fake::new(vec![
+            Reply::Error(io::ErrorKind::ConnectionReset),
+            status(200),
+        ])
+    };
+
+    // A plain POST: not retried, the error comes back with the count.
+    let fake = reset();
+    let err = send(quick().build().unwrap(), &fake, post())
+        .await
+        .unwrap_err();
+    let err = err.downcast::<RetryError>().unwrap();
+    assert_eq!((err.attempts(), err.failure()), (1, FailureKind::Reset));
+    let source = std::error::Error::source(&*err).unwrap();
+    assert_eq!(
+        source.downcast_ref::<io::Error>().unwrap().kind(),
+        io::ErrorKind::ConnectionReset
+    );
+    assert_eq!(fake.attempts(), 1);
+
+    // A GET: idempotent.
+    let fake = reset();
+    send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 2);
+
+    // A POST marked RetrySafe: retried, counted as possibly duplicated.
+    let fake = reset();
+    let mut req = post();
+    req.extensions_mut().insert(RetrySafe);
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    send(quick().build().unwrap(), &fake, req).await.unwrap();
+    assert_eq!((fake.attempts(), ctx.possibly_duplicated()), (2, 1));
+
+    // A POST with an idempotency key: retried; the server can tell.
+    let fake = reset();
+    let mut req = post();
+    req.headers_mut()
+        .insert("idempotency-key", "k1".parse().unwrap());
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    send(quick().build().unwrap(), &fake, req).await.unwrap();
+    assert_eq!((fake.attempts(), ctx.possibly_duplicated()), (2, 0));
+
+    // The switch: never (even a GET), always (even a POST).
+    let fake = reset();
+    let never = quick()
+        .repeat_unknown(RepeatUnknown::Never)
+        .build()
+        .unwrap();
+    assert!(send(never, &fake, get()).await.is_err());
+    assert_eq!(fake.attempts(), 1);
+    let fake = reset();
+    let always = quick()
+        .repeat_unknown(RepeatUnknown::Always)
+        .build()
+        .unwrap();
+    send(always, &fake, post()).await.unwrap();
+    assert_eq!(fake.attempts(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spent_retries_on_errors_return_the_last_error_with_the_count() {
+    let fake = Fake::new(vec![Reply::Error(io::ErrorKind::ConnectionRefused)]);
+    let err = send(quick().max_retries(5).build().unwrap(), &fake, post())
+        .await
+        .unwrap_err();
+    let err = err.downcast::<RetryError>().unwrap();
+    assert_eq!(err.attempts(), 6);
+    assert!(err.to_string().contains("6 attempts"), "{err}");
+    assert_eq!(
+        sturdy_core::classify_error(&*err),
+        FailureKind::ConnectRefused
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_body_over_the_cap_read_by_the_first_attempt_is_not_retried() {
+    let fake = Fake::new(vec![status(503), status(200)]);
+    let policy = quick().replay_cap(3).build().unwrap();
+    let resp = send(policy, &fake, get()).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_cut_mid_body_is_retried_when_prefetch_allows() {
+    let fake = Fake::new(vec![Reply::BrokenBody, status(200)]);
+    let policy = quick().prefetch_up_to(1024).build().unwrap();
+    let resp = send(policy, &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 2);
+    assert!(resp.body().is_buffered());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"answer");
+
+    // Without prefetch the caller gets the broken body: nothing is retried.
+    let fake = Fake::new(vec![Reply::BrokenBody, status(200)]);
+    let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 1);
+    assert!(resp.into_body().collect().await.is_err());
+
+    // A POST cut mid-body is not safe to repeat unless marked.
+    let fake = Fake::new(vec![Reply::BrokenBody, status(200)]);
+    let policy = quick().prefetch_up_to(1024).build().unwrap();
+    let err = send(policy, &fake, post()).await.unwrap_err();
+    assert_eq!(err.downcast::<RetryError>().unwrap().attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_skips_event_streams_and_large_bodies() {
+    let sse: &[(&str, &str)] = &[("content-type", "text/event-stream")];
+    let fake = Fake::new(vec![with(200, sse)]);
+    let policy = quick().prefetch_up_to(1024).build().unwrap();
+    let resp = send(policy, &fake, get()).await.unwrap();
+    assert!(!resp.body().is_buffered());
+    let fake = Fake::new(vec![status(200)]);
+    let policy = quick().prefetch_up_to(3).build().unwrap();
+    let resp = send(policy, &fake, get()).await.unwrap();
+    assert!(!resp.body().is_buffered());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_error_body_is_drained_before_the_retry() {
+    /// A body of declared length 4 that records being read to its end.
+    struct Watched(Arc<Mutex<bool>>, bool);
+    impl Body for Watched {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.1 {
+                *self.0.lock().unwrap() = true;
+                Poll::Ready(None)
+            } else {
+                self.1 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"oops")))))
+            }
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(4)
+        }
+    }
+    let drained = Arc::new(Mutex::new(false));
+    let seen_at_retry = Arc::new(Mutex::new(None));
+    let calls = Arc::new(Mutex::new(0));
+    let (d, s, c) = (drained.clone(), seen_at_retry.clone(), calls.clone());
+    let inner = tower::service_fn(move |_req: Request<BoxBody>| {
+        let mut n = c.lock().unwrap();
+        *n += 1;
+        let first = *n == 1;
+        if !first {
+            *s.lock().unwrap() = Some(*d.lock().unwrap());
+        }
+        let d = d.clone();
+        async move {
+            let status = if first { 503 } else { 200 };
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(Watched(d, false))
+                    .unwrap(),
+            )
+        }
+    });
+    let svc = RetryLayer::new(quick().build().unwrap()).layer(inner);
+    let resp = svc.oneshot(get()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(*seen_at_retry.lock().unwrap(), Some(true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_classifier_overrides_the_table() {
+    let policy = quick()
+        .classifier(|o: Outcome<'_>| match o {
+            Outcome::Response(s, _) if s == StatusCode::CONFLICT => Some(Verdict::Retryable),
+            Outcome::Response(s, _) if s == StatusCode::SERVICE_UNAVAILABLE => Some(Verdict::Fatal),
+            Outcome::Error(_) => Some(Verdict::Fatal),
+            _ => None,
+        })
+        .build()
+        .unwrap();
+    let fake = Fake::new(vec![status(409), status(200)]);
+    send(policy.clone(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 2);
+    let fake = Fake::new(vec![status(503), status(200)]);
+    send(policy.clone(), &fake, get()).await.unwrap();
+    assert_eq!(fake.attempts(), 1);
+    let fake = Fake::new(vec![
+        Reply::Error(io::ErrorKind::ConnectionRefused),
+        status(200),
+    ]);
+    assert!(send(policy, &fake, get()).await.is_err());
+    assert_eq!(fake.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_header_counts_attempts() {
+    let fake = Fake::new(vec![status(503), status(503), status(200)]);
+    let policy = quick().attempt_header("x-retry-attempt").build().unwrap();
+    send(policy, &fake, get()).await.unwrap();
+    let seen: Vec<String> = fake
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, h)| h["x-retry-attempt"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["1", "2", "3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_retries_zero_makes_one_attempt() {
+    let fake = Fake::new(vec![status(503), status(200)]);
+    let resp = send(quick().max_retries(0).build().unwrap(), &fake, get())
+        .await
+        .unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_leaves_nothing_running() {
+    let fake = Fake::new(vec![status(503), status(200)]);
+    let svc = RetryLayer::new(RetryPolicy::default()).layer(fake.clone());
+    let call = svc.oneshot(get());
+    // Dropped while waiting for the backoff: no second attempt ever comes.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), call)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(fake.attempts(), 1);
+    assert_eq!(Arc::strong_count(&fake.script), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_refused_stream_is_retried_as_not_sent() {
+    let fake = Fake::new(vec![Reply::Refused, status(200)]);
+    let mut req = post();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
+    assert_eq!((resp.status().as_u16(), fake.attempts()), (200, 2));
+    assert_eq!(ctx.retry_reasons(), vec![FailureKind::RefusedStream]);
+    assert_eq!(ctx.possibly_duplicated(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_previous_attempts_is_sent_on_retries_only() {
+    let fake = Fake::new(vec![status(503), status(503), status(200)]);
+    let policy = quick().grpc_previous_attempts(true).build().unwrap();
+    send(policy, &fake, get()).await.unwrap();
+    let seen: Vec<Option<String>> = fake
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, h)| {
+            h.get("grpc-previous-rpc-attempts")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(seen, [None, Some("1".into()), Some("2".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_generated_idempotency_key_is_the_same_on_every_attempt_and_makes_a_post_safe() {
+    let fake = Fake::new(vec![
+        Reply::Error(io::ErrorKind::ConnectionReset),
+        status(503),
+        status(200),
+    ]);
+    let policy = quick()
+        .generate_idempotency_key("idempotency-key")
+        .build()
+        .unwrap();
+    let mut req = post();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    send(policy.clone(), &fake, req).await.unwrap();
+    let keys: Vec<String> = fake
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, h)| h["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| k == &keys[0]));
+    assert_eq!(keys[0].len(), 36);
+    assert_eq!(&keys[0][14..15], "4", "UUID v4 form: {}", keys[0]);
+    assert_eq!(ctx.possibly_duplicated(), 0);
+    // Another call gets another key; a caller's own key is kept.
+    let fake2 = Fake::new(vec![status(200)]);
+    send(policy.clone(), &fake2, post()).await.unwrap();
+    assert_ne!(
+        fake2.bodies.lock().unwrap()[0].1["idempotency-key"],
+        keys[0].as_str()
+    );
+    let fake3 = Fake::new(vec![status(200)]);
+    let mut req = post();
+    req.headers_mut()
+        .insert("idempotency-key", "mine".parse().unwrap());
+    send(policy, &fake3, req).await.unwrap();
+    assert_eq!(fake3.bodies.lock().unwrap()[0].1["idempotency-key"], "mine");
+}
+
+#[test]
+fn invalid_configurations_are_errors() {
+    let b = RetryPolicy::builder;
+    assert_eq!(
+        b().max_retries(101).build().unwrap_err(),
+        RetryConfigError::TooManyRetries(101)
+    );
+    assert!(b().max_retries(100).build().is_ok());
+    assert_eq!(
+        b().backoff(Backoff::guide(Duration::ZERO, Duration::ZERO))
+            .build()
+            .unwrap_err(),
+        RetryConfigError::ZeroBase
+    );
+    assert_eq!(
+        b().max_delay(Duration::from_millis(999))
+            .build()
+            .unwrap_err(),
+        RetryConfigError::CapBelowBase
+    );
+    assert_eq!(
+        b().hint_cap(Duration::ZERO).build().unwrap_err(),
+        RetryConfigError::ZeroHintCap
+    );
+    let budget = |window: u64, percent: f32, min_per_sec: u32| BudgetConfig {
+        window: Duration::from_secs(window),
+        min_per_sec,
+        percent,
+    };
+    for (cfg, want) in [
+        (budget(0, 0.2, 10), RetryConfigError::BudgetWindow),
+        (budget(61, 0.2, 10), RetryConfigError::BudgetWindow),
+        (budget(10, f32::NAN, 10), RetryConfigError::BudgetPercent),
+        (budget(10, -0.1, 10), RetryConfigError::BudgetPercent),
+        (budget(10, 10.5, 10), RetryConfigError::BudgetPercent),
+        (budget(10, 0.2, u32::MAX), RetryConfigError::BudgetFloor),
+    ] {
+        assert_eq!(b().budget(cfg).build().unwrap_err(), want, "{cfg:?}");
+    }
+    assert!(b().budget(budget(60, 10.0, 0)).build().is_ok());
+    assert_eq!(
+        b().idempotency_header("bad header").build().unwrap_err(),
+        RetryConfigError::InvalidHeaderName
+    );
+    assert_eq!(
+        b().attempt_header("").build().unwrap_err(),
+        RetryConfigError::InvalidHeaderName
+    );
+    assert_eq!(
+        b().drain(1024, Duration::ZERO).build().unwrap_err(),
+        RetryConfigError::ZeroDrainTime
+    );
+    assert!(b().drain(0, Duration::ZERO).build().is_ok());
+}
+
+#[test]
+fn debug_output_never_shows_header_values() {
+    let mut h = HeaderMap::new();
+    h.insert("authorization", "Bearer sk-secret".parse().unwrap());
+    let o = Outcome::Response(StatusCode::OK, &h);
+    assert!(!format!("{o:?}").contains("sk-secret"));
+    let policy = RetryPolicy::default();
+    assert!(format!("{policy:?}").contains("max_retries: 5"));
+    let _ = Method::GET;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_cap_is_retried_when_the_failed_attempt_never_read_it() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(Mutex::new(0u32));
+    let (s, c) = (seen.clone(), calls.clone());
+    let inner = tower::service_fn(move |req: Request<BoxBody>| {
+        let (s, c) = (s.clone(), c.clone());
+        async move {
+            let first = {
+                let mut n = c.lock().unwrap();
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                // Refused before a byte of the body was read.
+                return Err::<Response<Full<Bytes>>, BoxError>(
+                    io::Error::from(io::ErrorKind::ConnectionRefused).into(),
+                );
+            }
+            let body = req.into_body().collect().await?.to_bytes();
+            s.lock().unwrap().push(body);
+            Ok(Response::new(Full::new(Bytes::new())))
+        }
+    });
+    let policy = quick().replay_cap(3).build().unwrap();
+    let resp = RetryLayer::new(policy)
+        .layer(inner)
+        .oneshot(post())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Bytes::from_static(b"{\"model\":\"m\"}")]
+    );
+}
