@@ -1,0 +1,118 @@
+//! [`FailureMetrics`]: starts a flight per call, synchronously inside `call`,
+//! after the inner service's own `call` has run — so a timeout layer below
+//! has already written the workload into the `CallContext`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use sturdy_core::{BoxError, CallContext, Workload};
+use tower_service::Service;
+
+use crate::flight::Flight;
+use crate::layer::Shared;
+use crate::{Dimensions, MethodLabel, Recorder, ResponseFuture, Scope};
+
+/// The service built by [`FailureMetricsLayer`](crate::FailureMetricsLayer).
+///
+/// Errors and response-body errors are returned boxed ([`BoxError`]), with
+/// the inner error unchanged inside.
+pub struct FailureMetrics<S, R> {
+    inner: S,
+    shared: Arc<Shared<R>>,
+}
+
+impl<S, R> FailureMetrics<S, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<R>>) -> Self {
+        FailureMetrics { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, R> Clone for FailureMetrics<S, R> {
+    fn clone(&self) -> Self {
+        FailureMetrics {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, R> fmt::Debug for FailureMetrics<S, R> {
+    // The inner service is left out: a hand-written client may hold an API
+    // key, and its Debug is not ours to trust.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailureMetrics")
+            .field("scope", &self.shared.scope)
+            .field("server_label", &self.shared.server_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, B, ResB> Service<http::Request<B>> for FailureMetrics<S, R>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ResB: http_body::Body,
+    R: Recorder,
+{
+    type Response = http::Response<crate::MetricsBody<ResB, R>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let ctx = match shared.scope {
+            Scope::Call => Some(CallContext::get_or_insert(req.extensions_mut())),
+            Scope::Attempt => CallContext::from_extensions(req.extensions()),
+        };
+        let asked = Workload::from_extensions(req.extensions());
+        let method = method_label(shared, &req);
+        let server = shared.labels.server(&req, shared.server_label.as_ref());
+        let inner = self.inner.call(req);
+        // Read after the inner call: the layers below fill the context
+        // synchronously in their own `call`.
+        let workload = ctx
+            .as_ref()
+            .and_then(CallContext::workload)
+            .or(asked)
+            .unwrap_or_default();
+        let dims = Dimensions {
+            scope: shared.scope,
+            workload,
+            method,
+            server,
+        };
+        let summary_ctx = match shared.scope {
+            Scope::Call => ctx,
+            Scope::Attempt => None,
+        };
+        ResponseFuture::new(inner, Flight::start(self.shared.clone(), dims, summary_ctx))
+    }
+}
+
+fn method_label<R, B>(shared: &Shared<R>, req: &http::Request<B>) -> MethodLabel {
+    #[cfg(feature = "grpc")]
+    if let Some(m) = req.extensions().get::<tonic::GrpcMethod<'static>>() {
+        return shared.labels.grpc_method(m.service(), m.method());
+    }
+    shared.known.label(req.method())
+}

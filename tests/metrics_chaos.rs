@@ -1,0 +1,179 @@
+//! Exactly once, under chaos: thousands of calls against a fault server
+//! drawing random faults from a seeded mix, with callers that give up at
+//! random points — before the head, mid-body, during a retry's backoff.
+//! Afterwards nothing is in flight and every started call and attempt has
+//! exactly one recorded outcome, in the snapshot and in Prometheus.
+
+mod metrics_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use metrics_support::*;
+use prometheus_client::registry::Registry;
+use sturdy::metrics::{Both, PrometheusRecorder, Scope, SnapshotRecorder};
+use sturdy::{CallContext, Reach, RetrySafe};
+use sturdy_faults::{FaultServer, Mix};
+use tower::{Service, ServiceExt};
+
+const CALLS: u64 = 3000;
+const CONCURRENCY: u64 = 40;
+const BOUND: Duration = Duration::from_secs(10);
+
+/// xorshift64*: a seeded, dependency-free source of drop points.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_flight() {
+    let mix: Mix = "503=0.12,429=0.05,500=0.03,reset=0.06,close=0.05,delay;ms=15=0.06,stall;ms=15=0.06,slow;ms=1=0.05"
+        .parse()
+        .expect("mix");
+    let server = FaultServer::builder()
+        .mix(mix)
+        .seed(42)
+        .start()
+        .await
+        .expect("fault server");
+    let url = server.base_url();
+    let refused = format!("http://{}", refused_addr().await);
+    let mut registry = Registry::default();
+    let snap = SnapshotRecorder::new();
+    let rec = Both(PrometheusRecorder::new(&mut registry), snap.clone());
+    // Type-erased, so that the spawned tasks do not name the client's body
+    // type (rustc cannot prove `Send` through its `dyn Error` lifetime).
+    let svc = tower::util::BoxCloneService::new(stack(
+        rec,
+        TestPolicy::new(3, Duration::from_millis(4)),
+        sturdy::client().no_proxy().build(),
+    ));
+    let dropped_after_a_retry = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..CONCURRENCY {
+        let mut svc = svc.clone();
+        let (url, refused) = (url.clone(), refused.clone());
+        let dropped_after_a_retry = dropped_after_a_retry.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (worker + 1));
+            for i in 0..CALLS / CONCURRENCY {
+                let target = if rng.below(20) == 0 { &refused } else { &url };
+                let mut req = chat(target, "", "", rng.below(2) == 0);
+                if rng.below(2) == 0 {
+                    req.extensions_mut().insert(RetrySafe);
+                }
+                // Our own context: calls() keeps it, so we can look inside.
+                let ctx = CallContext::new();
+                req.extensions_mut().insert(ctx.clone());
+                let fut = svc.ready().await.expect("ready").call(req);
+                match rng.below(4) {
+                    // Give up at a random moment before the head (or during
+                    // a backoff, once a retry has started).
+                    0 => {
+                        let limit = Duration::from_millis(rng.below(12));
+                        if tokio::time::timeout(limit, fut).await.is_err() && ctx.retries() > 0 {
+                            dropped_after_a_retry.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Read one frame, then drop the body.
+                    1 => {
+                        if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
+                            let mut body = res.into_body();
+                            let _ = tokio::time::timeout(BOUND, body.frame()).await;
+                        }
+                    }
+                    // Drop the response without touching its body.
+                    2 => {
+                        let _ = tokio::time::timeout(BOUND, fut).await;
+                    }
+                    // Read everything.
+                    _ => {
+                        if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
+                            let _ = tokio::time::timeout(BOUND, res.into_body().collect()).await;
+                        }
+                    }
+                }
+                let _ = i;
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("the run is bounded")
+            .expect("no worker panicked");
+    }
+    let s = snap.snapshot();
+    println!(
+        "{}",
+        sturdy::metrics::Report::new(&s).with_server(server_counts(&server.dashboard()))
+    );
+    for scope in Scope::ALL {
+        assert_eq!(s.in_flight(scope), 0, "{scope}: {s:?}");
+        assert_eq!(s.started(scope), s.finished(scope), "{scope}: {s:?}");
+    }
+    assert_eq!(s.started(Scope::Call), CALLS);
+    assert!(s.started(Scope::Attempt) > CALLS, "retries happened");
+    // The drops really happened, at every point.
+    assert!(
+        s.count(Scope::Call, "cancelled", Reach::Acknowledged) > 0,
+        "{s:?}"
+    );
+    assert!(
+        s.count(Scope::Call, "cancelled", Reach::Unknown) > 0,
+        "{s:?}"
+    );
+    assert!(
+        s.count(Scope::Attempt, "cancelled", Reach::Acknowledged) > 0,
+        "{s:?}"
+    );
+    assert!(
+        dropped_after_a_retry.load(Ordering::Relaxed) > 0,
+        "no caller gave up after a retry"
+    );
+    assert!(s.by_reach(Scope::Attempt, Reach::NotSent) > 0);
+    assert!(
+        s.count(Scope::Attempt, "response_body", Reach::Acknowledged) > 0,
+        "{s:?}"
+    );
+
+    let text = encode(&registry);
+    for scope in ["call", "attempt"] {
+        assert_eq!(
+            value(&text, "sturdy_client_in_flight", &[("scope", scope)]),
+            0.0,
+            "{scope}"
+        );
+    }
+    assert_eq!(
+        value(&text, "sturdy_client_started_total", &[("scope", "call")]),
+        value(&text, "sturdy_client_calls_total", &[])
+    );
+    assert_eq!(
+        value(
+            &text,
+            "sturdy_client_started_total",
+            &[("scope", "attempt")]
+        ),
+        value(&text, "sturdy_client_attempts_total", &[])
+    );
+    assert_eq!(value(&text, "sturdy_client_calls_total", &[]), CALLS as f64);
+
+    // Reconciliation holds under chaos too.
+    let d = server.dashboard();
+    let sent = s.started(Scope::Attempt) - s.by_reach(Scope::Attempt, Reach::NotSent);
+    assert!(d.received <= sent, "{} > {sent}", d.received);
+    assert!(d.received >= s.by_reach(Scope::Attempt, Reach::Acknowledged));
+    server.shutdown().await;
+}
