@@ -7,7 +7,8 @@
 //! - [`client()`] builds the innermost service: a hyper-util client whose
 //!   failures say which part failed (DNS, TCP, TLS) and whose sockets carry
 //!   the guide's client-wide `connect` and `write` limits.
-//! - [`timeout`] holds the workload timeout layers.
+//! - [`timeout`], [`retry`] and [`metrics`] are the layers: workload
+//!   timeouts, classified retries, failure metrics by reach.
 //! - the vocabulary they share ([`Workload`], [`Reach`], [`FailureKind`],
 //!   [`classify_error`], ...) is re-exported from `sturdy-core`.
 //!
@@ -32,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod stack;
 
 pub use client::{
     Client, ClientBuilder, ClientIo, Connector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
@@ -39,8 +41,16 @@ pub use client::{
 };
 /// Re-exported so a custom resolver or proxy set-up needs no extra imports.
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
+pub use stack::{
+    DEFAULT_PREFETCH, MarkRetrySafe, MarkRetrySafeLayer, RetrySafeRule, Stack, StackBuilder,
+    StackError, StackService, scaled_profiles,
+};
 pub use sturdy_core::*;
 
+/// Failure metrics by reach, Prometheus export, reports.
+pub use sturdy_metrics as metrics;
+/// Retries: classification, jittered backoff, server hints, budget, replay.
+pub use sturdy_retry as retry;
 /// Workload timeouts: the total deadline, `ready`, and per-attempt phases.
 pub use sturdy_timeout as timeout;
 

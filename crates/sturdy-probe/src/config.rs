@@ -1,0 +1,277 @@
+//! Command-line flags and the run they describe. Every bad flag is a usage
+//! error (exit code 2) with a message that says what to do instead.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use sturdy::Workload;
+use sturdy_faults::Mix;
+
+/// sturdy-probe: sends chat completions through sturdy's full stack and shows
+/// what the layers saw: calls and attempts by outcome and reach, retries,
+/// budget use, latency, and the client's counts beside the server's.
+///
+/// With no arguments it runs against an embedded fault server with a
+/// realistic mix of failures. With --url it probes a real OpenAI-compatible
+/// endpoint with the real default profiles (and spends real tokens: by
+/// default only 20 requests with max_tokens 1).
+#[derive(Debug, Parser)]
+#[command(name = "sturdy-probe", version)]
+pub struct Args {
+    /// OpenAI-compatible base URL, e.g. https://api.fireworks.ai/inference/v1.
+    /// Without it, an embedded fault server is used.
+    #[arg(long, value_name = "BASE")]
+    pub url: Option<String>,
+
+    /// Name of the environment variable holding the API key (--url only).
+    /// The key is never read from the command line and never printed.
+    #[arg(long, value_name = "NAME", default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+
+    /// Model to ask for (required with --url).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Calls to make (default: 2000 embedded, 20 with --url).
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+
+    /// Calls in flight at once (default: 32 embedded, 4 with --url).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Workload of every call: interactive, agentic, long-context or batch.
+    #[arg(long, default_value = "interactive")]
+    pub workload: String,
+
+    /// Stream every call (SSE). By default a quarter of embedded calls stream,
+    /// and none with --url.
+    #[arg(long)]
+    pub stream: bool,
+
+    /// Fault mix of the embedded server, e.g. "503=0.05,reset=0.02"
+    /// (embedded server only; default: a realistic mix).
+    #[arg(long, value_name = "SPEC")]
+    pub mix: Option<String>,
+
+    /// Seed of the embedded server's fault mix (embedded server only).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Serve live Prometheus metrics at http://ADDR/metrics while running
+    /// (a loopback address, e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Print one JSON object instead of the report (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The default embedded mix: statuses with and without hints (one hint
+/// longer than the demo's cap), a status never retried, resets, closes,
+/// delays and stalls. A short outage is scheduled separately.
+pub const DEFAULT_MIX: &str = "503=0.03,503;retry-after-ms=40=0.02,429;retry-after-ms=80=0.02,\
+429=0.01,500=0.01,502=0.01,504=0.01,400=0.003,503;retry-after-ms=5000=0.002,\
+reset=0.02,close=0.02,delay=0.02,stall=0.02";
+
+/// Where the calls go.
+#[derive(Debug)]
+pub enum Target {
+    /// An embedded fault server with this mix and seed.
+    Embedded {
+        /// The fault mix.
+        mix: Mix,
+        /// Its seed.
+        seed: u64,
+    },
+    /// A real endpoint.
+    Remote {
+        /// Base URL, without a trailing slash.
+        base: String,
+        /// The API key (never printed; `Config`'s Debug hides it).
+        api_key: Option<ApiKey>,
+    },
+}
+
+/// An API key: its Debug never shows it.
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// A validated run.
+#[derive(Debug)]
+pub struct Config {
+    /// Where to send.
+    pub target: Target,
+    /// Model name.
+    pub model: String,
+    /// Calls.
+    pub requests: u64,
+    /// In flight at once.
+    pub concurrency: usize,
+    /// Workload of every call.
+    pub workload: Workload,
+    /// Stream every call.
+    pub stream_all: bool,
+    /// Live metrics address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// Longest run the flags may ask for.
+pub const MAX_REQUESTS: u64 = 10_000_000;
+/// Most calls in flight.
+pub const MAX_CONCURRENCY: usize = 10_000;
+/// The demo's time scale, printed at the top.
+pub const EMBEDDED_HINT: Duration = Duration::from_millis(1200);
+
+impl Config {
+    /// Checks the flags against each other. `env` reads an environment
+    /// variable (injected so tests need not touch the process environment).
+    pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let workload: Workload = args
+            .workload
+            .parse()
+            .map_err(|e| format!("--workload: {e}"))?;
+        if let Some(addr) = args.metrics_listen
+            && !addr.ip().is_loopback()
+        {
+            return Err(format!(
+                "--metrics-listen {addr}: only loopback addresses are served (try 127.0.0.1:{})",
+                addr.port()
+            ));
+        }
+        let target = match &args.url {
+            Some(url) => {
+                if args.mix.is_some() || args.seed.is_some() {
+                    return Err(
+                        "--mix and --seed apply to the embedded server only; drop them with --url"
+                            .into(),
+                    );
+                }
+                let uri: http::Uri = url.parse().map_err(|e| format!("--url {url:?}: {e}"))?;
+                match uri.scheme_str() {
+                    Some("http" | "https") if uri.host().is_some() => {}
+                    _ => {
+                        return Err(format!(
+                            "--url {url:?}: expected an http:// or https:// base URL"
+                        ));
+                    }
+                }
+                if args.model.is_none() {
+                    return Err("--model is required with --url (the endpoint's model name)".into());
+                }
+                Target::Remote {
+                    base: url.trim_end_matches('/').to_owned(),
+                    api_key: env(&args.api_key_env).filter(|k| !k.is_empty()).map(ApiKey),
+                }
+            }
+            None => {
+                let spec = args.mix.as_deref().unwrap_or(DEFAULT_MIX);
+                let mix: Mix = spec.parse().map_err(|e| format!("--mix: {e}"))?;
+                Target::Embedded {
+                    mix,
+                    seed: args.seed.unwrap_or(7),
+                }
+            }
+        };
+        let remote = matches!(target, Target::Remote { .. });
+        let requests = args.requests.unwrap_or(if remote { 20 } else { 2000 });
+        if requests == 0 || requests > MAX_REQUESTS {
+            return Err(format!(
+                "--requests {requests}: expected 1 to {MAX_REQUESTS}"
+            ));
+        }
+        let concurrency = args.concurrency.unwrap_or(if remote { 4 } else { 32 });
+        if concurrency == 0 || concurrency > MAX_CONCURRENCY {
+            return Err(format!(
+                "--concurrency {concurrency}: expected 1 to {MAX_CONCURRENCY}"
+            ));
+        }
+        Ok(Config {
+            target,
+            model: args.model.unwrap_or_else(|| "sturdy-demo".to_owned()),
+            requests,
+            concurrency,
+            workload,
+            stream_all: args.stream,
+            metrics_listen: args.metrics_listen,
+            json: args.json,
+        })
+    }
+
+    /// Whether call number `i` streams.
+    pub fn streams(&self, i: u64) -> bool {
+        match self.target {
+            _ if self.stream_all => true,
+            Target::Embedded { .. } => i % 4 == 3,
+            Target::Remote { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Config, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("sturdy-probe").chain(argv.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        Config::from_args(args, |name| {
+            (name == "OPENAI_API_KEY").then(|| "sk-sturdy-canary".to_owned())
+        })
+    }
+
+    #[test]
+    fn no_arguments_is_the_embedded_demo() {
+        let c = parse(&[]).unwrap();
+        assert!(matches!(c.target, Target::Embedded { seed: 7, .. }));
+        assert_eq!(
+            (c.requests, c.concurrency, c.workload),
+            (2000, 32, Workload::Interactive)
+        );
+        assert_eq!((0..8).filter(|i| c.streams(*i)).count(), 2);
+    }
+
+    #[test]
+    fn a_url_spends_little_by_default_and_hides_the_key() {
+        let c = parse(&["--url", "https://api.example.test/v1/", "--model", "m"]).unwrap();
+        assert_eq!((c.requests, c.streams(0)), (20, false));
+        match &c.target {
+            Target::Remote { base, api_key } => {
+                assert_eq!(base, "https://api.example.test/v1");
+                assert_eq!(
+                    api_key.as_ref().map(|k| k.0.as_str()),
+                    Some("sk-sturdy-canary")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("sk-sturdy-canary"));
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for argv in [
+            &["--workload", "nap"][..],
+            &["--requests", "0"],
+            &["--concurrency", "0"],
+            &["--mix", "503=2"],
+            &["--url", "ftp://x", "--model", "m"],
+            &["--url", "https://x.test"],
+            &["--url", "https://x.test", "--model", "m", "--seed", "1"],
+            &["--metrics-listen", "0.0.0.0:9464"],
+            &["--requests", "many"],
+        ] {
+            assert!(parse(argv).is_err(), "{argv:?}");
+        }
+    }
+}

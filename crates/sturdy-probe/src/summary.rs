@@ -1,0 +1,188 @@
+//! What the probe prints: the `--json` object (its field names are a
+//! contract for scripts) and the text report around sturdy-metrics'
+//! `Report`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sturdy::Reach;
+use sturdy::metrics::{Report, Scope, Snapshot, Timing};
+
+/// The `--json` object.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that got a success status and their whole body.
+    pub succeeded: u64,
+    /// Calls that did not.
+    pub failed: u64,
+    /// Failed calls no client could safely recover: a stream cut after
+    /// output began, a status the table never retries, a server hint beyond
+    /// what the call could wait.
+    pub unrecoverable: u64,
+    /// Attempts sent (or tried).
+    pub attempts: u64,
+    /// Retries taken.
+    pub retries: u64,
+    /// Retries the budget refused.
+    pub budget_refusals: u64,
+    /// Retries that may have sent a request twice.
+    pub possibly_duplicated: u64,
+    /// Attempts by reach; sums to `attempts`.
+    pub by_reach: ByReach,
+    /// Calls by outcome label.
+    pub call_outcomes: BTreeMap<String, u64>,
+    /// Attempts by outcome label.
+    pub attempt_outcomes: BTreeMap<String, u64>,
+    /// Call latency, send to end of body.
+    pub latency_ms: Latency,
+    /// Time to first token of streamed calls.
+    pub ttft_ms: Latency,
+    /// The embedded server's own counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<Server>,
+}
+
+/// Attempts by reach.
+#[derive(Debug, Serialize)]
+pub struct ByReach {
+    /// Never left the client.
+    pub not_sent: u64,
+    /// Sent, no response head.
+    pub unknown: u64,
+    /// Got a response head.
+    pub acknowledged: u64,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// A server's dashboard.
+#[derive(Debug, Serialize)]
+pub struct Server {
+    /// Requests received.
+    pub received: u64,
+    /// Responses by status.
+    pub responded: BTreeMap<String, u64>,
+}
+
+/// Live counts of the run, as the load saw them.
+#[derive(Debug)]
+pub struct Tallies {
+    /// Calls made.
+    pub calls: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Failed beyond any safe recovery.
+    pub unrecoverable: u64,
+}
+
+fn outcomes(s: &Snapshot, scope: Scope) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (label, _reach, n) in s.outcomes(scope) {
+        *out.entry(label.to_owned()).or_insert(0) += n;
+    }
+    out
+}
+
+/// Percentiles of a histogram in microseconds.
+pub fn latency(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    let ms = |us: u64| (us as f64 / 1000.0 * 10.0).round() / 10.0;
+    Latency {
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
+}
+
+impl Summary {
+    /// Puts the run's counts, the snapshot and the server's dashboard
+    /// together.
+    pub fn new(
+        t: &Tallies,
+        s: &Snapshot,
+        ttft: &hdrhistogram::Histogram<u64>,
+        server: Option<Server>,
+    ) -> Summary {
+        Summary {
+            calls: t.calls,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            unrecoverable: t.unrecoverable,
+            attempts: s.finished(Scope::Attempt),
+            retries: s.retries_total(),
+            budget_refusals: s.budget_refusals(),
+            possibly_duplicated: s.possibly_duplicated(),
+            by_reach: ByReach {
+                not_sent: s.by_reach(Scope::Attempt, Reach::NotSent),
+                unknown: s.by_reach(Scope::Attempt, Reach::Unknown),
+                acknowledged: s.by_reach(Scope::Attempt, Reach::Acknowledged),
+            },
+            call_outcomes: outcomes(s, Scope::Call),
+            attempt_outcomes: outcomes(s, Scope::Attempt),
+            latency_ms: latency(s.latency(Scope::Call, Timing::Total)),
+            ttft_ms: latency(ttft),
+            server,
+        }
+    }
+
+    /// The text report: the metrics report, then the probe's own lines.
+    pub fn text(&self, report: &Report) -> String {
+        use std::fmt::Write;
+        let mut out = format!("{report}\n");
+        let recoverable = self.calls - self.unrecoverable;
+        let rate = if recoverable == 0 {
+            1.0
+        } else {
+            self.succeeded as f64 / recoverable as f64
+        };
+        let _ = writeln!(
+            out,
+            "calls: {} succeeded, {} failed ({} beyond any safe recovery); success rate among recoverable calls: {:.2}%",
+            self.succeeded,
+            self.failed,
+            self.unrecoverable,
+            rate * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "time to first token (streamed calls): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            self.ttft_ms.p50, self.ttft_ms.p90, self.ttft_ms.p99, self.ttft_ms.max
+        );
+        if let Some(server) = &self.server {
+            let failed_attempts =
+                self.attempts - self.attempt_outcomes.get("ok").copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "client attempts {} (failed {}) | server dashboard received {}",
+                self.attempts, failed_attempts, server.received
+            );
+            let _ = writeln!(
+                out,
+                "{} failed attempts never reached the server: its dashboard cannot show them \
+                 ({} more were sent without an answer; the server saw {} of those).",
+                self.by_reach.not_sent,
+                self.by_reach.unknown,
+                server.received.saturating_sub(self.by_reach.acknowledged)
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,128 @@
+//! The probe as a user runs it: the binary, its exit codes and its `--json`
+//! contract, against its embedded fault server.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn probe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sturdy-probe"))
+        .args(args)
+        // No proxy may stand between the probe and its loopback server, and
+        // no key may leak in from the environment.
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .expect("the probe binary runs")
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("{path:?} is not a count in {v}"))
+}
+
+#[test]
+fn the_default_run_accounts_for_every_attempt_and_meets_its_success_bar() {
+    let out = probe(&["--json"]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+
+    let calls = u(&v, &["calls"]);
+    assert_eq!(calls, 2000);
+    assert_eq!(u(&v, &["succeeded"]) + u(&v, &["failed"]), calls);
+    let attempts = u(&v, &["attempts"]);
+    let (not_sent, unknown, acknowledged) = (
+        u(&v, &["by_reach", "not_sent"]),
+        u(&v, &["by_reach", "unknown"]),
+        u(&v, &["by_reach", "acknowledged"]),
+    );
+    assert_eq!(
+        not_sent + unknown + acknowledged,
+        attempts,
+        "by_reach sums to attempts"
+    );
+    assert_eq!(
+        attempts,
+        calls + u(&v, &["retries"]),
+        "every attempt after the first is a retry"
+    );
+    let received = u(&v, &["server", "received"]);
+    assert!(
+        received <= attempts - not_sent,
+        "{received} > {attempts} - {not_sent}"
+    );
+    assert!(received >= acknowledged, "{received} < {acknowledged}");
+
+    let outcomes: u64 = v["call_outcomes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(outcomes, calls);
+    let attempt_outcomes: u64 = v["attempt_outcomes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(attempt_outcomes, attempts);
+
+    let recoverable = calls - u(&v, &["unrecoverable"]);
+    let rate = u(&v, &["succeeded"]) as f64 / recoverable as f64;
+    assert!(rate >= 0.99, "success rate among recoverable calls {rate}");
+    // The mix has faults: the run must have retried and seen them.
+    assert!(u(&v, &["retries"]) > 0 && u(&v, &["possibly_duplicated"]) > 0);
+    for key in ["p50", "p90", "p99", "max"] {
+        assert!(v["latency_ms"][key].as_f64().is_some(), "latency_ms.{key}");
+    }
+}
+
+#[test]
+fn the_text_report_says_what_the_server_never_saw() {
+    let out = probe(&["--requests", "200", "--seed", "3"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("demo scale"), "{text}");
+    assert!(
+        text.contains("failed attempts never reached the server"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    for args in [
+        &["--requests", "0"][..],
+        &["--workload", "siesta"],
+        &["--mix", "503=7"],
+        &["--url", "https://api.example.test/v1"],
+        &["--no-such-flag"],
+    ] {
+        let out = probe(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?} explains itself");
+    }
+}
+
+#[test]
+fn live_metrics_are_served_while_it_runs() {
+    // A tiny run with live metrics on an ephemeral loopback port: the probe
+    // says where, and the run completes.
+    let out = probe(&[
+        "--requests",
+        "50",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/metrics"));
+}

@@ -1,0 +1,360 @@
+//! [`Stack`]: DESIGN.md's request flow as one `Layer`, with the guide's
+//! defaults.
+//!
+//! ```text
+//! MarkRetrySafe                     marks requests the caller says may be sent twice
+//! FailureMetricsLayer::calls()      one outcome per logical call; creates the CallContext
+//! WorkloadTimeoutLayer              picks the Workload and its Profile; sets the Deadline; ready + total
+//! RetryLayer                        classifies, backs off, honours server hints, spends the budget
+//! FailureMetricsLayer::attempts()   one outcome per attempt, with its Reach
+//! AttemptTimeoutLayer               headers and read timeouts; grpc-timeout for this attempt
+//! inner client                      sturdy::client() or a tonic Channel
+//! ```
+//!
+//! Why this order: the call's metrics sit outermost so that every call is
+//! recorded once, whatever fails below, and see the workload and retry
+//! story the layers below write into the `CallContext`. The workload layer
+//! sits above retry so that its deadline bounds every attempt and every
+//! backoff sleep together; retry sits above the per-attempt metrics and
+//! timeouts so that each attempt is timed and recorded on its own.
+
+mod mark;
+
+use std::marker::PhantomData;
+
+use sturdy_core::{BoxBody, InvalidProfile, Profile, Profiles, Workload};
+use sturdy_metrics::{FailureMetrics, FailureMetricsLayer, Recorder, SnapshotRecorder};
+use sturdy_retry::{
+    BudgetConfig, RetryConfigError, RetryLayer, RetryPolicy, RetryPolicyBuilder, RetryService,
+};
+use sturdy_timeout::{
+    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, ClassifyWorkload, PathClassifier,
+    RequestHead, WorkloadTimeout, WorkloadTimeoutBuilder, WorkloadTimeoutLayer,
+};
+use tower_layer::Layer;
+
+pub use mark::{MarkRetrySafe, MarkRetrySafeLayer, RetrySafeRule};
+
+/// Responses up to this size (by content-length, never SSE) are read in full
+/// before they are handed over, so a connection cut mid-body is retried.
+pub const DEFAULT_PREFETCH: u64 = 256 * 1024;
+
+/// The whole sturdy stack as one `Layer`: metrics per call, workload
+/// timeouts, retries, metrics per attempt, attempt timeouts. Build it with
+/// [`Stack::builder`] (for `sturdy::client()`) or [`Stack::grpc_builder`]
+/// (for a tonic `Channel`, feature `grpc`, on by default).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sturdy::BoxError> {
+/// let stack = sturdy::Stack::builder().build()?;
+/// let service = stack.layer(sturdy::client().build());
+/// let snapshot = stack.recorder().clone();
+/// # let _ = (service, snapshot);
+/// # Ok(()) }
+/// ```
+pub struct Stack<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
+    mark: MarkRetrySafeLayer,
+    calls: FailureMetricsLayer<R>,
+    workload: WorkloadTimeoutLayer<C>,
+    retry: RetryLayer<E>,
+    attempts: FailureMetricsLayer<R>,
+    attempt: AttemptTimeoutLayer,
+    recorder: R,
+}
+
+/// The service a [`Stack`] makes around `S`.
+pub type StackService<S, R = SnapshotRecorder, C = PathClassifier, E = BoxBody> = MarkRetrySafe<
+    FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<AttemptTimeout<S>, R>, E>, C>, R>,
+>;
+
+impl Stack {
+    /// A builder with the guide's defaults, for `sturdy::client()`.
+    pub fn builder() -> StackBuilder {
+        StackBuilder::new(true)
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl Stack<SnapshotRecorder, PathClassifier, tonic::body::Body> {
+    /// A builder with the guide's defaults, for a tonic `Channel` (whose
+    /// connections cannot be observed per request: a `headers` timeout is
+    /// then always `Unknown`, never `NotSent`).
+    pub fn grpc_builder() -> StackBuilder<SnapshotRecorder, PathClassifier, tonic::body::Body> {
+        StackBuilder::new(false)
+    }
+}
+
+impl<R, C, E> Stack<R, C, E> {
+    /// The recorder both metrics layers write to (a [`SnapshotRecorder`] by
+    /// default: call `snapshot()` on it for a report).
+    pub fn recorder(&self) -> &R {
+        &self.recorder
+    }
+
+    /// The profiles in force.
+    pub fn profiles(&self) -> &Profiles {
+        self.workload.profiles()
+    }
+
+    /// The retry policy in force.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        self.retry.policy()
+    }
+}
+
+impl<R: Clone, C: Clone, E> Clone for Stack<R, C, E> {
+    fn clone(&self) -> Self {
+        Stack {
+            mark: self.mark.clone(),
+            calls: self.calls.clone(),
+            workload: self.workload.clone(),
+            retry: self.retry.clone(),
+            attempts: self.attempts.clone(),
+            attempt: self.attempt,
+            recorder: self.recorder.clone(),
+        }
+    }
+}
+
+impl<R, C, E> std::fmt::Debug for Stack<R, C, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("profiles", self.workload.profiles())
+            .field("retry", self.retry.policy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, C, E> Layer<S> for Stack<R, C, E>
+where
+    R: Recorder,
+    C: Clone,
+{
+    type Service = StackService<S, R, C, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let s = self.attempt.layer(inner);
+        let s = self.attempts.layer(s);
+        let s = self.retry.layer(s);
+        let s = self.workload.layer(s);
+        let s = self.calls.layer(s);
+        self.mark.layer(s)
+    }
+}
+
+/// An invalid [`Stack`] configuration.
+#[derive(Debug)]
+pub enum StackError {
+    /// A profile with a zero phase.
+    Profile(InvalidProfile),
+    /// An invalid retry policy.
+    Retry(RetryConfigError),
+}
+
+impl std::fmt::Display for StackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StackError::Profile(e) => write!(f, "invalid stack: {e}"),
+            StackError::Retry(e) => write!(f, "invalid stack: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StackError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StackError::Profile(e) => Some(e),
+            StackError::Retry(e) => Some(e),
+        }
+    }
+}
+
+/// Builds a [`Stack`]. Phases set here go to both timeout layers; anything
+/// else each layer offers is reachable through the `map_*` methods.
+pub struct StackBuilder<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
+    workload: WorkloadTimeoutBuilder<C>,
+    attempt: AttemptTimeoutBuilder,
+    retry: RetryPolicyBuilder,
+    recorder: R,
+    server_label: Option<String>,
+    rule: RetrySafeRule,
+    _body: PhantomData<fn(E)>,
+}
+
+impl<E> StackBuilder<SnapshotRecorder, PathClassifier, E> {
+    fn new(capture_connection: bool) -> Self {
+        StackBuilder {
+            workload: WorkloadTimeoutLayer::builder(),
+            attempt: AttemptTimeoutLayer::builder().capture_connection(capture_connection),
+            retry: RetryPolicy::builder().prefetch_up_to(DEFAULT_PREFETCH),
+            recorder: SnapshotRecorder::new(),
+            server_label: None,
+            rule: RetrySafeRule::Marked,
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<R, C, E> StackBuilder<R, C, E> {
+    /// Every workload's profile (both timeout layers).
+    pub fn profiles(mut self, profiles: Profiles) -> Self {
+        self.workload = self.workload.profiles(profiles);
+        self.attempt = self.attempt.profiles(profiles);
+        self
+    }
+
+    /// One workload's profile (both timeout layers).
+    pub fn profile(mut self, workload: Workload, profile: Profile) -> Self {
+        self.workload = self.workload.profile(workload, profile);
+        self.attempt = self.attempt.profile(workload, profile);
+        self
+    }
+
+    /// The retry policy, built from its own builder.
+    pub fn retry_policy(mut self, retry: RetryPolicyBuilder) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The retry budget's numbers.
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.retry = self.retry.budget(budget);
+        self
+    }
+
+    /// No retry budget: retries are bounded only by `max_retries`.
+    pub fn no_budget(mut self) -> Self {
+        self.retry = self.retry.no_budget();
+        self
+    }
+
+    /// At most `n` retries per call.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.retry = self.retry.max_retries(n);
+        self
+    }
+
+    /// Records into `recorder` (both scopes) instead of a fresh
+    /// [`SnapshotRecorder`]; use `sturdy::metrics::Both` for two at once.
+    pub fn recorder<R2>(self, recorder: R2) -> StackBuilder<R2, C, E> {
+        StackBuilder {
+            workload: self.workload,
+            attempt: self.attempt,
+            retry: self.retry,
+            recorder,
+            server_label: self.server_label,
+            rule: self.rule,
+            _body: PhantomData,
+        }
+    }
+
+    /// Picks each request's workload with `classifier` when the request
+    /// carries no `Workload` extension.
+    pub fn classifier<C2: ClassifyWorkload>(self, classifier: C2) -> StackBuilder<R, C2, E> {
+        StackBuilder {
+            workload: self.workload.classifier(classifier),
+            attempt: self.attempt,
+            retry: self.retry,
+            recorder: self.recorder,
+            server_label: self.server_label,
+            rule: self.rule,
+            _body: PhantomData,
+        }
+    }
+
+    /// Which requests are `RetrySafe`: only those the caller marked (the
+    /// default), every request, or those a predicate picks.
+    pub fn retry_safe(mut self, rule: RetrySafeRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// Marks the requests `pick` chooses as `RetrySafe`.
+    pub fn retry_safe_when<F>(self, pick: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.retry_safe(RetrySafeRule::when(pick))
+    }
+
+    /// The `server_address` label for requests whose URI and `Host` header
+    /// name no server (tonic requests above a `Channel`).
+    pub fn server_label(mut self, label: impl Into<String>) -> Self {
+        self.server_label = Some(label.into());
+        self
+    }
+
+    /// Reaches the workload timeout layer's own builder.
+    pub fn map_workload_timeout<C2>(
+        self,
+        f: impl FnOnce(WorkloadTimeoutBuilder<C>) -> WorkloadTimeoutBuilder<C2>,
+    ) -> StackBuilder<R, C2, E> {
+        StackBuilder {
+            workload: f(self.workload),
+            attempt: self.attempt,
+            retry: self.retry,
+            recorder: self.recorder,
+            server_label: self.server_label,
+            rule: self.rule,
+            _body: PhantomData,
+        }
+    }
+
+    /// Reaches the attempt timeout layer's own builder.
+    pub fn map_attempt_timeout(
+        mut self,
+        f: impl FnOnce(AttemptTimeoutBuilder) -> AttemptTimeoutBuilder,
+    ) -> Self {
+        self.attempt = f(self.attempt);
+        self
+    }
+
+    /// Reaches the retry policy's own builder.
+    pub fn map_retry(mut self, f: impl FnOnce(RetryPolicyBuilder) -> RetryPolicyBuilder) -> Self {
+        self.retry = f(self.retry);
+        self
+    }
+
+    /// Checks everything and builds the stack.
+    pub fn build(self) -> Result<Stack<R, C, E>, StackError>
+    where
+        R: Recorder + Clone,
+    {
+        let workload = self.workload.build().map_err(StackError::Profile)?;
+        let attempt = self.attempt.build().map_err(StackError::Profile)?;
+        let policy = self.retry.build().map_err(StackError::Retry)?;
+        let mut calls = FailureMetricsLayer::calls(self.recorder.clone());
+        let mut attempts = FailureMetricsLayer::attempts(self.recorder.clone());
+        if let Some(label) = &self.server_label {
+            calls = calls.server_label(label);
+            attempts = attempts.server_label(label);
+        }
+        Ok(Stack {
+            mark: MarkRetrySafeLayer::new(self.rule),
+            calls,
+            workload,
+            retry: RetryLayer::new(policy),
+            attempts,
+            attempt,
+            recorder: self.recorder,
+        })
+    }
+}
+
+impl<R, C, E> std::fmt::Debug for StackBuilder<R, C, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("retry", &self.retry)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Scales every phase of the default profiles by `factor` — for demos and
+/// tests that must see timeouts fire within seconds.
+pub fn scaled_profiles(factor: f64) -> Profiles {
+    Profiles::default().scaled(factor)
+}
