@@ -1,0 +1,458 @@
+//! Client cost on loopback: N small JSON POSTs to `/v1/chat/completions` at
+//! concurrency 32 through the bare `sturdy::client()`, tower's `Timeout` +
+//! `Retry` (a minimal status policy) over it, and the full `Stack` over it.
+//! The fault server (no faults) runs as its own process — this binary
+//! re-started with `--serve-faults` — so only the client's cost is counted.
+//!
+//! ```sh
+//! # interleaved rounds: median throughput and client CPU per call, ratios to bare
+//! # (run directly, the binary needs --bench for the full defaults)
+//! cargo bench -p sturdy --bench loopback -- --calls 20000 --rounds 5
+//! # instructions per call under callgrind, (Ir(N2) - Ir(N1)) / (N2 - N1) per variant
+//! cargo bench -p sturdy --bench loopback -- --callgrind --n1 1000 --n2 3000
+//! # one variant once (start a server with --serve-faults, or let it start one)
+//! valgrind --tool=callgrind --trace-children=no target/release/deps/loopback-HASH \
+//!     --variant stack --calls 3000 --server http://127.0.0.1:PORT
+//! ```
+//!
+//! The client runs on a current-thread tokio runtime (one core), the server
+//! on another current-thread runtime in its own process (the other core).
+
+#[allow(dead_code)]
+#[path = "overhead.rs"]
+mod overhead;
+
+use std::io::{BufRead, BufReader, Read};
+use std::pin::pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use overhead::{StatusPolicy, arg_value, median};
+use prometheus_client::registry::Registry;
+use sturdy::Stack;
+use sturdy::metrics::{FailureMetricsLayer, PrometheusRecorder};
+use sturdy::retry::{RetryLayer, RetryPolicy};
+use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
+use sturdy_core::BoxError;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+const VARIANTS: [&str; 7] = [
+    "bare",
+    "workload_timeout",
+    "attempt_timeout",
+    "retry",
+    "metrics_attempts",
+    "stack",
+    "tower_timeout_retry",
+];
+const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#;
+const CONCURRENCY: usize = 32;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let num = |flag: &str, default: u64| -> u64 {
+        arg_value(&args, flag)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    if args.iter().any(|a| a == "--serve-faults") {
+        serve_faults();
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let (server, url) = match arg_value(&args, "--server") {
+        Some(url) => (None, url),
+        None => match spawn_server() {
+            Ok((child, url)) => (Some(child), url),
+            Err(e) => {
+                eprintln!("cannot start the fault server: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    if let Some(variant) = arg_value(&args, "--variant") {
+        let calls = num("--calls", 3000);
+        let rt = runtime();
+        rt.block_on(async {
+            with_variant(&variant, &url, RunOnce { calls }).await;
+        });
+    } else if args.iter().any(|a| a == "--callgrind") {
+        callgrind(&url, num("--n1", 1000), num("--n2", 3000));
+    } else if args.iter().any(|a| a == "--bench") {
+        rounds(&url, num("--calls", 20_000), num("--rounds", 5) as usize);
+    } else {
+        // `cargo test --benches` passes no --bench: a short smoke run.
+        rounds(&url, num("--calls", 300), num("--rounds", 1) as usize);
+    }
+    drop(server);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The server process: a fault server with no faults on 127.0.0.1:0; prints
+/// its URL, then serves until its stdin closes (the bench has ended).
+fn serve_faults() {
+    let rt = runtime();
+    rt.block_on(async {
+        let server = match sturdy_faults::FaultServer::start().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fault server: {e}");
+                return;
+            }
+        };
+        println!("{}", server.base_url());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+        server.shutdown().await;
+    });
+}
+
+/// The server child; killed (and reaped) when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server() -> Result<(Server, String), BoxError> {
+    let exe = std::env::current_exe()?;
+    let mut child = Server(
+        Command::new(exe)
+            .arg("--serve-faults")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let stdout = child.0.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().to_string();
+    if !url.starts_with("http://127.0.0.1:") {
+        return Err(format!("unexpected server output {url:?}").into());
+    }
+    Ok((child, url))
+}
+
+fn request(uri: &str) -> Request<Full<Bytes>> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY)))
+        .expect("a valid request")
+}
+
+/// `calls` calls at concurrency 32 through clones of `svc`, each read to
+/// the end of its body; panics on a failed call (the server injects none).
+async fn drive<S, B>(svc: &S, uri: &str, calls: u64)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    let left = Arc::new(AtomicU64::new(calls));
+    let workers = (0..CONCURRENCY).map(|_| {
+        let mut svc = svc.clone();
+        let left = Arc::clone(&left);
+        async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let resp = svc
+                    .ready()
+                    .await
+                    .expect("ready")
+                    .call(request(uri))
+                    .await
+                    .expect("the call succeeds");
+                assert_eq!(resp.status(), 200);
+                let mut body = pin!(resp.into_body());
+                while let Some(frame) = body.frame().await {
+                    std::hint::black_box(frame.expect("the body is read to its end"));
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+}
+
+/// Something done with one variant's service.
+trait Visit {
+    async fn visit<S, B>(self, svc: S, uri: &str) -> Sample
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+        S::Error: std::fmt::Debug,
+        B: Body,
+        B::Error: std::fmt::Debug;
+}
+
+/// Builds variant `name` over a fresh `sturdy::client()` and visits it.
+async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
+    let uri = format!("{base}/v1/chat/completions");
+    let client = sturdy::client().build();
+    match name {
+        "bare" => {
+            let svc = ServiceBuilder::new()
+                .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        "tower_timeout_retry" => {
+            let svc = ServiceBuilder::new()
+                .retry(StatusPolicy(5))
+                .timeout(Duration::from_secs(60))
+                .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        "workload_timeout" => {
+            let svc = ServiceBuilder::new()
+                .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .layer(WorkloadTimeoutLayer::new())
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        "attempt_timeout" => {
+            let attempt = AttemptTimeoutLayer::builder()
+                .capture_connection(true)
+                .build()
+                .expect("the default profiles are valid");
+            let svc = ServiceBuilder::new()
+                .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .layer(attempt)
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        "retry" => {
+            let svc = RetryLayer::new(RetryPolicy::default()).layer(client);
+            v.visit(svc, &uri).await
+        }
+        "metrics_attempts" => {
+            let mut registry = Registry::default();
+            let svc = ServiceBuilder::new()
+                .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .layer(FailureMetricsLayer::attempts(PrometheusRecorder::new(
+                    &mut registry,
+                )))
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        "stack" => {
+            let mut registry = Registry::default();
+            let stack = Stack::builder()
+                .recorder(PrometheusRecorder::new(&mut registry))
+                .build()
+                .expect("the default stack is valid");
+            v.visit(stack.layer(client), &uri).await
+        }
+        other => panic!("unknown variant {other:?}; one of {VARIANTS:?}"),
+    }
+}
+
+/// 200 warm-up calls (connections opened), then `calls` calls.
+struct RunOnce {
+    calls: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: Duration,
+    cpu_ticks: u64,
+    cpu_ns: u64,
+}
+
+impl Visit for RunOnce {
+    async fn visit<S, B>(self, svc: S, uri: &str) -> Sample
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+        S::Error: std::fmt::Debug,
+        B: Body,
+        B::Error: std::fmt::Debug,
+    {
+        drive(&svc, uri, 200).await;
+        let cpu = cpu_ticks();
+        let ns = cpu_ns();
+        let start = Instant::now();
+        drive(&svc, uri, self.calls).await;
+        Sample {
+            wall: start.elapsed(),
+            cpu_ticks: cpu_ticks().saturating_sub(cpu),
+            cpu_ns: cpu_ns().saturating_sub(ns),
+        }
+    }
+}
+
+/// utime + stime of this process, in clock ticks (/proc/self/stat fields
+/// 14 and 15). The server is another process: its time is not here.
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // The command name may hold spaces: count fields after its ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// On-CPU nanoseconds of this process's live threads (the first field of
+/// each /proc/self/task/*/schedstat): the same CPU time as `cpu_ticks`, at
+/// nanosecond rather than 10 ms resolution.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `rounds` rounds of every variant in rotated order, `calls` calls each;
+/// medians of throughput and CPU per call, and their ratios to bare.
+fn rounds(url: &str, calls: u64, rounds: usize) {
+    let tck = clock_ticks_per_sec();
+    let rt = runtime();
+    let mut thr: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    let mut cpu_ns: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    for round in 0..rounds {
+        for k in 0..VARIANTS.len() {
+            let i = (k + round) % VARIANTS.len();
+            let s = rt.block_on(with_variant(VARIANTS[i], url, RunOnce { calls }));
+            thr[i].push(calls as f64 / s.wall.as_secs_f64());
+            cpu[i].push(s.cpu_ticks as f64 / tck / calls as f64 * 1e6);
+            cpu_ns[i].push(s.cpu_ns as f64 / calls as f64 / 1e3);
+        }
+    }
+    let thr: Vec<f64> = thr.iter_mut().map(|v| median(v)).collect();
+    let cpu: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
+    let cpu_ns: Vec<f64> = cpu_ns.iter_mut().map(|v| median(v)).collect();
+    println!(
+        "loopback: {rounds} rounds x {calls} calls per variant at concurrency {CONCURRENCY}, order rotated; medians"
+    );
+    println!(
+        "client CPU: utime+stime from /proc/self/stat (10 ms ticks), and the sum of /proc/self/task/*/schedstat (ns)"
+    );
+    println!(
+        "{:<22} {:>10} {:>7} {:>11} {:>7} {:>11} {:>7}",
+        "variant", "calls/s", "x bare", "stat µs/call", "x bare", "sched µs/call", "x bare"
+    );
+    for (i, name) in VARIANTS.iter().enumerate() {
+        println!(
+            "{name:<22} {:>10.0} {:>7.3} {:>11.2} {:>7.3} {:>11.2} {:>7.3}",
+            thr[i],
+            thr[i] / thr[0],
+            cpu[i],
+            cpu[i] / cpu[0],
+            cpu_ns[i],
+            cpu_ns[i] / cpu_ns[0]
+        );
+    }
+}
+
+/// Instructions per call of each variant: this binary under callgrind
+/// (server excluded: it is another process, not traced) with N1 and N2
+/// calls; (Ir(N2) - Ir(N1)) / (N2 - N1).
+fn callgrind(url: &str, n1: u64, n2: u64) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return;
+        }
+    };
+    let mut rows = Vec::new();
+    for name in VARIANTS {
+        let ir = |n: u64| -> Result<u64, BoxError> {
+            let out = std::env::temp_dir().join(format!(
+                "sturdy-loopback-{name}-{n}-{}.callgrind",
+                std::process::id()
+            ));
+            let status = Command::new("valgrind")
+                .arg("--tool=callgrind")
+                .arg("--trace-children=no")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(&exe)
+                .args([
+                    "--variant",
+                    name,
+                    "--calls",
+                    &n.to_string(),
+                    "--server",
+                    url,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if !status.success() {
+                return Err(format!("valgrind failed for {name}: {status}").into());
+            }
+            let total = callgrind_total(&out)?;
+            let _ = std::fs::remove_file(&out);
+            Ok(total)
+        };
+        match (ir(n1), ir(n2)) {
+            (Ok(a), Ok(b)) => rows.push((name, (b as f64 - a as f64) / (n2 - n1) as f64)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{e}");
+                return;
+            }
+        }
+    }
+    println!(
+        "loopback instructions per call (callgrind, client process only, (Ir({n2}) - Ir({n1})) / {}):",
+        n2 - n1
+    );
+    println!("{:<22} {:>12} {:>8}", "variant", "Ir/call", "x bare");
+    for (name, ipc) in &rows {
+        println!("{name:<22} {ipc:>12.0} {:>8.3}", ipc / rows[0].1);
+    }
+}
+
+fn callgrind_total(path: &std::path::Path) -> Result<u64, BoxError> {
+    let text = std::fs::read_to_string(path)?;
+    for line in text.lines() {
+        if let Some(rest) = line
+            .strip_prefix("summary:")
+            .or_else(|| line.strip_prefix("totals:"))
+        {
+            return Ok(rest.split_whitespace().next().unwrap_or("").parse()?);
+        }
+    }
+    Err(format!("no totals in {}", path.display()).into())
+}
