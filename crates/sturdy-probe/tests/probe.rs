@@ -126,3 +126,34 @@ fn live_metrics_are_served_while_it_runs() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/metrics"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_mode_probes_an_endpoint_with_the_real_defaults_and_never_prints_the_key() {
+    // A fault server stands in for a real endpoint (loopback only).
+    let server = sturdy_faults::FaultServer::start().await.unwrap();
+    let url = format!("{}/v1", server.base_url());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sturdy-probe"))
+            .args(["--url", &url, "--model", "m", "--json"])
+            .env("STURDY_TEST_KEY", "sk-sturdy-canary")
+            .args(["--api-key-env", "STURDY_TEST_KEY"])
+            .env("NO_PROXY", "127.0.0.1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains("sk-sturdy-canary"));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 20 calls by default: it spends the user's money.
+    assert_eq!((u(&v, &["calls"]), u(&v, &["succeeded"])), (20, 20));
+    assert!(v.get("server").is_none(), "no embedded server with --url");
+    assert_eq!(server.dashboard().received, 20);
+}
