@@ -54,10 +54,26 @@ pub struct MethodLabel(Label);
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddress(Label);
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 enum Label {
     Static(&'static str),
     Shared(Arc<str>),
+}
+
+// By text: a fixed label and a shared one with the same text are the same
+// label (one series, not two).
+impl PartialEq for Label {
+    fn eq(&self, other: &Label) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
 }
 
 impl Label {
@@ -286,8 +302,20 @@ const CACHE_LIMIT: usize = 32;
 #[derive(Default)]
 pub(crate) struct LabelCache {
     servers: RwLock<Vec<Arc<str>>>,
+    /// The labels of the URI authorities seen, so that a repeated authority
+    /// costs a compare of its bytes instead of a parse. Only authorities
+    /// without user information are kept (never a secret).
+    authorities: RwLock<Vec<AuthorityLabel>>,
     #[cfg(feature = "grpc")]
     grpc: RwLock<Vec<Arc<str>>>,
+}
+
+/// A URI authority (`host[:port]`, no user information) and the scheme's
+/// default port, with the label they give.
+struct AuthorityLabel {
+    authority: Box<str>,
+    default_port: Option<u16>,
+    label: Arc<str>,
 }
 
 fn intern(
@@ -325,9 +353,27 @@ impl LabelCache {
         fallback: Option<&ServerAddress>,
     ) -> ServerAddress {
         let uri = req.uri();
-        if let Some(host) = uri.host().filter(|h| !h.is_empty()) {
-            let port = uri.port_u16().or_else(|| default_port(uri.scheme_str()));
-            return self.intern_server(host, port);
+        if let Some(authority) = uri.authority() {
+            let text = authority.as_str();
+            let implied = default_port(uri.scheme_str());
+            if let Some(hit) = self
+                .authorities
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|a| a.default_port == implied && *a.authority == *text)
+            {
+                return ServerAddress::shared(hit.label.clone());
+            }
+            let host = authority.host();
+            if !host.is_empty() {
+                let port = authority.port_u16().or(implied);
+                let label = self.intern_server(host, port);
+                if !text.contains('@') {
+                    self.remember_authority(text, implied, &label);
+                }
+                return label;
+            }
         }
         // The Host header's value, parsed as an authority: user information
         // and anything that is not host[:port] is rejected, never copied.
@@ -342,6 +388,24 @@ impl LabelCache {
             return self.intern_server(auth.host(), port);
         }
         fallback.cloned().unwrap_or_else(ServerAddress::unknown)
+    }
+
+    fn remember_authority(&self, text: &str, implied: Option<u16>, label: &ServerAddress) {
+        let Label::Shared(shared) = &label.0 else {
+            return;
+        };
+        let mut w = self.authorities.write().unwrap_or_else(|p| p.into_inner());
+        if w.len() >= CACHE_LIMIT
+            || w.iter()
+                .any(|a| a.default_port == implied && *a.authority == *text)
+        {
+            return;
+        }
+        w.push(AuthorityLabel {
+            authority: text.into(),
+            default_port: implied,
+            label: shared.clone(),
+        });
     }
 
     fn intern_server(&self, host: &str, port: Option<u16>) -> ServerAddress {
@@ -449,6 +513,41 @@ mod tests {
         assert_eq!(cache.servers.read().unwrap().len(), 2);
         assert!(!same_address("h:080", "h", Some(80)));
         assert!(!same_address("hh:80", "h", Some(80)));
+    }
+
+    #[test]
+    fn a_repeated_authority_reuses_its_label_and_the_scheme_decides_the_default_port() {
+        let cache = LabelCache::default();
+        let get = |uri: &str| {
+            let req = http::Request::get(uri).body(()).unwrap();
+            cache.server(&req, None)
+        };
+        let first = get("http://h/a");
+        let again = get("http://h/b?q=1");
+        let tls = get("https://h/a");
+        assert_eq!((first.as_str(), tls.as_str()), ("h:80", "h:443"));
+        assert_eq!(again, first);
+        let (ServerAddress(Label::Shared(x)), ServerAddress(Label::Shared(y))) = (&first, &again)
+        else {
+            panic!("interned labels are shared");
+        };
+        assert!(Arc::ptr_eq(x, y));
+        // `h:80` spelled out is another authority with the same label.
+        assert_eq!(get("http://h:80/").as_str(), "h:80");
+        assert_eq!(cache.authorities.read().unwrap().len(), 3);
+        assert_eq!(cache.servers.read().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_authority_with_user_information_is_never_remembered() {
+        let cache = LabelCache::default();
+        for _ in 0..2 {
+            let req = http::Request::get("https://user:sk-secret@h:8443/")
+                .body(())
+                .unwrap();
+            assert_eq!(cache.server(&req, None).as_str(), "h:8443");
+        }
+        assert!(cache.authorities.read().unwrap().is_empty());
     }
 
     #[test]

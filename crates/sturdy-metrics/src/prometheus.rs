@@ -2,12 +2,17 @@
 //! OpenTelemetry's `http_client_request_duration_seconds` and sturdy's own
 //! counters, gauges and histograms into a user's `Registry`.
 //!
-//! Label sets are structs of `&'static str` and interned `Arc<str>` labels:
-//! recording clones two reference counts and takes the family's read lock;
-//! it allocates only the first time a label set is seen.
+//! Label sets are structs of `&'static str` and interned `Arc<str>` labels.
+//! Each label set is looked up in its `Family` once: the recorder keeps the
+//! metric handles (`Arc`s) in a small table keyed by the identity of the
+//! labels, so recording a value is a read lock, a cheap hash of a few words
+//! and the metric's own atomic adds. Past `HANDLE_LIMIT` label sets per
+//! metric the table stops growing and recording falls back to the family.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -76,6 +81,152 @@ struct RetryLabels {
     reason: &'static str,
 }
 
+/// Most label sets whose handles one metric keeps; past that, recording
+/// looks the label set up in the family (correct, just slower).
+const HANDLE_LIMIT: usize = 256;
+
+/// A word-at-a-time multiplicative hasher (the `FxHash` of rustc) for the
+/// handle tables' keys, which are a few integers and addresses: no
+/// attacker-chosen bytes reach it, so SipHash's DoS resistance buys nothing.
+#[derive(Default, Clone, Copy)]
+struct WordHasher(u64);
+
+impl WordHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The identity of a label's text: its address and length. Two labels with
+/// the same identity have the same text; two with different identities may
+/// still have the same text (two `Arc`s), which only costs a second table
+/// entry holding the same handle. Entries keep their labels alive, so an
+/// address in the table is never reused by another text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct TextId {
+    addr: usize,
+    len: usize,
+}
+
+impl TextId {
+    fn of(s: &str) -> TextId {
+        TextId {
+            addr: s.as_ptr().addr(),
+            len: s.len(),
+        }
+    }
+}
+
+/// Scope, workload, method and server, by identity.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    scope: Scope,
+    workload: Workload,
+    method: TextId,
+    server: TextId,
+}
+
+impl SeriesKey {
+    fn of(dims: &Dimensions) -> SeriesKey {
+        SeriesKey {
+            scope: dims.scope,
+            workload: dims.workload,
+            method: TextId::of(dims.method.as_str()),
+            server: TextId::of(dims.server.as_str()),
+        }
+    }
+}
+
+/// The same and the outcome.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct EndKey {
+    series: SeriesKey,
+    outcome: Outcome,
+}
+
+struct Held<V> {
+    /// Keeps the texts whose addresses are in the key alive.
+    _labels: (MethodLabel, ServerAddress),
+    handles: V,
+}
+
+/// Metric handles by label-set identity: read-mostly (a write lock only the
+/// first time a label set is seen), never held across an await.
+struct Handles<K, V> {
+    table: RwLock<HashMap<K, Held<V>, BuildHasherDefault<WordHasher>>>,
+}
+
+impl<K: Hash + Eq, V> Default for Handles<K, V> {
+    fn default() -> Self {
+        Handles {
+            table: RwLock::new(HashMap::default()),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> Handles<K, V> {
+    /// Runs `record` on the handles of `key`, creating them with `resolve`
+    /// the first time; `resolve` also serves when the table is full.
+    fn with(&self, key: K, dims: &Dimensions, resolve: impl FnOnce() -> V, record: impl Fn(&V)) {
+        // A poisoned lock only means a panic elsewhere mid-insert; the
+        // table of handles is still sound.
+        if let Some(held) = self
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            record(&held.handles);
+            return;
+        }
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = table.get(&key) {
+            record(&held.handles);
+            return;
+        }
+        let handles = resolve();
+        record(&handles);
+        if table.len() < HANDLE_LIMIT {
+            table.insert(
+                key,
+                Held {
+                    _labels: (dims.method.clone(), dims.server.clone()),
+                    handles,
+                },
+            );
+        }
+    }
+}
+
 struct Metrics {
     duration: HistogramFamily<OutcomeLabels>,
     calls: Family<EndLabels, Counter>,
@@ -89,6 +240,14 @@ struct Metrics {
     /// Indexed by `Scope as usize`: two label sets, resolved once.
     started: [Counter; 2],
     in_flight: [Gauge; 2],
+    /// Handles of `time_to_head` by label set.
+    head_handles: Handles<SeriesKey, Histogram>,
+    /// Handles of `time_to_first_frame` by label set.
+    first_frame_handles: Handles<SeriesKey, Histogram>,
+    /// Handles of `calls` or `attempts` (by scope) and `duration`.
+    end_handles: Handles<EndKey, (Counter, Histogram)>,
+    /// `call_attempts` by `Workload as usize`, created when first used.
+    call_attempts_handles: [OnceLock<Counter>; Workload::ALL.len()],
 }
 
 /// Records into prometheus-client metrics registered in a user's
@@ -139,6 +298,10 @@ impl PrometheusRecorder {
             call_attempts: Family::default(),
             started: Default::default(),
             in_flight: Default::default(),
+            head_handles: Handles::default(),
+            first_frame_handles: Handles::default(),
+            end_handles: Handles::default(),
+            call_attempts_handles: Default::default(),
         };
         let started: Family<ScopeLabels, Counter> = Family::default();
         let in_flight: Family<ScopeLabels, Gauge> = Family::default();
@@ -236,25 +399,44 @@ impl Recorder for PrometheusRecorder {
     }
 
     fn head(&self, dims: &Dimensions, elapsed: Duration) {
-        self.metrics
-            .time_to_head
-            .get_or_create(&timing_labels(dims))
-            .observe(elapsed.as_secs_f64());
+        let m = &self.metrics;
+        m.head_handles.with(
+            SeriesKey::of(dims),
+            dims,
+            || m.time_to_head.get_or_create_owned(&timing_labels(dims)),
+            |h| h.observe(elapsed.as_secs_f64()),
+        );
     }
 
     fn first_frame(&self, dims: &Dimensions, elapsed: Duration) {
-        self.metrics
-            .time_to_first_frame
-            .get_or_create(&timing_labels(dims))
-            .observe(elapsed.as_secs_f64());
+        let m = &self.metrics;
+        m.first_frame_handles.with(
+            SeriesKey::of(dims),
+            dims,
+            || {
+                m.time_to_first_frame
+                    .get_or_create_owned(&timing_labels(dims))
+            },
+            |h| h.observe(elapsed.as_secs_f64()),
+        );
     }
 
     fn call_summary(&self, workload: Workload, summary: &CallSummary) {
         let m = &self.metrics;
         let w = workload.label();
-        m.call_attempts
-            .get_or_create(&WorkloadLabels { workload: w })
-            .inc_by(u64::from(summary.attempts));
+        let attempts = u64::from(summary.attempts);
+        match m.call_attempts_handles.get(workload as usize) {
+            Some(cell) => cell
+                .get_or_init(|| {
+                    m.call_attempts
+                        .get_or_create_owned(&WorkloadLabels { workload: w })
+                })
+                .inc_by(attempts),
+            None => m
+                .call_attempts
+                .get_or_create(&WorkloadLabels { workload: w })
+                .inc_by(attempts),
+        };
         for reason in &summary.retry_reasons {
             m.retries
                 .get_or_create(&RetryLabels {
@@ -277,28 +459,40 @@ impl Recorder for PrometheusRecorder {
 
     fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration) {
         let m = &self.metrics;
-        let (label, reach) = (outcome.label(), outcome.reach().label());
-        let end = EndLabels {
-            workload: dims.workload.label(),
-            method: dims.method.clone(),
-            server_address: dims.server.clone(),
-            outcome: label,
-            reach,
-        };
-        match dims.scope {
-            Scope::Call => m.calls.get_or_create(&end).inc(),
-            Scope::Attempt => m.attempts.get_or_create(&end).inc(),
-        };
-        m.duration
-            .get_or_create(&OutcomeLabels {
-                scope: dims.scope.label(),
-                workload: end.workload,
-                method: end.method,
-                server_address: end.server_address,
-                outcome: label,
-                reach,
-            })
-            .observe(elapsed.as_secs_f64());
+        m.end_handles.with(
+            EndKey {
+                series: SeriesKey::of(dims),
+                outcome,
+            },
+            dims,
+            || {
+                let (label, reach) = (outcome.label(), outcome.reach().label());
+                let end = EndLabels {
+                    workload: dims.workload.label(),
+                    method: dims.method.clone(),
+                    server_address: dims.server.clone(),
+                    outcome: label,
+                    reach,
+                };
+                let counter = match dims.scope {
+                    Scope::Call => m.calls.get_or_create_owned(&end),
+                    Scope::Attempt => m.attempts.get_or_create_owned(&end),
+                };
+                let duration = m.duration.get_or_create_owned(&OutcomeLabels {
+                    scope: dims.scope.label(),
+                    workload: end.workload,
+                    method: end.method,
+                    server_address: end.server_address,
+                    outcome: label,
+                    reach,
+                });
+                (counter, duration)
+            },
+            |(counter, duration)| {
+                counter.inc();
+                duration.observe(elapsed.as_secs_f64());
+            },
+        );
         m.in_flight[dims.scope as usize].dec();
     }
 }
@@ -315,5 +509,138 @@ impl fmt::Debug for PrometheusRecorder {
                 &self.metrics.in_flight[Scope::Attempt as usize].get(),
             )
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sturdy_core::FailureKind;
+
+    fn dims(scope: Scope, server: ServerAddress) -> Dimensions {
+        Dimensions {
+            scope,
+            workload: Workload::Agentic,
+            method: MethodLabel::from_static("POST"),
+            server,
+        }
+    }
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    fn value(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn equal_labels_from_distinct_allocations_share_one_series() {
+        let mut registry = Registry::default();
+        let rec = PrometheusRecorder::new(&mut registry);
+        let a = dims(Scope::Call, ServerAddress::shared("h:1".into()));
+        let b = dims(Scope::Call, ServerAddress::shared("h:1".into()));
+        let c = dims(Scope::Call, ServerAddress::from_static("h:1"));
+        for d in [&a, &b, &c, &a] {
+            rec.finished(d, Outcome::Ok, Duration::from_millis(20));
+            rec.head(d, Duration::from_millis(7));
+        }
+        let out = text(&registry);
+        let labels = "workload=\"agentic\",method=\"POST\",server_address=\"h:1\",outcome=\"ok\",reach=\"acknowledged\"";
+        assert_eq!(
+            value(&out, &format!("sturdy_client_calls_total{{{labels}}}")).as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            value(
+                &out,
+                &format!("http_client_request_duration_seconds_count{{scope=\"call\",{labels}}}")
+            )
+            .as_deref(),
+            Some("4")
+        );
+        assert_eq!(
+            value(
+                &out,
+                "sturdy_client_time_to_head_seconds_count{scope=\"call\",workload=\"agentic\",method=\"POST\",server_address=\"h:1\"}"
+            )
+            .as_deref(),
+            Some("4")
+        );
+        // Three identities, one series each in the table.
+        assert_eq!(rec.metrics.end_handles.table.read().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn series_appear_only_when_first_recorded() {
+        let mut registry = Registry::default();
+        let rec = PrometheusRecorder::new(&mut registry);
+        let d = dims(Scope::Attempt, ServerAddress::from_static("h:2"));
+        rec.head(&d, Duration::from_millis(3));
+        rec.call_summary(
+            Workload::Batch,
+            &CallSummary {
+                attempts: 2,
+                ..CallSummary::default()
+            },
+        );
+        let out = text(&registry);
+        assert!(out.contains("sturdy_client_time_to_head_seconds_count{"));
+        assert!(!out.contains("sturdy_client_time_to_first_frame_seconds_count{"));
+        assert!(!out.contains("sturdy_client_attempts_total{"));
+        assert!(!out.contains("http_client_request_duration_seconds_count{"));
+        assert_eq!(
+            value(
+                &out,
+                "sturdy_client_call_attempts_total{workload=\"batch\"}"
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert!(!out.contains("sturdy_client_call_attempts_total{workload=\"agentic\"}"));
+    }
+
+    #[test]
+    fn past_the_handle_limit_recording_falls_back_to_the_family_and_stays_exact() {
+        let mut registry = Registry::default();
+        let rec = PrometheusRecorder::new(&mut registry);
+        let servers: Vec<ServerAddress> = (0..HANDLE_LIMIT + 20)
+            .map(|i| ServerAddress::shared(format!("s{i}:1").into()))
+            .collect();
+        let outcome = Outcome::Failed(FailureKind::ConnectRefused);
+        for round in 0..2 {
+            for s in &servers {
+                let d = dims(Scope::Attempt, s.clone());
+                rec.first_frame(&d, Duration::from_millis(round + 1));
+                rec.finished(&d, outcome, Duration::from_millis(5));
+            }
+        }
+        assert_eq!(
+            rec.metrics.end_handles.table.read().unwrap().len(),
+            HANDLE_LIMIT
+        );
+        assert_eq!(
+            rec.metrics.first_frame_handles.table.read().unwrap().len(),
+            HANDLE_LIMIT
+        );
+        let out = text(&registry);
+        for i in [0, HANDLE_LIMIT - 1, HANDLE_LIMIT, HANDLE_LIMIT + 19] {
+            let end = format!(
+                "sturdy_client_attempts_total{{workload=\"agentic\",method=\"POST\",server_address=\"s{i}:1\",outcome=\"connect_refused\",reach=\"not_sent\"}}"
+            );
+            assert_eq!(value(&out, &end).as_deref(), Some("2"), "{end}");
+            let ttff = format!(
+                "sturdy_client_time_to_first_frame_seconds_count{{scope=\"attempt\",workload=\"agentic\",method=\"POST\",server_address=\"s{i}:1\"}}"
+            );
+            assert_eq!(value(&out, &ttff).as_deref(), Some("2"), "{ttff}");
+        }
+        assert_eq!(
+            value(&out, "sturdy_client_in_flight{scope=\"attempt\"}").as_deref(),
+            Some(&*format!("-{}", 2 * (HANDLE_LIMIT + 20)))
+        );
     }
 }
