@@ -20,24 +20,22 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body::Body;
-use http_body_util::BodyExt;
-use http_body_util::combinators::Collect;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use sturdy_core::{
-    BoxError, CallContext, Deadline, FailureKind, InnerBody, Reach, ServerHints, Verdict,
-    classify_body_error, classify_error, classify_response, is_grpc, verdict_of,
+    BoxError, CallContext, Deadline, FailureKind, InnerBody, Reach, RetrySafe, ServerHints,
+    Verdict, classify_body_error, classify_error, classify_response, is_grpc, verdict_of,
 };
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::layer::Shared;
 use crate::replay::{NotReplayable, ReplayBody};
-use crate::{Outcome, RepeatUnknown, ResponseBody, RetryError};
+use crate::{Outcome, RepeatUnknown, ResponseBody, RetryError, RetryPolicy};
 
 /// What is needed to send the request again: everything but the body.
 pub(crate) struct RequestHead {
@@ -49,13 +47,16 @@ pub(crate) struct RequestHead {
 }
 
 impl RequestHead {
-    pub(crate) fn copy(parts: &http::request::Parts) -> RequestHead {
+    /// Copies `parts` but for their extensions, which the caller copied
+    /// earlier (see [`RetryService`](crate::RetryService)'s `call`): they
+    /// may lack the call's `CallContext`, which a retry puts back.
+    pub(crate) fn copy(parts: &http::request::Parts, extensions: http::Extensions) -> RequestHead {
         RequestHead {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
             headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            extensions,
         }
     }
 }
@@ -64,18 +65,65 @@ impl RequestHead {
 pub(crate) struct Attempts<B> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) ctx: CallContext,
-    pub(crate) deadline: Option<Deadline>,
     /// `None` when no retry is allowed at all (max_retries 0).
     pub(crate) head: Option<RequestHead>,
     pub(crate) handle: Option<ReplayBody<B>>,
     /// Attempts made so far, the first included.
     pub(crate) attempts: u32,
-    /// Idempotent, keyed or marked `RetrySafe`.
-    pub(crate) safe: bool,
-    /// A repeat after an `Unknown` failure may run twice on the server.
-    pub(crate) duplicable: bool,
+    /// Whether a repeat after an `Unknown` failure is safe.
+    pub(crate) safety: Safety,
     pub(crate) rng: Option<SmallRng>,
     pub(crate) prev_delay: Duration,
+}
+
+/// Whether the request is safe to repeat, worked out on the first failure
+/// that asks (the success path looks nothing up for a non-idempotent
+/// method).
+#[derive(Clone, Copy)]
+pub(crate) enum Safety {
+    Known {
+        /// Idempotent, keyed or marked `RetrySafe`.
+        safe: bool,
+        /// A repeat after an `Unknown` failure may run twice on the server.
+        duplicable: bool,
+    },
+    /// A method that is not idempotent: whether the request carries an
+    /// idempotency key or is marked `RetrySafe` is read from the kept head,
+    /// which holds the headers and extensions those were in.
+    InHead,
+}
+
+impl Safety {
+    /// From the request as the first attempt sends it, but for the
+    /// attempt header (`keyed` is judged before it is added).
+    pub(crate) fn of(idempotent: bool, keyed: bool, marked: bool) -> Safety {
+        let (safe, duplicable) = judge(idempotent, keyed, marked);
+        Safety::Known { safe, duplicable }
+    }
+
+    /// `(safe, duplicable)`, read from `head` the first time.
+    fn resolve(&mut self, head: Option<&RequestHead>, policy: &RetryPolicy) -> (bool, bool) {
+        let (safe, duplicable) = match *self {
+            Safety::Known { safe, duplicable } => (safe, duplicable),
+            Safety::InHead => {
+                let (keyed, marked) = head.map_or((false, false), |h| {
+                    (
+                        h.headers.contains_key(&policy.idempotency_header),
+                        h.extensions.get::<RetrySafe>().is_some(),
+                    )
+                });
+                judge(false, keyed, marked)
+            }
+        };
+        *self = Safety::Known { safe, duplicable };
+        (safe, duplicable)
+    }
+}
+
+/// `(safe, duplicable)`: safe when idempotent, keyed or marked
+/// `RetrySafe`; with an idempotency key the server can tell a repeat.
+fn judge(idempotent: bool, keyed: bool, marked: bool) -> (bool, bool) {
+    (idempotent || keyed || marked, !(idempotent || keyed))
 }
 
 /// What the state machine does next.
@@ -203,15 +251,16 @@ where
         let duplicated = match reach {
             Reach::NotSent | Reach::Acknowledged => false,
             Reach::Unknown => {
+                let (safe, duplicable) = self.safety.resolve(self.head.as_ref(), policy);
                 let allowed = match policy.repeat_unknown {
-                    RepeatUnknown::WhenSafe => self.safe,
+                    RepeatUnknown::WhenSafe => safe,
                     RepeatUnknown::Always => true,
                     RepeatUnknown::Never => false,
                 };
                 if !allowed {
                     return give_up("not safe to repeat");
                 }
-                self.duplicable
+                duplicable
             }
         };
         if attempt > policy.max_retries || self.head.is_none() {
@@ -238,7 +287,7 @@ where
         let Some(wake_at) = Instant::now().checked_add(delay) else {
             return give_up("past deadline");
         };
-        if self.deadline.is_some_and(|d| wake_at >= d.instant()) {
+        if self.deadline().is_some_and(|d| wake_at >= d.instant()) {
             return give_up("past deadline");
         }
         if let Some(budget) = &self.shared.budget
@@ -275,6 +324,8 @@ where
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers.clone();
         *req.extensions_mut() = head.extensions.clone();
+        // The copy was taken before this layer added the context, if it did.
+        req.extensions_mut().get_or_insert_with(|| self.ctx.clone());
         if let Some(name) = &self.shared.policy.attempt_header {
             req.headers_mut()
                 .insert(name.clone(), http::HeaderValue::from(self.attempts));
@@ -288,13 +339,20 @@ where
         Some(req)
     }
 
+    /// The call's deadline, read from the kept head when a retry is weighed
+    /// (the success path looks nothing up); without a head nothing is
+    /// retried, so none is needed.
+    fn deadline(&self) -> Option<Deadline> {
+        Deadline::from_extensions(&self.head.as_ref()?.extensions)
+    }
+
     /// How long a drain may take: the policy's bound, never past the deadline.
     fn drain_until(&self) -> Instant {
         let now = Instant::now();
         let bound = now
             .checked_add(self.shared.policy.drain_time)
             .unwrap_or(now + Duration::from_secs(60));
-        match self.deadline {
+        match self.deadline() {
             Some(d) if d.instant() < bound => d.instant(),
             _ => bound,
         }
@@ -320,7 +378,8 @@ pin_project! {
         Prefetching {
             head: Option<http::response::Parts>,
             #[pin]
-            collect: Collect<RB>,
+            body: RB,
+            buf: Prefetched,
         },
         Draining {
             #[pin]
@@ -402,16 +461,23 @@ where
                     Ok(resp) => this.attempts.on_response(resp),
                     Err(e) => this.attempts.on_error(e.into(), false),
                 },
-                StateProj::Prefetching { head, collect } => match ready!(collect.poll(cx)) {
-                    Ok(collected) => match head.take() {
-                        Some(parts) => {
-                            let trailers = collected.trailers().cloned();
-                            let body = ResponseBody::buffered(collected.to_bytes(), trailers);
-                            Next::Return(Ok(Response::from_parts(parts, body)))
-                        }
-                        None => Next::Return(Err(polled_after_completion())),
-                    },
-                    Err(e) => this.attempts.on_error(e.into(), true),
+                StateProj::Prefetching {
+                    head,
+                    mut body,
+                    buf,
+                } => loop {
+                    match ready!(body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => buf.push(frame, &*body),
+                        Some(Err(e)) => break this.attempts.on_error(e.into(), true),
+                        None => match head.take() {
+                            Some(parts) => {
+                                let (data, trailers) = std::mem::take(buf).finish();
+                                let body = ResponseBody::buffered(data, trailers);
+                                break Next::Return(Ok(Response::from_parts(parts, body)));
+                            }
+                            None => break Next::Return(Err(polled_after_completion())),
+                        },
+                    }
                 },
                 StateProj::Draining {
                     mut body,
@@ -472,7 +538,8 @@ where
                 }
                 Next::Prefetch(parts, body) => this.state.set(State::Prefetching {
                     head: Some(parts),
-                    collect: body.collect(),
+                    body,
+                    buf: Prefetched::default(),
                 }),
                 Next::Drain(body, wake_at) => {
                     let bound = tokio::time::sleep_until(this.attempts.drain_until());
@@ -488,6 +555,62 @@ where
                 }),
             }
         }
+    }
+}
+
+/// A prefetched body's frames, as `http_body_util`'s `Collected` keeps
+/// them but without its buffer list: a body of one data frame (the common
+/// case, a small JSON answer) stays that frame's `Bytes`, with no
+/// allocation; only a second data frame starts a contiguous copy.
+#[derive(Default)]
+struct Prefetched {
+    first: Option<Bytes>,
+    /// `first` followed by every later data frame, once there is a second.
+    joined: Option<BytesMut>,
+    trailers: Option<HeaderMap>,
+}
+
+/// The most a second data frame reserves ahead from the body's size hint.
+const JOIN_RESERVE_MAX: u64 = 1024 * 1024;
+
+impl Prefetched {
+    fn push<RB: Body>(&mut self, frame: Frame<Bytes>, body: &RB) {
+        match frame.into_data() {
+            // Empty data frames carry nothing (as in `Collected`).
+            Ok(data) if data.is_empty() => {}
+            Ok(data) => match (&mut self.joined, &self.first) {
+                (Some(joined), _) => joined.put_slice(&data),
+                (None, None) => self.first = Some(data),
+                (None, Some(first)) => {
+                    let ahead = body.size_hint().lower().min(JOIN_RESERVE_MAX);
+                    let ahead = usize::try_from(ahead).unwrap_or(0);
+                    let mut joined = BytesMut::with_capacity(
+                        first.len().saturating_add(data.len()).saturating_add(ahead),
+                    );
+                    joined.put_slice(first);
+                    joined.put_slice(&data);
+                    self.first = None;
+                    self.joined = Some(joined);
+                }
+            },
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    match &mut self.trailers {
+                        Some(current) => current.extend(t),
+                        None => self.trailers = Some(t),
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> (Bytes, Option<HeaderMap>) {
+        let data = match (self.joined, self.first) {
+            (Some(joined), _) => joined.freeze(),
+            (None, Some(first)) => first,
+            (None, None) => Bytes::new(),
+        };
+        (data, self.trailers)
     }
 }
 

@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
-use sturdy_core::{BoxBody, BoxError, CallContext, Deadline, InnerBody, RetrySafe};
+use sturdy_core::{BoxBody, BoxError, CallContext, InnerBody, RetrySafe};
 use tower_service::Service;
 
-use crate::future::{Attempts, RequestHead, ResponseFuture};
+use crate::future::{Attempts, RequestHead, ResponseFuture, Safety};
 use crate::layer::Shared;
 use crate::replay::ReplayBody;
 use crate::{ResponseBody, RetryLayer, RetryPolicy};
@@ -118,6 +118,11 @@ where
         let policy = &shared.policy;
 
         let (mut parts, body) = req.into_parts();
+        // The extensions a retry needs, copied before the context goes in:
+        // when this layer is the one adding it (no sturdy layer above), the
+        // success path then clones no map and boxes no context, and a retry
+        // puts the same context back (`Attempts::next_request`).
+        let extensions = (policy.max_retries != 0).then(|| parts.extensions.clone());
         let ctx = CallContext::get_or_insert(&mut parts.extensions);
         ctx.record_attempt();
         if let Some(budget) = &shared.budget {
@@ -129,9 +134,21 @@ where
             parts.headers.insert(name.clone(), fresh_key());
         }
         let idempotent = is_idempotent(&parts.method);
-        let keyed = parts.headers.contains_key(&policy.idempotency_header);
-        let marked = parts.extensions.get::<RetrySafe>().is_some();
-        let deadline = Deadline::from_extensions(&parts.extensions);
+        // Safety only matters once an attempt fails: for a method that is not
+        // idempotent the key and the mark are read from the kept head then,
+        // unless there is no head, or the attempt header (added below, and
+        // so in the head) is the idempotency header itself.
+        let safety = if idempotent {
+            Safety::of(true, false, false)
+        } else if extensions.is_none()
+            || policy.attempt_header.as_ref() == Some(&policy.idempotency_header)
+        {
+            let keyed = parts.headers.contains_key(&policy.idempotency_header);
+            let marked = parts.extensions.get::<RetrySafe>().is_some();
+            Safety::of(false, keyed, marked)
+        } else {
+            Safety::InHead
+        };
         if let Some(name) = &policy.attempt_header {
             parts
                 .headers
@@ -139,23 +156,22 @@ where
         }
 
         let body = ReplayBody::new(body, policy.replay_cap);
-        let (head, handle) = if policy.max_retries == 0 {
-            (None, None)
-        } else {
-            (Some(RequestHead::copy(&parts)), Some(body.handle()))
+        let (head, handle) = match extensions {
+            None => (None, None),
+            Some(extensions) => (
+                Some(RequestHead::copy(&parts, extensions)),
+                Some(body.handle()),
+            ),
         };
         let req = Request::from_parts(parts, E::from_body(body));
         let fut = service.call(req);
         let attempts = Attempts {
             shared,
             ctx,
-            deadline,
             head,
             handle,
             attempts: 1,
-            safe: idempotent || keyed || marked,
-            // With an idempotency key the server can tell a repeat.
-            duplicable: !(idempotent || keyed),
+            safety,
             rng: None,
             prev_delay: std::time::Duration::ZERO,
         };

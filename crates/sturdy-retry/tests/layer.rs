@@ -833,3 +833,172 @@ async fn a_body_over_the_cap_is_retried_when_the_failed_attempt_never_read_it() 
         [Bytes::from_static(b"{\"model\":\"m\"}")]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_carries_the_callers_extensions_and_the_one_call_context() {
+    #[derive(Clone, PartialEq, Debug)]
+    struct Marker(u32);
+    // Per attempt: the marker seen, and the attempts its context had counted.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(Mutex::new(0));
+    let (s, c) = (seen.clone(), calls.clone());
+    let inner = tower::service_fn(move |req: Request<BoxBody>| {
+        let mut n = c.lock().unwrap();
+        *n += 1;
+        let status = if *n == 1 { 503 } else { 200 };
+        let ctx = req
+            .extensions()
+            .get::<CallContext>()
+            .map(CallContext::attempts);
+        s.lock()
+            .unwrap()
+            .push((req.extensions().get::<Marker>().cloned(), ctx));
+        async move {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from_static(b"x")))
+                    .unwrap(),
+            )
+        }
+    });
+    // No context on the request: the layer adds it, and the retry must get
+    // the same one back (it counts both attempts) next to the caller's own.
+    let mut req = get();
+    req.extensions_mut().insert(Marker(7));
+    let svc = RetryLayer::new(quick().build().unwrap()).layer(inner);
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![(Some(Marker(7)), Some(1)), (Some(Marker(7)), Some(2))]
+    );
+
+    // With a context already there, the retry keeps that one.
+    let calls = Arc::new(Mutex::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (s, c) = (seen.clone(), calls.clone());
+    let inner = tower::service_fn(move |req: Request<BoxBody>| {
+        let mut n = c.lock().unwrap();
+        *n += 1;
+        let status = if *n == 1 { 503 } else { 200 };
+        s.lock()
+            .unwrap()
+            .push(req.extensions().get::<CallContext>().cloned());
+        async move {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+        }
+    });
+    let mut req = get();
+    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let svc = RetryLayer::new(quick().build().unwrap()).layer(inner);
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!(ctx.attempts(), 2);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|c| c.as_ref().is_some_and(|c| c.attempts() == 2))
+    );
+}
+
+/// A body of the given frames with an exact length, for prefetch tests.
+struct Frames(VecDeque<Frame<Bytes>>, u64);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let next = self.0.pop_front();
+        if let Some(d) = next.as_ref().and_then(Frame::data_ref) {
+            self.1 -= d.len() as u64;
+        }
+        Poll::Ready(next.map(Ok))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.1)
+    }
+}
+
+async fn prefetched(frames: Vec<Frame<Bytes>>) -> (bool, Bytes, Option<HeaderMap>) {
+    let len = frames
+        .iter()
+        .filter_map(Frame::data_ref)
+        .map(|d| d.len() as u64)
+        .sum();
+    let body = Arc::new(Mutex::new(Some(Frames(frames.into(), len))));
+    let inner = tower::service_fn(move |_req: Request<BoxBody>| {
+        let body = body.lock().unwrap().take().unwrap();
+        async move { Ok::<_, BoxError>(Response::new(body)) }
+    });
+    let policy = quick().prefetch_up_to(1024).build().unwrap();
+    let resp = RetryLayer::new(policy)
+        .layer(inner)
+        .oneshot(get())
+        .await
+        .unwrap();
+    let buffered = resp.body().is_buffered();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (buffered, collected.to_bytes(), trailers)
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_hands_over_one_frame_many_frames_and_trailers_whole() {
+    let data = |s: &'static [u8]| Frame::data(Bytes::from_static(s));
+    let trailers = |k: &'static str, v: &'static str| {
+        let mut t = HeaderMap::new();
+        t.insert(k, v.parse().unwrap());
+        Frame::trailers(t)
+    };
+
+    let one = prefetched(vec![data(b"{\"ok\":true}")]).await;
+    assert_eq!(one, (true, Bytes::from_static(b"{\"ok\":true}"), None));
+
+    // Empty frames are skipped; later frames join the first, in order.
+    let many = prefetched(vec![data(b"ab"), data(b""), data(b"cd"), data(b"e")]).await;
+    assert_eq!(many, (true, Bytes::from_static(b"abcde"), None));
+
+    // Trailers frames merge, as `Collected` merges them.
+    let (buffered, bytes, got) = prefetched(vec![
+        data(b"ab"),
+        trailers("x-one", "1"),
+        trailers("x-two", "2"),
+    ])
+    .await;
+    assert!(buffered);
+    assert_eq!(&bytes[..], b"ab");
+    let got = got.unwrap();
+    assert_eq!(
+        (got["x-one"].as_bytes(), got["x-two"].as_bytes()),
+        (&b"1"[..], &b"2"[..])
+    );
+
+    // Only trailers: an empty body, the trailers kept.
+    let (_, bytes, got) = prefetched(vec![trailers("x-one", "1")]).await;
+    assert!(bytes.is_empty());
+    assert_eq!(got.unwrap()["x-one"].as_bytes(), b"1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_header_named_like_the_idempotency_header_does_not_make_a_post_safe() {
+    // The layer's own attempt count is not a key the caller gave: a plain
+    // POST stays unsafe to repeat after an unknown failure.
+    let fake = Fake::new(vec![
+        Reply::Error(io::ErrorKind::ConnectionReset),
+        status(200),
+    ]);
+    let policy = quick().attempt_header("idempotency-key").build().unwrap();
+    let err = send(policy, &fake, post()).await.unwrap_err();
+    assert_eq!(err.downcast::<RetryError>().unwrap().attempts(), 1);
+    assert_eq!(fake.attempts(), 1);
+}
