@@ -617,6 +617,109 @@ async fn inner_errors_pass_through_untouched() {
     assert_eq!(classify_error(&*err), FailureKind::ConnectRefused);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_for_capacity_goes_through_when_it_frees() {
+    let workloads = WorkloadTimeoutLayer::builder()
+        .ready(Workload::Interactive, ms(300))
+        .build()
+        .unwrap();
+    let limited = ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(slow_service(ms(100), vec![]));
+    let mut svc = ServiceBuilder::new().layer(workloads).service(limited);
+    let held = tokio::spawn(svc.ready().await.unwrap().call(Request::new(())));
+    tokio::task::yield_now().await;
+    // The limit is taken: this call waits in its future, and is woken (not
+    // left behind by the check `call` makes) when the first one ends.
+    let start = Instant::now();
+    let res = svc.ready().await.unwrap().call(Request::new(())).await;
+    assert!(res.is_ok(), "{:?}", res.err());
+    // 100 ms for the held call to end, 100 ms for this one's head.
+    assert_eq!(start.elapsed(), ms(200));
+    assert!(held.await.unwrap().is_ok());
+    // And the layer's own copy is free for the next call.
+    let res = svc.ready().await.unwrap().call(Request::new(())).await;
+    assert!(res.is_ok(), "{:?}", res.err());
+}
+
+/// An inner service that counts its clones and fails `poll_ready` when told.
+#[derive(Debug)]
+struct Counted {
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+    fail_ready: bool,
+}
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            clones: self.clones.clone(),
+            fail_ready: self.fail_ready,
+        }
+    }
+}
+impl Service<Request<()>> for Counted {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(if self.fail_ready {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        } else {
+            Ok(())
+        })
+    }
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from("ok")))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ready_inner_service_is_called_without_a_clone() {
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = Counted {
+        clones: clones.clone(),
+        fail_ready: false,
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(WorkloadTimeoutLayer::new())
+        .service(inner);
+    for _ in 0..3 {
+        let res = svc.ready().await.unwrap().call(Request::new(())).await;
+        assert_eq!(
+            res.unwrap().into_body().collect().await.unwrap().to_bytes(),
+            "ok"
+        );
+    }
+    assert_eq!(clones.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_poll_ready_error_is_the_calls_error() {
+    let inner = Counted {
+        clones: Arc::default(),
+        fail_ready: true,
+    };
+    let mut svc = ServiceBuilder::new()
+        .layer(WorkloadTimeoutLayer::new())
+        .service(inner);
+    for _ in 0..2 {
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap_err();
+        let io = err
+            .downcast_ref::<std::io::Error>()
+            .expect("the inner error");
+        assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+    }
+}
+
 /// Flags its own drop, to show that abandoned calls let go of the inner
 /// future and body.
 struct DropFlag(Arc<AtomicBool>);

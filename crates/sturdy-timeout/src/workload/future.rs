@@ -42,8 +42,9 @@ impl Limits {
 
 pin_project! {
     /// The response future of [`WorkloadTimeout`](crate::WorkloadTimeout):
-    /// waits for a clone of the inner service to be ready (under `ready`),
-    /// calls it, and waits for the response head (under `total`).
+    /// waits, when it was not ready at once, for the inner service to be
+    /// ready (under `ready`), calls it, and waits for the response head
+    /// (under `total`).
     ///
     /// One timer at most, made only when the inner service or its future is
     /// not ready at once, and moved from the `ready` to the `total` instant.
@@ -67,10 +68,12 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        // Waiting for the clone of the inner service to have capacity.
+        // Waiting for the inner service (not ready at `call`) to have capacity.
         Ready { svc: S, req: Option<Req> },
         // The inner service has the request.
         Called { #[pin] fut: S::Future },
+        // The inner service failed its `poll_ready` when the call was made.
+        Failed { err: Option<S::Error> },
         // A per-request profile with a zero phase.
         Invalid { err: Option<InvalidProfile> },
         Done,
@@ -84,6 +87,26 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
                 svc,
                 req: Some(req),
             },
+            sleep: None,
+            sleep_for_ready: false,
+            limits: Some(limits),
+        }
+    }
+
+    /// The inner service was ready at once and has the request.
+    pub(crate) fn called(fut: S::Future, limits: Limits) -> Self {
+        ResponseFuture {
+            state: State::Called { fut },
+            sleep: None,
+            sleep_for_ready: false,
+            limits: Some(limits),
+        }
+    }
+
+    /// The inner service's `poll_ready` failed when the call was made.
+    pub(crate) fn failed(err: S::Error, limits: Limits) -> Self {
+        ResponseFuture {
+            state: State::Failed { err: Some(err) },
             sleep: None,
             sleep_for_ready: false,
             limits: Some(limits),
@@ -185,6 +208,14 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(limits.error(Phase::Total, Reach::Unknown)));
                 }
+                StateProj::Failed { err } => {
+                    let err = err.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(match err {
+                        Some(e) => e.into(),
+                        None => "polled after completion".into(),
+                    }));
+                }
                 StateProj::Invalid { .. } | StateProj::Done => {
                     return Poll::Ready(Err("polled after completion".into()));
                 }
@@ -198,6 +229,7 @@ impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
         let state = match &self.state {
             State::Ready { .. } => "ready",
             State::Called { .. } => "called",
+            State::Failed { .. } => "failed",
             State::Invalid { .. } => "invalid",
             State::Done => "done",
         };

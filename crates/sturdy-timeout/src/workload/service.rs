@@ -1,6 +1,7 @@
 //! The outer service's `call`: chooses the workload and profile, writes
-//! `Workload`, `Deadline` and the `CallContext` into the request, and hands a
-//! clone of the inner service to the response future.
+//! `Workload`, `Deadline` and the `CallContext` into the request, and calls
+//! the inner service at once when it is ready, or else hands the inner
+//! service to the response future (keeping a clone for the next call).
 
 use std::task::{Context, Poll};
 
@@ -16,12 +17,13 @@ use crate::grpc::is_grpc_request;
 ///
 /// It is always ready: the wait for the inner service's capacity happens in
 /// the response future, on a clone of the inner service, under the request's
-/// `ready` limit. That is why `S: Clone` (as for tower's `Retry`), and what
-/// it means for backpressure: callers do not queue in `poll_ready`; each
-/// call queues inside its own future instead, and gives up with a
-/// `ready_timeout` when its limit passes. The inner service's own capacity
-/// (a `ConcurrencyLimit`, a `Buffer`) still bounds how many calls run at
-/// once, because every clone shares it.
+/// `ready` limit. (When the inner service is ready at once, `call` calls it
+/// directly and no clone is made.) That is why `S: Clone` (as for tower's
+/// `Retry`), and what it means for backpressure: callers do not queue in
+/// `poll_ready`; each call queues inside its own future instead, and gives
+/// up with a `ready_timeout` when its limit passes. The inner service's own
+/// capacity (a `ConcurrencyLimit`, a `Buffer`) still bounds how many calls
+/// run at once, because every clone shares it.
 #[derive(Debug, Clone)]
 pub struct WorkloadTimeout<S, C = PathClassifier> {
     inner: S,
@@ -69,7 +71,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let workload = Workload::from_extensions(req.extensions())
+        let callers_workload = Workload::from_extensions(req.extensions());
+        let workload = callers_workload
             .or_else(|| {
                 self.classifier.classify(&RequestHead {
                     method: req.method(),
@@ -94,7 +97,8 @@ where
                 .unwrap_or_else(|| far_future(start)),
         );
         // An outer layer's earlier deadline stays in force.
-        let deadline = match Deadline::from_extensions(req.extensions()) {
+        let outer = Deadline::from_extensions(req.extensions());
+        let deadline = match outer {
             Some(outer) if outer < own => outer,
             _ => own,
         };
@@ -103,23 +107,46 @@ where
             .unwrap_or_else(|| far_future(start));
         let ext = req.extensions_mut();
         // A caller's own `Workload` is left as it is (no second allocation).
-        if ext.get::<Workload>() != Some(&workload) {
+        if callers_workload.is_none() {
             ext.insert(workload);
         }
-        ext.insert(deadline);
-        CallContext::get_or_insert(ext).set_workload(workload);
-        ResponseFuture::new(
-            self.inner.clone(),
-            req,
-            super::future::Limits {
-                workload,
-                ready: profile.ready,
-                ready_at,
-                total: profile.total,
-                deadline: deadline.instant(),
-                grpc,
-            },
-        )
+        // Likewise an outer deadline that stays in force.
+        if outer != Some(deadline) {
+            ext.insert(deadline);
+        }
+        // The record itself, without a clone of its `Arc`.
+        ext.get_or_insert_with(CallContext::new)
+            .set_workload(workload);
+        let limits = super::future::Limits {
+            workload,
+            ready: profile.ready,
+            ready_at,
+            total: profile.total,
+            deadline: deadline.instant(),
+            grpc,
+        };
+        // The common case first: the inner service has capacity at once, so
+        // it takes the request here, with no clone and no wait. A poll with a
+        // no-op waker is fine: when the service is not ready, the very
+        // service that was polled (and may hold a reservation or a
+        // registration) goes to the future, which polls it again with the
+        // caller's waker before calling it; `self.inner` becomes a fresh
+        // clone, untouched like before. `poll_ready` is always followed by
+        // `call` on the same service, as tower's contract requires.
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        match self.inner.poll_ready(&mut noop) {
+            Poll::Ready(Ok(())) => ResponseFuture::called(self.inner.call(req), limits),
+            Poll::Ready(Err(e)) => {
+                let fresh = self.inner.clone();
+                drop(std::mem::replace(&mut self.inner, fresh));
+                ResponseFuture::failed(e, limits)
+            }
+            Poll::Pending => {
+                let fresh = self.inner.clone();
+                let polled = std::mem::replace(&mut self.inner, fresh);
+                ResponseFuture::new(polled, req, limits)
+            }
+        }
     }
 }
 
