@@ -389,46 +389,11 @@ fn rounds(url: &str, calls: u64, rounds: usize) {
 /// (server excluded: it is another process, not traced) with N1 and N2
 /// calls; (Ir(N2) - Ir(N1)) / (N2 - N1).
 fn callgrind(url: &str, n1: u64, n2: u64) {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return;
-        }
-    };
     let mut rows = Vec::new();
     for name in VARIANTS {
-        let ir = |n: u64| -> Result<u64, BoxError> {
-            let out = std::env::temp_dir().join(format!(
-                "sturdy-loopback-{name}-{n}-{}.callgrind",
-                std::process::id()
-            ));
-            let status = Command::new("valgrind")
-                .arg("--tool=callgrind")
-                .arg("--trace-children=no")
-                .arg(format!("--callgrind-out-file={}", out.display()))
-                .arg(&exe)
-                .args([
-                    "--variant",
-                    name,
-                    "--calls",
-                    &n.to_string(),
-                    "--server",
-                    url,
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if !status.success() {
-                return Err(format!("valgrind failed for {name}: {status}").into());
-            }
-            let total = callgrind_total(&out)?;
-            let _ = std::fs::remove_file(&out);
-            Ok(total)
-        };
-        match (ir(n1), ir(n2)) {
-            (Ok(a), Ok(b)) => rows.push((name, (b as f64 - a as f64) / (n2 - n1) as f64)),
-            (Err(e), _) | (_, Err(e)) => {
+        match overhead::callgrind_per_call("loopback", name, n1, n2, &["--server", url]) {
+            Ok(ipc) => rows.push((name, ipc)),
+            Err(e) => {
                 eprintln!("{e}");
                 return;
             }
@@ -442,17 +407,4 @@ fn callgrind(url: &str, n1: u64, n2: u64) {
     for (name, ipc) in &rows {
         println!("{name:<22} {ipc:>12.0} {:>8.3}", ipc / rows[0].1);
     }
-}
-
-fn callgrind_total(path: &std::path::Path) -> Result<u64, BoxError> {
-    let text = std::fs::read_to_string(path)?;
-    for line in text.lines() {
-        if let Some(rest) = line
-            .strip_prefix("summary:")
-            .or_else(|| line.strip_prefix("totals:"))
-        {
-            return Ok(rest.split_whitespace().next().unwrap_or("").parse()?);
-        }
-    }
-    Err(format!("no totals in {}", path.display()).into())
 }

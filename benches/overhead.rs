@@ -397,36 +397,11 @@ fn callgrind(args: &[String]) {
     let n2: u64 = arg_value(args, "--n2")
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let exe = std::env::current_exe().expect("the bench binary's path");
     let mut per_call = Vec::new();
     for name in VARIANTS {
-        let ir = |n: u64| -> Result<u64, BoxError> {
-            let out = std::env::temp_dir().join(format!(
-                "sturdy-overhead-{name}-{n}-{}.callgrind",
-                std::process::id()
-            ));
-            let status = Command::new("valgrind")
-                .arg("--tool=callgrind")
-                .arg("--trace-children=no")
-                .arg(format!("--callgrind-out-file={}", out.display()))
-                .arg(&exe)
-                .args(["--variant", name, "--calls", &n.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()?;
-            if !status.success() {
-                return Err(format!("valgrind failed for {name}: {status}").into());
-            }
-            let total = callgrind_total(&out)?;
-            let _ = std::fs::remove_file(&out);
-            Ok(total)
-        };
-        match (ir(n1), ir(n2)) {
-            (Ok(a), Ok(b)) => {
-                let ipc = (b as f64 - a as f64) / (n2 - n1) as f64;
-                per_call.push((name, ipc));
-            }
-            (Err(e), _) | (_, Err(e)) => {
+        match callgrind_per_call("overhead", name, n1, n2, &[]) {
+            Ok(ipc) => per_call.push((name, ipc)),
+            Err(e) => {
                 eprintln!("{e}");
                 return;
             }
@@ -441,6 +416,44 @@ fn callgrind(args: &[String]) {
     for (name, ipc) in per_call {
         println!("{name:<22} {ipc:>12.0} {:>8.2}", ipc / bare);
     }
+}
+
+/// Instructions per call of one variant: this bench binary re-run under
+/// `valgrind --tool=callgrind` with `--variant NAME --calls N` (plus
+/// `extra`) for N1 and N2 calls; (Ir(N2) - Ir(N1)) / (N2 - N1) cancels
+/// start-up and warm-up. `tag` names the temporary output files.
+pub fn callgrind_per_call(
+    tag: &str,
+    name: &str,
+    n1: u64,
+    n2: u64,
+    extra: &[&str],
+) -> Result<f64, BoxError> {
+    let exe = std::env::current_exe()?;
+    let ir = |n: u64| -> Result<u64, BoxError> {
+        let out = std::env::temp_dir().join(format!(
+            "sturdy-{tag}-{name}-{n}-{}.callgrind",
+            std::process::id()
+        ));
+        let status = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--trace-children=no")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&exe)
+            .args(["--variant", name, "--calls", &n.to_string()])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(format!("valgrind failed for {name}: {status}").into());
+        }
+        let total = callgrind_total(&out)?;
+        let _ = std::fs::remove_file(&out);
+        Ok(total)
+    };
+    let (a, b) = (ir(n1)?, ir(n2)?);
+    Ok((b as f64 - a as f64) / (n2 - n1) as f64)
 }
 
 /// The `summary:` (or `totals:`) line of a callgrind output file.
