@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use metrics_support::*;
 use prometheus_client::registry::Registry;
 use sturdy::metrics::{Both, PrometheusRecorder, Scope, SnapshotRecorder};
@@ -20,22 +19,6 @@ use tower::{Service, ServiceExt};
 
 const CALLS: u64 = 3000;
 const CONCURRENCY: u64 = 40;
-const BOUND: Duration = Duration::from_secs(10);
-
-/// xorshift64*: a seeded, dependency-free source of drop points.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_flight() {
     let mix: Mix = "503=0.12,429=0.05,500=0.03,reset=0.06,close=0.05,delay;ms=15=0.06,stall;ms=15=0.06,slow;ms=1=0.05"
@@ -67,7 +50,7 @@ async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_fl
         let dropped_after_a_retry = dropped_after_a_retry.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (worker + 1));
-            for i in 0..CALLS / CONCURRENCY {
+            for _ in 0..CALLS / CONCURRENCY {
                 let target = if rng.below(20) == 0 { &refused } else { &url };
                 let mut req = chat(target, "", "", rng.below(2) == 0);
                 if rng.below(2) == 0 {
@@ -77,34 +60,11 @@ async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_fl
                 let ctx = CallContext::new();
                 req.extensions_mut().insert(ctx.clone());
                 let fut = svc.ready().await.expect("ready").call(req);
-                match rng.below(4) {
-                    // Give up at a random moment before the head (or during
-                    // a backoff, once a retry has started).
-                    0 => {
-                        let limit = Duration::from_millis(rng.below(12));
-                        if tokio::time::timeout(limit, fut).await.is_err() && ctx.retries() > 0 {
-                            dropped_after_a_retry.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    // Read one frame, then drop the body.
-                    1 => {
-                        if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
-                            let mut body = res.into_body();
-                            let _ = tokio::time::timeout(BOUND, body.frame()).await;
-                        }
-                    }
-                    // Drop the response without touching its body.
-                    2 => {
-                        let _ = tokio::time::timeout(BOUND, fut).await;
-                    }
-                    // Read everything.
-                    _ => {
-                        if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
-                            let _ = tokio::time::timeout(BOUND, res.into_body().collect()).await;
-                        }
-                    }
+                // Give up at a random moment before the head (or during a
+                // backoff, once a retry has started), or end it later.
+                if end_at_random(fut, &mut rng, 12).await && ctx.retries() > 0 {
+                    dropped_after_a_retry.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = i;
             }
         }));
     }

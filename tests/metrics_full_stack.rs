@@ -13,25 +13,14 @@ mod metrics_support;
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use metrics_support::{chat, encode, full_stack, refused_addr, server_counts, value};
+use metrics_support::{
+    Rng, chat, encode, end_at_random, full_stack, refused_addr, server_counts, value,
+};
 use prometheus_client::registry::Registry;
 use sturdy::metrics::{Both, PrometheusRecorder, Report, Scope, SnapshotRecorder};
 use sturdy::{Reach, RetrySafe};
 use sturdy_faults::{FaultServer, Mix};
 use tower::{Service, ServiceExt};
-
-const BOUND: Duration = Duration::from_secs(10);
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_under_chaos_with_real_timeouts_and_retries() {
@@ -66,26 +55,7 @@ async fn exactly_once_under_chaos_with_real_timeouts_and_retries() {
                     req.extensions_mut().insert(RetrySafe);
                 }
                 let fut = svc.ready().await.expect("ready").call(req);
-                match rng.below(4) {
-                    0 => {
-                        let limit = Duration::from_millis(rng.below(15));
-                        let _ = tokio::time::timeout(limit, fut).await;
-                    }
-                    1 => {
-                        if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
-                            let mut body = res.into_body();
-                            let _ = tokio::time::timeout(BOUND, body.frame()).await;
-                        }
-                    }
-                    2 => {
-                        let _ = tokio::time::timeout(BOUND, fut).await;
-                    }
-                    _ => {
-                        if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
-                            let _ = tokio::time::timeout(BOUND, res.into_body().collect()).await;
-                        }
-                    }
-                }
+                end_at_random(fut, &mut rng, 15).await;
             }
         }));
     }

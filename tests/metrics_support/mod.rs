@@ -253,3 +253,53 @@ pub fn full_stack<R: Recorder + Clone>(recorder: R) -> FullStack {
     let svc = ServiceExt::<Req>::map_response(svc, |res| res.map(|b| b.boxed_unsync()));
     BoxCloneService::new(svc)
 }
+
+/// How long any single wait of a chaos caller may take.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// xorshift64*: a seeded, dependency-free source of drop points.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// Ends one call at a random point, as a caller might: gives up within
+/// `give_up_ms` (before the head, or during a retry's backoff), drops the
+/// body after one frame, drops the response unread, or reads it all. Returns
+/// whether the caller gave up before the call ended.
+pub async fn end_at_random<F, B, E>(fut: F, rng: &mut Rng, give_up_ms: u64) -> bool
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body,
+{
+    match rng.below(4) {
+        0 => {
+            let limit = Duration::from_millis(rng.below(give_up_ms));
+            tokio::time::timeout(limit, fut).await.is_err()
+        }
+        1 => {
+            if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
+                let mut body = std::pin::pin!(res.into_body());
+                let _ = tokio::time::timeout(BOUND, body.frame()).await;
+            }
+            false
+        }
+        2 => {
+            let _ = tokio::time::timeout(BOUND, fut).await;
+            false
+        }
+        _ => {
+            if let Ok(Ok(res)) = tokio::time::timeout(BOUND, fut).await {
+                let _ = tokio::time::timeout(BOUND, res.into_body().collect()).await;
+            }
+            false
+        }
+    }
+}
