@@ -133,19 +133,26 @@ pub struct Report {
     pub dashboard_gap: DashboardGap,
 }
 
+impl Percentiles {
+    /// The percentiles of a histogram of microseconds (as a [`Snapshot`]
+    /// keeps them); all zero when it is empty.
+    pub fn from_micros(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
 fn percentiles(s: &Snapshot, scope: Scope, timing: Timing) -> Percentiles {
-    let h = s.latency(scope, timing);
-    if h.is_empty() {
-        return Percentiles::default();
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
-    Percentiles {
-        count: h.len(),
-        p50_ms: ms(h.value_at_quantile(0.5)),
-        p90_ms: ms(h.value_at_quantile(0.9)),
-        p99_ms: ms(h.value_at_quantile(0.99)),
-        max_ms: ms(h.max()),
-    }
+    Percentiles::from_micros(s.latency(scope, timing))
 }
 
 fn scope_report(s: &Snapshot, scope: Scope) -> ScopeReport {

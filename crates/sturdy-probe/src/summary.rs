@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sturdy::Reach;
-use sturdy::metrics::{Report, Scope, Snapshot, Timing};
+use sturdy::metrics::{Percentiles, Report, Scope, Snapshot, Timing};
 
 /// The `--json` object.
 #[derive(Debug, Serialize)]
@@ -98,17 +98,15 @@ fn outcomes(s: &Snapshot, scope: Scope) -> BTreeMap<String, u64> {
     out
 }
 
-/// Percentiles of a histogram in microseconds.
+/// Percentiles of a histogram in microseconds, rounded to 0.1 ms.
 pub fn latency(h: &hdrhistogram::Histogram<u64>) -> Latency {
-    if h.is_empty() {
-        return Latency::default();
-    }
-    let ms = |us: u64| (us as f64 / 1000.0 * 10.0).round() / 10.0;
+    let p = Percentiles::from_micros(h);
+    let round = |ms: f64| (ms * 10.0).round() / 10.0;
     Latency {
-        p50: ms(h.value_at_quantile(0.5)),
-        p90: ms(h.value_at_quantile(0.9)),
-        p99: ms(h.value_at_quantile(0.99)),
-        max: ms(h.max()),
+        p50: round(p.p50_ms),
+        p90: round(p.p90_ms),
+        p99: round(p.p99_ms),
+        max: round(p.max_ms),
     }
 }
 
