@@ -254,15 +254,7 @@ impl<R, C, E> StackBuilder<R, C, E> {
     /// Picks each request's workload with `classifier` when the request
     /// carries no `Workload` extension.
     pub fn classifier<C2: ClassifyWorkload>(self, classifier: C2) -> StackBuilder<R, C2, E> {
-        StackBuilder {
-            workload: self.workload.classifier(classifier),
-            attempt: self.attempt,
-            retry: self.retry,
-            recorder: self.recorder,
-            server_label: self.server_label,
-            rule: self.rule,
-            _body: PhantomData,
-        }
+        self.map_workload_timeout(|b| b.classifier(classifier))
     }
 
     /// Which requests are `RetrySafe`: only those the caller marked (the
