@@ -28,7 +28,7 @@ async fn exactly_once_under_chaos_with_real_timeouts_and_retries() {
     const CONCURRENCY: u64 = 40;
     // delay 3000 / stall 3000 trip the 300 ms headers / read limits (10x).
     let mix: Mix =
-        "503=0.1,429=0.04,reset=0.05,close=0.05,delay;ms=3000=0.02,stall;ms=3000=0.02,slow;ms=1=0.05"
+        "503=0.1,429=0.04,reset=0.05,close=0.05,delay;ms=3000=0.06,stall;ms=3000=0.06,slow;ms=1=0.05"
             .parse()
             .expect("mix");
     let server = FaultServer::builder()
