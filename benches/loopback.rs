@@ -211,7 +211,7 @@ trait Visit {
 /// Builds variant `name` over a fresh `sturdy::client()` and visits it.
 async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
     let uri = format!("{base}/v1/chat/completions");
-    let client = sturdy::client().build();
+    let client = sturdy::client().build().expect("a valid client");
     match name {
         "bare" => {
             let svc = ServiceBuilder::new()

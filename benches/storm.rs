@@ -266,7 +266,7 @@ async fn run(
     let window_end = before_start + WINDOW_START + scenario.len;
     let uri = format!("{}/v1/chat/completions", server.base_url());
     let log: Log = Arc::new(Mutex::new(Vec::new()));
-    let client = sturdy::client().build();
+    let client = sturdy::client().build().expect("a valid client");
     let svc = logged(client, Arc::clone(&log));
     let base = Duration::from_secs(1).mul_f64(scale);
     let launch = before_start + WINDOW_START + LAUNCH;

@@ -19,7 +19,7 @@ async fn main() -> Result<(), sturdy::BoxError> {
     // 30 min for agentic and long-context ones, 60 s for batch submissions;
     // retries of 429/5xx with backoff, server hints honoured.
     let stack = Stack::builder().build()?;
-    let service = stack.layer(sturdy::client().no_proxy().build());
+    let service = stack.layer(sturdy::client().no_proxy().build()?);
 
     for (i, workload) in Workload::ALL.into_iter().enumerate() {
         let body = format!(

@@ -24,7 +24,7 @@ async fn main() -> Result<(), sturdy::BoxError> {
     let stack = Stack::builder()
         .recorder(PrometheusRecorder::new(&mut registry))
         .build()?;
-    let service = stack.layer(sturdy::client().no_proxy().build());
+    let service = stack.layer(sturdy::client().no_proxy().build()?);
 
     // Some traffic: a clean call, one retried after a 429, one refused for good.
     for (call, script) in [
@@ -64,7 +64,7 @@ async fn main() -> Result<(), sturdy::BoxError> {
     });
     println!("serving http://{addr}/metrics; scraping it once:\n");
 
-    let scraper = sturdy::client().no_proxy().build();
+    let scraper = sturdy::client().no_proxy().build()?;
     let scrape = http::Request::get(format!("http://{addr}/metrics"))
         .body(sturdy::boxed(Full::new(Bytes::new())))?;
     let text = scraper

@@ -28,7 +28,7 @@ async fn main() -> Result<(), sturdy::BoxError> {
             },
         )
         .build()?;
-    let service = stack.layer(sturdy::client().no_proxy().build());
+    let service = stack.layer(sturdy::client().no_proxy().build()?);
 
     for (call, script) in [("healthy", "200"), ("stalled", "stall;ms=5000")] {
         let mut req = http::Request::post(format!("{}/v1/chat/completions", server.base_url()))

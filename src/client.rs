@@ -42,20 +42,51 @@ pub type Client<R = GaiResolver> = hyper_util::client::legacy::Client<Connector<
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default limit on a socket write that makes no progress (the guide's `write`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The smallest limit the builder accepts; smaller values are raised to it.
+/// The smallest `connect` or `write` limit [`ClientBuilder::build`] accepts;
+/// a smaller one (zero included) is a [`ClientConfigError`].
 pub const MIN_LIMIT: Duration = Duration::from_millis(1);
+
+/// A client configuration that cannot work, found when the client is
+/// built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientConfigError {
+    /// A `connect` or `write` limit below [`MIN_LIMIT`]: every connection
+    /// or write would time out at once.
+    LimitTooSmall {
+        /// `connect` or `write`.
+        limit: &'static str,
+        /// The value given.
+        value: Duration,
+    },
+}
+
+impl std::fmt::Display for ClientConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientConfigError::LimitTooSmall { limit, value } => write!(
+                f,
+                "the client's {limit} limit must be at least {MIN_LIMIT:?}, not {value:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClientConfigError {}
 
 /// Starts building a [`Client`] with the guide's client-wide limits.
 ///
 /// ```
 /// use std::time::Duration;
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sturdy::ClientConfigError> {
 /// let client: sturdy::Client = sturdy::client()
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .write_timeout(Duration::from_secs(30))
-///     .build();
+///     .build()?;
+/// // A limit that would fire at once is refused here, not at request time.
+/// assert!(sturdy::client().connect_timeout(Duration::ZERO).build().is_err());
 /// # drop(client);
-/// # }
+/// # Ok(()) }
 /// ```
 pub fn client() -> ClientBuilder {
     ClientBuilder::new()
@@ -100,16 +131,16 @@ impl Default for ClientBuilder {
 }
 
 impl<R> ClientBuilder<R> {
-    /// Limits DNS + TCP + TLS together. Raised to [`MIN_LIMIT`] if smaller.
+    /// Limits DNS + TCP + TLS together. Below [`MIN_LIMIT`], `build` fails.
     pub fn connect_timeout(mut self, limit: Duration) -> Self {
-        self.connect_timeout = limit.max(MIN_LIMIT);
+        self.connect_timeout = limit;
         self
     }
 
-    /// Limits how long one socket write may make no progress. Raised to
-    /// [`MIN_LIMIT`] if smaller.
+    /// Limits how long one socket write may make no progress. Below
+    /// [`MIN_LIMIT`], `build` fails.
     pub fn write_timeout(mut self, limit: Duration) -> Self {
-        self.write_timeout = limit.max(MIN_LIMIT);
+        self.write_timeout = limit;
         self
     }
 
@@ -171,9 +202,23 @@ impl<R> ClientBuilder<R> {
         self
     }
 
-    /// Builds the connector alone, for use with another client.
-    pub fn connector(self) -> Connector<R> {
-        Connector {
+    fn validate(&self) -> Result<(), ClientConfigError> {
+        for (limit, value) in [
+            ("connect", self.connect_timeout),
+            ("write", self.write_timeout),
+        ] {
+            if value < MIN_LIMIT {
+                return Err(ClientConfigError::LimitTooSmall { limit, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the connector alone, for use with another client; fails as
+    /// [`build`](Self::build) does.
+    pub fn connector(self) -> Result<Connector<R>, ClientConfigError> {
+        self.validate()?;
+        Ok(Connector {
             tcp: TcpConnector {
                 resolver: TypedResolver::new(self.resolver),
                 proxy: self.proxy,
@@ -183,11 +228,12 @@ impl<R> ClientBuilder<R> {
             connect_timeout: self.connect_timeout,
             #[cfg(feature = "tls")]
             tls: self.tls.unwrap_or_else(default_tls),
-        }
+        })
     }
 
-    /// Builds the client. Needs a tokio runtime when it is used.
-    pub fn build(self) -> Client<R>
+    /// Builds the client, or says which limit cannot work. Needs a tokio
+    /// runtime when it is used.
+    pub fn build(self) -> Result<Client<R>, ClientConfigError>
     where
         R: Service<Name> + Clone + Send + Sync + 'static,
         R::Response: Iterator<Item = SocketAddr>,
@@ -200,7 +246,7 @@ impl<R> ClientBuilder<R> {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_only);
-        b.build(self.connector())
+        Ok(b.build(self.connector()?))
     }
 }
 

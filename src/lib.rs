@@ -16,7 +16,7 @@
 //! use http_body_util::Full;
 //! use bytes::Bytes;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = sturdy::client().build();
+//! let client = sturdy::client().build()?;
 //! let req = http::Request::get("http://127.0.0.1:8080/v1/models")
 //!     .body(sturdy::boxed(Full::new(Bytes::new())))?;
 //! match client.request(req).await {
@@ -36,8 +36,8 @@ mod client;
 mod stack;
 
 pub use client::{
-    Client, ClientBuilder, ClientIo, Connector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
-    MIN_LIMIT, PeerAddr, client,
+    Client, ClientBuilder, ClientConfigError, ClientIo, Connector, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT, MIN_LIMIT, PeerAddr, client,
 };
 /// Re-exported so a custom resolver or proxy set-up needs no extra imports.
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;

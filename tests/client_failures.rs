@@ -58,7 +58,8 @@ async fn dns_failure_is_typed_and_not_sent() {
     let client = sturdy::client()
         .no_proxy()
         .resolver(failing_resolver())
-        .build();
+        .build()
+        .expect("a valid client");
     let err = client
         .request(get("http://sturdy-test.invalid/v1/models"))
         .await
@@ -82,7 +83,7 @@ async fn refused_port_is_connect_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let client = sturdy::client().no_proxy().build();
+    let client = sturdy::client().no_proxy().build().expect("a valid client");
     let kind = expect_failure(client.request(get(&format!("http://{addr}/"))).await).await;
     assert_eq!(
         (kind, kind.reach()),
@@ -96,7 +97,8 @@ async fn stalling_resolver_is_a_connect_timeout_naming_dns() {
         .no_proxy()
         .connect_timeout(Duration::from_millis(100))
         .resolver(stalling_resolver())
-        .build();
+        .build()
+        .expect("a valid client");
     let started = Instant::now();
     let err = tokio::time::timeout(
         Duration::from_secs(10),
@@ -162,7 +164,8 @@ async fn full_backlog_is_a_connect_timeout_naming_tcp() {
     let client = sturdy::client()
         .no_proxy()
         .connect_timeout(Duration::from_millis(100))
-        .build();
+        .build()
+        .expect("a valid client");
     let err = tokio::time::timeout(
         Duration::from_secs(10),
         client.request(get(&format!("http://{addr}/"))),
@@ -193,7 +196,8 @@ async fn stalled_socket_write_is_a_write_timeout() {
     let client = sturdy::client()
         .no_proxy()
         .write_timeout(Duration::from_millis(200))
-        .build();
+        .build()
+        .expect("a valid client");
     let body = Bytes::from(vec![b'x'; 64 * 1024 * 1024]);
     let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
         .body(sturdy::boxed(Full::new(body)))
@@ -244,7 +248,8 @@ async fn a_reading_server_does_not_trip_the_write_limit() {
     let client = sturdy::client()
         .no_proxy()
         .write_timeout(Duration::from_millis(500))
-        .build();
+        .build()
+        .expect("a valid client");
     let req = http::Request::post(format!("http://{addr}/upload"))
         .body(sturdy::boxed(Full::new(Bytes::from(vec![
             b'y';
@@ -262,17 +267,38 @@ async fn a_reading_server_does_not_trip_the_write_limit() {
 }
 
 #[tokio::test]
-async fn the_builder_clamps_zero_limits_and_debug_hides_the_proxy() {
+async fn limits_below_a_millisecond_are_refused_and_debug_hides_the_proxy() {
     let matcher = sturdy::ProxyMatcher::builder()
         .http("http://user:sk-sturdy-canary@127.0.0.1:9")
         .build();
     let b = sturdy::client()
         .connect_timeout(Duration::ZERO)
-        .write_timeout(Duration::ZERO)
+        .write_timeout(Duration::from_secs(1))
         .proxy(matcher);
     let shown = format!("{b:?}");
-    assert!(shown.contains("1ms"), "{shown}");
     assert!(!shown.contains("sk-sturdy-canary"), "{shown}");
+    let err = b.build().expect_err("a zero connect limit");
+    assert_eq!(
+        err,
+        sturdy::ClientConfigError::LimitTooSmall {
+            limit: "connect",
+            value: Duration::ZERO
+        }
+    );
+    assert!(!format!("{err} {err:?}").contains("sk-sturdy-canary"));
+    let err = sturdy::client()
+        .write_timeout(Duration::from_micros(999))
+        .connector()
+        .expect_err("a sub-millisecond write limit");
+    assert!(err.to_string().contains("write limit"), "{err}");
+    // The smallest limit accepted builds.
+    assert!(
+        sturdy::client()
+            .connect_timeout(sturdy::MIN_LIMIT)
+            .write_timeout(sturdy::MIN_LIMIT)
+            .build()
+            .is_ok()
+    );
 }
 
 // ---- against the fault server ----
@@ -294,7 +320,7 @@ fn scripted(url: &str, call: &str, script: &str, stream: bool) -> http::Request<
 #[tokio::test]
 async fn tls_to_a_plain_http_server_is_a_tls_failure() {
     let server = FaultServer::start().await.unwrap();
-    let client = sturdy::client().no_proxy().build();
+    let client = sturdy::client().no_proxy().build().expect("a valid client");
     let url = format!("https://{}/v1/models", server.addr());
     let err = tokio::time::timeout(Duration::from_secs(10), client.request(get(&url)))
         .await
@@ -313,7 +339,7 @@ async fn tls_to_a_plain_http_server_is_a_tls_failure() {
 #[tokio::test]
 async fn fault_close_is_unknown() {
     let server = FaultServer::start().await.unwrap();
-    let client = sturdy::client().no_proxy().build();
+    let client = sturdy::client().no_proxy().build().expect("a valid client");
     let url = format!("{}/v1/chat/completions", server.base_url());
     let err = client
         .request(scripted(&url, "close-1", "close", false))
@@ -336,7 +362,7 @@ async fn fault_close_is_unknown() {
 #[tokio::test]
 async fn fault_reset_mid_body_is_a_response_body_failure() {
     let server = FaultServer::start().await.unwrap();
-    let client = sturdy::client().no_proxy().build();
+    let client = sturdy::client().no_proxy().build().expect("a valid client");
     let url = format!("{}/v1/chat/completions", server.base_url());
     for (call, stream) in [("reset-json", false), ("reset-sse", true)] {
         let resp = client
@@ -368,7 +394,11 @@ async fn fault_reset_mid_body_is_a_response_body_failure() {
 #[tokio::test]
 async fn http2_only_clients_speak_h2c_to_the_fault_server() {
     let server = FaultServer::start().await.unwrap();
-    let client = sturdy::client().no_proxy().http2_only(true).build();
+    let client = sturdy::client()
+        .no_proxy()
+        .http2_only(true)
+        .build()
+        .expect("a valid client");
     let resp = client
         .request(get(&format!("{}/v1/models", server.base_url())))
         .await
@@ -391,7 +421,8 @@ async fn plain_http_goes_through_a_configured_proxy_in_absolute_form() {
     let client = sturdy::client()
         .proxy(matcher)
         .resolver(failing_resolver())
-        .build();
+        .build()
+        .expect("a valid client");
     let resp = client
         .request(get("http://api.sturdy.invalid/v1/models"))
         .await
@@ -433,7 +464,8 @@ async fn https_goes_through_a_connect_tunnel_then_tls() {
     let client = sturdy::client()
         .proxy(matcher)
         .resolver(failing_resolver())
-        .build();
+        .build()
+        .expect("a valid client");
     let err = tokio::time::timeout(
         Duration::from_secs(10),
         client.request(get("https://api.sturdy.invalid/v1/models")),

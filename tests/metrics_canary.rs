@@ -86,7 +86,7 @@ async fn the_api_key_never_reaches_metrics_reports_logs_or_debug_output() {
     let mut svc = stack(
         rec.clone(),
         TestPolicy::new(3, Duration::from_millis(2)),
-        sturdy::client().no_proxy().build(),
+        sturdy::client().no_proxy().build().expect("a valid client"),
     );
     let refused = format!("http://{}", refused_addr().await);
 

@@ -40,7 +40,7 @@ async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_fl
     let svc = tower::util::BoxCloneService::new(stack(
         rec,
         TestPolicy::new(3, Duration::from_millis(4)),
-        sturdy::client().no_proxy().build(),
+        sturdy::client().no_proxy().build().expect("a valid client"),
     ));
     let dropped_after_a_retry = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();

@@ -47,7 +47,7 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     let mut svc = stack(
         rec.clone(),
         policy.clone(),
-        sturdy::client().no_proxy().build(),
+        sturdy::client().no_proxy().build().expect("a valid client"),
     );
 
     // Per call: its script, and what it must leave behind.
@@ -110,7 +110,8 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
         sturdy::client()
             .no_proxy()
             .resolver(failing_resolver())
-            .build(),
+            .build()
+            .expect("a valid client"),
     );
     run(
         &mut dns_svc,
@@ -278,7 +279,7 @@ async fn an_sse_stream_cut_mid_way_is_an_acknowledged_failure_with_its_time_to_f
     let mut svc = stack(
         rec,
         TestPolicy::new(3, Duration::from_millis(2)),
-        sturdy::client().no_proxy().build(),
+        sturdy::client().no_proxy().build().expect("a valid client"),
     );
     let req = chat(&server.base_url(), "cut", "reset", true);
     let res = tokio::time::timeout(BOUND, svc.ready().await.expect("ready").call(req))
@@ -341,7 +342,7 @@ async fn client_counts_reconcile_with_the_server_dashboard_and_the_report_shows_
     let mut svc = stack(
         snap.clone(),
         TestPolicy::new(2, Duration::from_millis(1)),
-        sturdy::client().no_proxy().build(),
+        sturdy::client().no_proxy().build().expect("a valid client"),
     );
     let refused = format!("http://{}", refused_addr().await);
     for i in 0..20 {

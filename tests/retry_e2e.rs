@@ -22,6 +22,7 @@ fn client() -> sturdy::Client {
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
         .build()
+        .expect("a valid client")
 }
 
 /// A millisecond-scale policy: 1 ms · 2^n + up to 1 ms.
@@ -206,7 +207,13 @@ async fn a_response_reset_mid_body_is_retried_when_prefetch_allows() {
 async fn storm(policy: RetryPolicy) -> u64 {
     let server = FaultServer::start().await.unwrap();
     let url = server.base_url();
-    let svc = RetryLayer::new(policy).layer(sturdy::client().no_proxy().http2_only(true).build());
+    let svc = RetryLayer::new(policy).layer(
+        sturdy::client()
+            .no_proxy()
+            .http2_only(true)
+            .build()
+            .expect("a valid client"),
+    );
     let ok = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..1000 {

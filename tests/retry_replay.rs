@@ -147,7 +147,11 @@ async fn handle(
 }
 
 fn client(http2: bool) -> sturdy::Client {
-    sturdy::client().no_proxy().http2_only(http2).build()
+    sturdy::client()
+        .no_proxy()
+        .http2_only(http2)
+        .build()
+        .expect("a valid client")
 }
 
 fn layer(cap: usize) -> RetryLayer {

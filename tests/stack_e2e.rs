@@ -90,6 +90,7 @@ async fn the_stack_recovers_what_the_bare_client_loses_and_accounts_for_everythi
         sturdy::client()
             .no_proxy()
             .build()
+            .expect("a valid client")
             .map_request(|r: http::Request<Full<Bytes>>| r.map(sturdy::boxed)),
         bare_server.base_url(),
     )
@@ -118,7 +119,7 @@ async fn the_stack_recovers_what_the_bare_client_loses_and_accounts_for_everythi
         )
         .build()
         .unwrap();
-    let svc = stack.layer(sturdy::client().no_proxy().build());
+    let svc = stack.layer(sturdy::client().no_proxy().build().expect("a valid client"));
     let with_stack = drive(svc, stack_server.base_url()).await;
 
     println!("successes out of {CALLS}: bare client {bare}, stack {with_stack}");

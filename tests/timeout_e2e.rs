@@ -79,7 +79,7 @@ where
 }
 
 fn client() -> sturdy::Client {
-    sturdy::client().build()
+    sturdy::client().build().expect("a valid client")
 }
 
 #[tokio::test]
@@ -272,7 +272,8 @@ async fn a_timeout_while_connecting_is_not_sent() {
     let inner = sturdy::client()
         .resolver(silent_resolver())
         .connect_timeout(Duration::from_secs(30))
-        .build();
+        .build()
+        .expect("a valid client");
     let svc = ServiceBuilder::new()
         .layer(WorkloadTimeoutLayer::from_profiles(p).unwrap())
         .layer(

@@ -23,7 +23,9 @@ mod mark;
 use std::marker::PhantomData;
 
 use sturdy_core::{BoxBody, InvalidProfile, Profile, Profiles, Workload};
-use sturdy_metrics::{FailureMetrics, FailureMetricsLayer, Recorder, SnapshotRecorder};
+use sturdy_metrics::{
+    FailureMetrics, FailureMetricsLayer, InvalidServerLabel, Recorder, SnapshotRecorder,
+};
 use sturdy_retry::{
     BudgetConfig, RetryConfigError, RetryLayer, RetryPolicy, RetryPolicyBuilder, RetryService,
 };
@@ -50,7 +52,7 @@ pub const DEFAULT_PREFETCH: u64 = 256 * 1024;
 /// use tower::{Layer, ServiceExt};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sturdy::BoxError> {
 /// let stack = sturdy::Stack::builder().build()?;
-/// let service = stack.layer(sturdy::client().build());
+/// let service = stack.layer(sturdy::client().build()?);
 /// let snapshot = stack.recorder().clone();
 /// # let _ = (service, snapshot);
 /// # Ok(()) }
@@ -152,6 +154,8 @@ pub enum StackError {
     Profile(InvalidProfile),
     /// An invalid retry policy.
     Retry(RetryConfigError),
+    /// A server label that is not `host[:port]`.
+    ServerLabel(InvalidServerLabel),
 }
 
 impl std::fmt::Display for StackError {
@@ -159,6 +163,7 @@ impl std::fmt::Display for StackError {
         match self {
             StackError::Profile(e) => write!(f, "invalid stack: {e}"),
             StackError::Retry(e) => write!(f, "invalid stack: {e}"),
+            StackError::ServerLabel(e) => write!(f, "invalid stack: {e}"),
         }
     }
 }
@@ -168,6 +173,7 @@ impl std::error::Error for StackError {
         match self {
             StackError::Profile(e) => Some(e),
             StackError::Retry(e) => Some(e),
+            StackError::ServerLabel(e) => Some(e),
         }
     }
 }
@@ -273,7 +279,8 @@ impl<R, C, E> StackBuilder<R, C, E> {
     }
 
     /// The `server_address` label for requests whose URI and `Host` header
-    /// name no server (tonic requests above a `Channel`).
+    /// name no server (tonic requests above a `Channel`). It must be
+    /// `host[:port]`: anything else makes `build` fail.
     pub fn server_label(mut self, label: impl Into<String>) -> Self {
         self.server_label = Some(label.into());
         self
@@ -310,7 +317,9 @@ impl<R, C, E> StackBuilder<R, C, E> {
         self
     }
 
-    /// Checks everything and builds the stack.
+    /// Checks everything and builds the stack: a zero phase in any profile,
+    /// an invalid retry policy (see `RetryPolicyBuilder::build`) or a bad
+    /// server label is a [`StackError`].
     pub fn build(self) -> Result<Stack<R, C, E>, StackError>
     where
         R: Recorder + Clone,
@@ -321,8 +330,12 @@ impl<R, C, E> StackBuilder<R, C, E> {
         let mut calls = FailureMetricsLayer::calls(self.recorder.clone());
         let mut attempts = FailureMetricsLayer::attempts(self.recorder.clone());
         if let Some(label) = &self.server_label {
-            calls = calls.server_label(label);
-            attempts = attempts.server_label(label);
+            calls = calls
+                .try_server_label(label)
+                .map_err(StackError::ServerLabel)?;
+            attempts = attempts
+                .try_server_label(label)
+                .map_err(StackError::ServerLabel)?;
         }
         Ok(Stack {
             mark: MarkRetrySafeLayer::new(self.rule),

@@ -249,7 +249,7 @@ pub fn full_stack<R: Recorder + Clone>(recorder: R) -> FullStack {
         .layer(RetryLayer::<BoxBody>::new(policy))
         .layer(FailureMetricsLayer::attempts(recorder))
         .layer(attempts)
-        .service(sturdy::client().no_proxy().build());
+        .service(sturdy::client().no_proxy().build().expect("a valid client"));
     let svc = ServiceExt::<Req>::map_response(svc, |res| res.map(|b| b.boxed_unsync()));
     BoxCloneService::new(svc)
 }

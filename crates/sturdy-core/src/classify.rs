@@ -8,6 +8,7 @@ use std::io;
 use http::{HeaderMap, StatusCode};
 
 use crate::error::{ConnectError, ConnectPart, DnsError, TimeoutError};
+use crate::workload::InvalidProfile;
 use crate::{FailureKind, GrpcCode};
 
 /// What the tables say about a response.
@@ -146,10 +147,7 @@ pub fn classify_response(
     headers: &HeaderMap,
 ) -> (Verdict, Option<FailureKind>) {
     if is_grpc(headers) && status == StatusCode::OK {
-        return match headers
-            .get("grpc-status")
-            .and_then(|v| GrpcCode::from_header(v.as_bytes()))
-        {
+        return match GrpcCode::from_headers(headers) {
             Some(code) => classify_grpc_code(code),
             None => (Verdict::Success, None),
         };
@@ -175,7 +173,9 @@ pub fn verdict_of(kind: &FailureKind) -> Verdict {
     match kind {
         FailureKind::Status(s) => classify_status(*s),
         FailureKind::Grpc(c) => classify_grpc(*c),
-        FailureKind::Cancelled(_) | FailureKind::TotalTimeout(_) => Verdict::Fatal,
+        FailureKind::Cancelled(_) | FailureKind::TotalTimeout(_) | FailureKind::InvalidRequest => {
+            Verdict::Fatal
+        }
         _ => Verdict::Retryable,
     }
 }
@@ -183,7 +183,8 @@ pub fn verdict_of(kind: &FailureKind) -> Verdict {
 /// Why a request failed, read from the error's whole source chain by type,
 /// never by message text.
 ///
-/// Recognised: sturdy's [`TimeoutError`], [`DnsError`] and [`ConnectError`];
+/// Recognised: sturdy's [`TimeoutError`], [`DnsError`], [`ConnectError`]
+/// and [`InvalidProfile`];
 /// hyper-util's client error (`is_connect`); `hyper::Error`; h2's
 /// REFUSED_STREAM and resets; `io::Error` kinds (looking inside with
 /// `get_ref`, since `io::Error::source` skips the error it wraps); rustls
@@ -249,6 +250,9 @@ fn one(e: &(dyn StdError + 'static), connecting: &mut bool) -> Step {
     if e.is::<DnsError>() {
         return Step::Done(FailureKind::Dns);
     }
+    if e.is::<InvalidProfile>() {
+        return Step::Done(FailureKind::InvalidRequest);
+    }
     if let Some(c) = e.downcast_ref::<ConnectError>() {
         *connecting = true;
         return match c.part() {
@@ -297,6 +301,9 @@ fn hyper_step(h: &hyper::Error) -> Step {
         Step::Fallback(FailureKind::Connect)
     } else if h.is_incomplete_message() || h.is_body_write_aborted() || h.is_closed() {
         Step::Fallback(FailureKind::Reset)
+    } else if h.is_parse() {
+        // The client parses only responses: a head came back unreadable.
+        Step::Fallback(FailureKind::MalformedResponse)
     } else if h.is_user() && h.source().is_some() {
         // A user error with a cause is the request body's own error.
         Step::Fallback(FailureKind::RequestBody)
@@ -414,6 +421,14 @@ mod tests {
             )
         );
         h.insert("grpc-status", "banana".parse().unwrap());
+        assert_eq!(
+            classify_response(StatusCode::OK, &h),
+            (Verdict::Success, None)
+        );
+        // Two codes in one head: which one is a guess, so neither is read
+        // and the outcome is left to the trailers, as with garbage.
+        h.insert("grpc-status", "14".parse().unwrap());
+        h.append("grpc-status", "0".parse().unwrap());
         assert_eq!(
             classify_response(StatusCode::OK, &h),
             (Verdict::Success, None)

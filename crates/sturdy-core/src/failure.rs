@@ -100,6 +100,14 @@ impl GrpcCode {
         GrpcCode::from_i32(n)
     }
 
+    /// The `grpc-status` of a head or of trailers: `None` when absent,
+    /// malformed, or given more than once (which of two would be a guess).
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<GrpcCode> {
+        crate::hints::Field::of(headers, "grpc-status")
+            .value()
+            .and_then(GrpcCode::from_header)
+    }
+
     /// The label metrics use: `grpc_` and the lowercase name (`grpc_unavailable`).
     pub const fn label(self) -> &'static str {
         match self {
@@ -136,10 +144,12 @@ impl GrpcCode {
 /// | `tls` | not_sent | the TLS handshake failed |
 /// | `refused_stream` | not_sent | HTTP/2 REFUSED_STREAM: the server did not process the stream |
 /// | `ready_timeout` | not_sent | the inner service had no capacity within `ready` |
+/// | `invalid_request` | not_sent | refused before it was sent: the request carried an invalid [`Profile`](crate::Profile) |
 /// | `write_timeout` | unknown | a socket write made no progress within the client's `write` limit |
 /// | `headers_timeout` | unknown | no response head within `headers` on an established connection |
 /// | `reset` | unknown | the connection was reset or closed before a response head |
 /// | `request_body` | unknown | the request body failed while being sent |
+/// | `malformed_response` | unknown | a response head came back that could not be read (bad bytes, over hyper's limits: 100 headers on HTTP/1, 16 KiB on HTTP/2) |
 /// | `other` | unknown | anything not recognised |
 /// | `read_timeout` | acknowledged | silence between body frames longer than `read` |
 /// | `response_body` | acknowledged | the response body failed after the head (a stream cut mid-way) |
@@ -163,6 +173,9 @@ pub enum FailureKind {
     RefusedStream,
     /// The inner service had no capacity in time.
     ReadyTimeout,
+    /// Refused before it was sent, for what the request itself carried (an
+    /// invalid per-request [`Profile`](crate::Profile)). Not retried.
+    InvalidRequest,
     /// A socket write made no progress in time.
     WriteTimeout,
     /// No response head in time on an established connection.
@@ -175,6 +188,10 @@ pub enum FailureKind {
     Reset,
     /// The request body failed.
     RequestBody,
+    /// A response head came back but could not be parsed (invalid bytes,
+    /// too many or too large headers). The server saw the request, but what
+    /// it answered is unknown, so the reach is `Unknown`.
+    MalformedResponse,
     /// The response body failed after the head.
     ResponseBody,
     /// The caller gave up; the reach says where it was.
@@ -197,11 +214,13 @@ impl FailureKind {
             | FailureKind::Connect
             | FailureKind::Tls
             | FailureKind::RefusedStream
-            | FailureKind::ReadyTimeout => Reach::NotSent,
+            | FailureKind::ReadyTimeout
+            | FailureKind::InvalidRequest => Reach::NotSent,
             FailureKind::WriteTimeout
             | FailureKind::HeadersTimeout
             | FailureKind::Reset
             | FailureKind::RequestBody
+            | FailureKind::MalformedResponse
             | FailureKind::Other => Reach::Unknown,
             FailureKind::ReadTimeout
             | FailureKind::ResponseBody
@@ -222,12 +241,14 @@ impl FailureKind {
             FailureKind::Tls => "tls",
             FailureKind::RefusedStream => "refused_stream",
             FailureKind::ReadyTimeout => "ready_timeout",
+            FailureKind::InvalidRequest => "invalid_request",
             FailureKind::WriteTimeout => "write_timeout",
             FailureKind::HeadersTimeout => "headers_timeout",
             FailureKind::ReadTimeout => "read_timeout",
             FailureKind::TotalTimeout(_) => "total_timeout",
             FailureKind::Reset => "reset",
             FailureKind::RequestBody => "request_body",
+            FailureKind::MalformedResponse => "malformed_response",
             FailureKind::ResponseBody => "response_body",
             FailureKind::Cancelled(_) => "cancelled",
             FailureKind::Other => "other",
@@ -321,10 +342,12 @@ mod tests {
             (Tls, "tls", Reach::NotSent),
             (RefusedStream, "refused_stream", Reach::NotSent),
             (ReadyTimeout, "ready_timeout", Reach::NotSent),
+            (InvalidRequest, "invalid_request", Reach::NotSent),
             (WriteTimeout, "write_timeout", Reach::Unknown),
             (HeadersTimeout, "headers_timeout", Reach::Unknown),
             (Reset, "reset", Reach::Unknown),
             (RequestBody, "request_body", Reach::Unknown),
+            (MalformedResponse, "malformed_response", Reach::Unknown),
             (Other, "other", Reach::Unknown),
             (ReadTimeout, "read_timeout", Reach::Acknowledged),
             (ResponseBody, "response_body", Reach::Acknowledged),

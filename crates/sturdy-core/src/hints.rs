@@ -1,6 +1,16 @@
 //! Server hints read from a response head: how long to wait, whether to
 //! retry at all. Parsing never panics; a value that is garbage, negative,
 //! overflowing, in the past or absurdly far ahead is `None`.
+//!
+//! A peer controls every byte of a head, so the work per hint is bounded
+//! whatever the head holds: each hint header is looked up by name (never by
+//! walking the map), a value longer than [`MAX_HINT_VALUE_LEN`] is garbage
+//! before it is read, and a hint header that appears more than once is
+//! garbage too. These headers each take a single value (RFC 9110 §10.2.3
+//! for `retry-after`); two of them disagree or repeat themselves, and
+//! picking one would be a guess, so sturdy falls back on its own backoff —
+//! or, for `grpc-retry-pushback-ms`, on gRPC's rule that a malformed
+//! pushback means "do not retry".
 
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +21,43 @@ use crate::GrpcCode;
 /// Hints further ahead than this are treated as garbage (`None`): no real
 /// server asks a client to come back a day later on the same call.
 pub const MAX_HINT: Duration = Duration::from_secs(86_400);
+
+/// Hint values longer than this many bytes are garbage. The longest valid
+/// one, an asctime or RFC 850 HTTP-date, is under 40 bytes; 64 leaves room
+/// for surrounding whitespace and long fractional milliseconds.
+pub const MAX_HINT_VALUE_LEN: usize = 64;
+
+/// A single-valued hint header, as a head carries it.
+pub(crate) enum Field<'a> {
+    /// Not there.
+    Absent,
+    /// There, but more than once or longer than [`MAX_HINT_VALUE_LEN`].
+    Garbage,
+    /// There once, with these bytes.
+    Value(&'a [u8]),
+}
+
+impl<'a> Field<'a> {
+    /// Reads `name` from `headers`: two lookups at most, whatever the map
+    /// holds.
+    pub(crate) fn of(headers: &'a HeaderMap, name: &str) -> Field<'a> {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Field::Absent,
+            (Some(_), Some(_)) => Field::Garbage,
+            (Some(v), None) if v.len() > MAX_HINT_VALUE_LEN => Field::Garbage,
+            (Some(v), None) => Field::Value(v.as_bytes()),
+        }
+    }
+
+    /// The value, if it is one.
+    pub(crate) fn value(self) -> Option<&'a [u8]> {
+        match self {
+            Field::Value(v) => Some(v),
+            Field::Absent | Field::Garbage => None,
+        }
+    }
+}
 
 /// What a gRPC server's `grpc-retry-pushback-ms` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +97,21 @@ pub struct ServerHints {
 
 impl ServerHints {
     /// Reads every hint from `headers`; `now` is the current wall-clock time,
-    /// against which an HTTP-date `retry-after` is measured.
+    /// against which an HTTP-date `retry-after` is measured. A hint header
+    /// given twice, or longer than [`MAX_HINT_VALUE_LEN`], counts as garbage
+    /// (see the module docs).
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> ServerHints {
-        let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
+        let get = |name: &str| Field::of(headers, name).value();
         ServerHints {
             retry_after: get("retry-after").and_then(|v| parse_retry_after(v, now)),
             retry_after_ms: get("retry-after-ms").and_then(parse_millis),
             should_retry: get("x-should-retry").and_then(parse_bool),
-            grpc_pushback: get("grpc-retry-pushback-ms").map(parse_pushback),
-            grpc_status: get("grpc-status").and_then(GrpcCode::from_header),
+            grpc_pushback: match Field::of(headers, "grpc-retry-pushback-ms") {
+                Field::Absent => None,
+                Field::Garbage => Some(Pushback::Stop),
+                Field::Value(v) => Some(parse_pushback(v)),
+            },
+            grpc_status: GrpcCode::from_headers(headers),
         }
     }
 
@@ -268,6 +321,85 @@ mod tests {
             ServerHints::from_headers(&HeaderMap::new(), now()),
             ServerHints::default()
         );
+    }
+
+    #[test]
+    fn a_hint_given_twice_is_garbage() {
+        for (name, a, b) in [
+            ("retry-after", "2", "2"),
+            ("retry-after", "1", "soon"),
+            ("retry-after-ms", "100", "200"),
+            ("x-should-retry", "true", "false"),
+            ("grpc-status", "14", "14"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.append(name, HeaderValue::from_static(a));
+            h.append(name, HeaderValue::from_static(b));
+            assert_eq!(
+                ServerHints::from_headers(&h, now()),
+                ServerHints::default(),
+                "{name}: {a} and {b}"
+            );
+        }
+        // A malformed pushback means "stop" in gRPC; so does a repeated one.
+        let mut h = HeaderMap::new();
+        h.append("grpc-retry-pushback-ms", HeaderValue::from_static("10"));
+        h.append("grpc-retry-pushback-ms", HeaderValue::from_static("10"));
+        let hints = ServerHints::from_headers(&h, now());
+        assert_eq!(hints.grpc_pushback, Some(Pushback::Stop));
+        assert!(hints.forbids_retry());
+    }
+
+    #[test]
+    fn oversized_and_non_ascii_values_are_garbage() {
+        let padded = format!("{}7", " ".repeat(MAX_HINT_VALUE_LEN - 1));
+        assert_eq!(
+            hints("retry-after", padded.as_bytes()).retry_after,
+            Some(Duration::from_secs(7)),
+            "a value of exactly the limit is read"
+        );
+        let over = format!("{}7", " ".repeat(MAX_HINT_VALUE_LEN));
+        assert_eq!(hints("retry-after", over.as_bytes()).retry_after, None);
+        let huge = "9".repeat(1 << 20);
+        for name in [
+            "retry-after",
+            "retry-after-ms",
+            "x-should-retry",
+            "grpc-status",
+        ] {
+            assert_eq!(
+                hints(name, huge.as_bytes()),
+                ServerHints::default(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            hints("grpc-retry-pushback-ms", huge.as_bytes()).grpc_pushback,
+            Some(Pushback::Stop)
+        );
+        for bytes in [&b"\xff5"[..], b"5\x80", b"Sun, 06 Nov 1994 08:49:47 GM\xd4"] {
+            assert_eq!(hints("retry-after", bytes).retry_after, None, "{bytes:?}");
+            assert_eq!(hints("retry-after-ms", bytes).retry_after_ms, None);
+        }
+    }
+
+    #[test]
+    fn thousands_of_headers_do_not_hide_or_fake_a_hint() {
+        let mut h = HeaderMap::new();
+        for i in 0..5_000 {
+            let name = http::HeaderName::from_bytes(format!("x-junk-{i}").as_bytes()).unwrap();
+            h.append(name, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        }
+        h.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(
+            ServerHints::from_headers(&h, now()).delay(),
+            Some(Duration::from_millis(250))
+        );
+        for _ in 0..5_000 {
+            h.append("retry-after", HeaderValue::from_static("1"));
+        }
+        h.remove("retry-after-ms");
+        assert_eq!(ServerHints::from_headers(&h, now()).delay(), None);
     }
 
     proptest::proptest! {

@@ -41,7 +41,7 @@ pub use classify::{
 pub use context::{CallContext, RetrySafe};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};
 pub use failure::{FailureKind, GrpcCode, Reach, status_label};
-pub use hints::{MAX_HINT, Pushback, ServerHints};
+pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};
 pub use resolve::{Name, TypedResolver};
 pub use workload::{
     Deadline, InvalidProfile, Profile, Profiles, UnknownWorkload, Workload, attempt_limit,

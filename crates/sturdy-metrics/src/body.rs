@@ -96,10 +96,7 @@ where
                         if data.has_remaining() {
                             flight.data_frame();
                         }
-                    } else if let Some(code) = frame
-                        .trailers_ref()
-                        .and_then(|t| t.get("grpc-status"))
-                        .and_then(|v| GrpcCode::from_header(v.as_bytes()))
+                    } else if let Some(code) = frame.trailers_ref().and_then(GrpcCode::from_headers)
                     {
                         *this.grpc_status = Some(code);
                     }

@@ -34,6 +34,19 @@ pub struct FailureMetricsLayer<R> {
     labels: Arc<LabelCache>,
 }
 
+/// A server label that is not `host[:port]` (or holds user information).
+/// It does not repeat the label, which may hold a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidServerLabel;
+
+impl fmt::Display for InvalidServerLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server label must be host[:port], without user information")
+    }
+}
+
+impl std::error::Error for InvalidServerLabel {}
+
 /// What every service built by one `layer()` call shares: one `Arc`
 /// increment per call gives a flight everything it records with.
 pub(crate) struct Shared<R> {
@@ -71,14 +84,25 @@ impl<R: Recorder> FailureMetricsLayer<R> {
     /// The server address recorded when neither the URI's authority nor the
     /// `Host` header gives one (a tonic `Channel` sees only a path). It must
     /// parse as `host[:port]`; anything else (user information included) is
-    /// ignored and `unknown` is recorded instead.
+    /// ignored and `unknown` is recorded instead. Use
+    /// [`try_server_label`](Self::try_server_label) to be told.
     pub fn server_label(mut self, label: &str) -> Self {
-        self.server_label = label
-            .parse::<http::uri::Authority>()
-            .ok()
-            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
-            .map(|a| ServerAddress::shared(Arc::from(a.as_str())));
+        self.server_label = parse_server_label(label).ok();
         self
+    }
+
+    /// Like [`server_label`](Self::server_label), but a label that is not
+    /// `host[:port]` is an error.
+    ///
+    /// ```
+    /// use sturdy_metrics::{FailureMetricsLayer, SnapshotRecorder};
+    /// let layer = FailureMetricsLayer::calls(SnapshotRecorder::new());
+    /// assert!(layer.clone().try_server_label("api.example:443").is_ok());
+    /// assert!(layer.try_server_label("user:key@api.example").is_err());
+    /// ```
+    pub fn try_server_label(mut self, label: &str) -> Result<Self, InvalidServerLabel> {
+        self.server_label = Some(parse_server_label(label)?);
+        Ok(self)
     }
 
     /// The HTTP methods recorded as themselves; any other is `_OTHER`.
@@ -98,6 +122,15 @@ impl<R: Recorder> FailureMetricsLayer<R> {
     pub fn recorder(&self) -> &R {
         &self.recorder
     }
+}
+
+fn parse_server_label(label: &str) -> Result<ServerAddress, InvalidServerLabel> {
+    let address = label
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+        .ok_or(InvalidServerLabel)?;
+    Ok(ServerAddress::shared(Arc::from(address.as_str())))
 }
 
 impl<R> Clone for FailureMetricsLayer<R> {

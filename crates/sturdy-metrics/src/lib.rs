@@ -87,7 +87,7 @@ pub use dimensions::{
 #[cfg(feature = "metrics")]
 pub use facade::MetricsFacadeRecorder;
 pub use future::ResponseFuture;
-pub use layer::FailureMetricsLayer;
+pub use layer::{FailureMetricsLayer, InvalidServerLabel};
 pub use prometheus::{BUCKETS, PrometheusRecorder};
 pub use recorder::{Both, CallSummary, Recorder};
 pub use report::{

@@ -144,6 +144,7 @@ async fn run(config: Config) -> Result<(), String> {
             (base.clone(), auth, sturdy::client().build())
         }
     };
+    let client = client.map_err(|e| e.to_string())?;
 
     let mut registry = Registry::default();
     let prometheus = PrometheusRecorder::new(&mut registry);

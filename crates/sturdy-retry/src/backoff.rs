@@ -26,7 +26,8 @@ use crate::RetryConfigError;
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Backoff {
-    /// The guide's formula: `base · 2^n + uniform(0, jitter)`.
+    /// The guide's formula: `base · 2^n + uniform(0, jitter)`. The jitter
+    /// must be at most the policy's cap on one delay.
     Guide {
         /// The first retry's delay before jitter.
         base: Duration,
@@ -92,6 +93,11 @@ impl Backoff {
         }
         if cap < base {
             return Err(RetryConfigError::CapBelowBase);
+        }
+        if let Backoff::Guide { jitter, .. } = *self
+            && jitter > cap
+        {
+            return Err(RetryConfigError::JitterAboveCap);
         }
         if let Backoff::GrpcStyle { multiplier, .. } = *self
             && !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier))
@@ -251,6 +257,16 @@ mod tests {
         assert_eq!(
             Backoff::default().validate(Duration::from_millis(10)),
             Err(RetryConfigError::CapBelowBase)
+        );
+        let base = Duration::from_millis(10);
+        assert_eq!(
+            Backoff::guide(base, Duration::from_secs(2)).validate(Duration::from_secs(1)),
+            Err(RetryConfigError::JitterAboveCap)
+        );
+        assert_eq!(
+            Backoff::guide(base, Duration::from_secs(1)).validate(Duration::from_secs(1)),
+            Ok(()),
+            "a jitter as large as the cap is in range"
         );
         for m in [f64::NAN, f64::INFINITY, 0.5, -1.0] {
             let b = Backoff::GrpcStyle {

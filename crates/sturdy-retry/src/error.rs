@@ -72,6 +72,8 @@ pub enum RetryConfigError {
     ZeroBase,
     /// A delay cap below the backoff base.
     CapBelowBase,
+    /// A jitter larger than the cap on one delay, which would swallow it.
+    JitterAboveCap,
     /// A cap of zero on server hints.
     ZeroHintCap,
     /// More retries than [`MAX_RETRIES_LIMIT`](crate::MAX_RETRIES_LIMIT).
@@ -88,6 +90,8 @@ pub enum RetryConfigError {
     ZeroDrainTime,
     /// A header name that is not a valid HTTP header name.
     InvalidHeaderName,
+    /// A replay cap of zero: no request body could ever be sent again.
+    ZeroReplayCap,
 }
 
 impl fmt::Display for RetryConfigError {
@@ -96,6 +100,9 @@ impl fmt::Display for RetryConfigError {
             RetryConfigError::ZeroBase => f.write_str("backoff base must be greater than zero"),
             RetryConfigError::CapBelowBase => {
                 f.write_str("the cap on one delay must be at least the backoff base")
+            }
+            RetryConfigError::JitterAboveCap => {
+                f.write_str("the backoff jitter must be at most the cap on one delay")
             }
             RetryConfigError::ZeroHintCap => {
                 f.write_str("the cap on server hints must be greater than zero")
@@ -121,6 +128,9 @@ impl fmt::Display for RetryConfigError {
                 f.write_str("the drain time bound must be greater than zero")
             }
             RetryConfigError::InvalidHeaderName => f.write_str("invalid header name"),
+            RetryConfigError::ZeroReplayCap => f.write_str(
+                "the replay cap must be at least one byte (to retry nothing, set max_retries to 0)",
+            ),
         }
     }
 }

@@ -243,7 +243,9 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// How much of a request body is kept for replay (default 64 KiB).
+    /// How much of a request body is kept for replay (default 64 KiB; at
+    /// least 1 byte: to retry nothing, set [`max_retries`](Self::max_retries)
+    /// to 0).
     pub fn replay_cap(mut self, bytes: usize) -> Self {
         self.policy.replay_cap = bytes;
         self
@@ -301,7 +303,10 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// Checks every value.
+    /// Checks every value: a zero backoff base, a cap below the base, a
+    /// jitter above the cap, a zero hint cap, a budget out of range, a zero
+    /// drain time, a zero replay cap, more than [`MAX_RETRIES_LIMIT`]
+    /// retries and a bad header name are each a [`RetryConfigError`].
     pub fn build(self) -> Result<RetryPolicy, RetryConfigError> {
         let p = self.policy;
         if self.bad_header {
@@ -319,6 +324,9 @@ impl RetryPolicyBuilder {
         }
         if p.drain_cap > 0 && p.drain_time.is_zero() {
             return Err(RetryConfigError::ZeroDrainTime);
+        }
+        if p.replay_cap == 0 {
+            return Err(RetryConfigError::ZeroReplayCap);
         }
         Ok(p)
     }

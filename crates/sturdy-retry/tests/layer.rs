@@ -783,6 +783,46 @@ fn invalid_configurations_are_errors() {
         RetryConfigError::ZeroDrainTime
     );
     assert!(b().drain(0, Duration::ZERO).build().is_ok());
+    assert_eq!(
+        b().replay_cap(0).build().unwrap_err(),
+        RetryConfigError::ZeroReplayCap
+    );
+    assert!(b().replay_cap(1).build().is_ok());
+    let jitter = |ms| Backoff::guide(Duration::from_millis(10), Duration::from_millis(ms));
+    assert_eq!(
+        b().backoff(jitter(1001))
+            .max_delay(Duration::from_secs(1))
+            .build()
+            .unwrap_err(),
+        RetryConfigError::JitterAboveCap
+    );
+    assert!(
+        b().backoff(jitter(1000))
+            .max_delay(Duration::from_secs(1))
+            .build()
+            .is_ok()
+    );
+    for m in [0.0, 0.99, 100.5, f64::NAN, f64::INFINITY] {
+        let grpc = Backoff::GrpcStyle {
+            base: Duration::from_secs(1),
+            multiplier: m,
+        };
+        assert!(
+            matches!(
+                b().backoff(grpc).build().unwrap_err(),
+                RetryConfigError::InvalidFactor(_)
+            ),
+            "{m}"
+        );
+    }
+    // Every error says what to change.
+    for e in [
+        RetryConfigError::ZeroReplayCap,
+        RetryConfigError::JitterAboveCap,
+        RetryConfigError::TooManyRetries(101),
+    ] {
+        assert!(e.to_string().len() > 20, "{e}");
+    }
 }
 
 #[test]
