@@ -278,6 +278,15 @@ fn one(e: &(dyn StdError + 'static), connecting: &mut bool) -> Step {
         if h.is_io() {
             return Step::Next;
         }
+        // A reset this side's h2 sent because of what the server sent (an
+        // oversized or undecodable header block): the answer was unreadable.
+        let malformed = matches!(
+            h.reason(),
+            Some(h2::Reason::PROTOCOL_ERROR | h2::Reason::COMPRESSION_ERROR)
+        );
+        if h.is_library() && malformed {
+            return Step::Fallback(FailureKind::MalformedResponse);
+        }
         return Step::Fallback(FailureKind::Reset);
     }
     if let Some(io) = e.downcast_ref::<io::Error>() {

@@ -46,6 +46,19 @@ pub(crate) struct PlannedBody {
     pause: Option<Pin<Box<Sleep>>>,
     /// Bytes still to announce as an exact size hint, when the length is known.
     remaining: Option<u64>,
+    /// Counts the response as over when the body goes (sent or dropped).
+    finished: Option<Finished>,
+}
+
+/// Adds one to a counter when dropped: the end of one request's life on its
+/// connection, whether its response was sent, dropped or never made.
+#[derive(Debug)]
+pub(crate) struct Finished(pub(crate) std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl PlannedBody {
@@ -56,7 +69,14 @@ impl PlannedBody {
             steps: steps.into(),
             pause: None,
             remaining: length,
+            finished: None,
         }
+    }
+
+    /// The same body, counting its end with `finished`.
+    pub(crate) fn finished_by(mut self, finished: Finished) -> PlannedBody {
+        self.finished = Some(finished);
+        self
     }
 
     /// An empty body (for 204 and 304).
@@ -79,7 +99,13 @@ impl Body for PlannedBody {
                 ready!(pause.as_mut().poll(cx));
                 this.pause = None;
             }
-            match this.steps.pop_front() {
+            let step = this.steps.pop_front();
+            if this.steps.is_empty() {
+                // The response is over once its last frame leaves: counted
+                // now, before a peer can have read it and sent another.
+                this.finished = None;
+            }
+            match step {
                 None => return Poll::Ready(None),
                 Some(Step::Data(bytes)) => {
                     if let Some(remaining) = this.remaining.as_mut() {
@@ -92,6 +118,7 @@ impl Body for PlannedBody {
                 }
                 Some(Step::Fail) => {
                     this.steps.clear();
+                    this.finished = None;
                     return Poll::Ready(Some(Err(InjectedReset)));
                 }
             }

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 ///   body is sent, so a `reset` counts as the `200` it started as).
 /// - `faults[kind]` moves when a fault is chosen for a request, right after
 ///   its body has been read: `status` (an injected non-200 status), `delay`,
-///   `stall`, `slow`, `reset`, `close`; `outage_dropped` counts connections
-///   dropped when an outage starts.
+///   `stall`, `slow`, `reset`, `close`, `hostile`; `outage_dropped` counts
+///   connections dropped when an outage starts, `idle_close` idle
+///   connections closed as a request arrived on them (that request is not
+///   `received`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Dashboard {
     /// Request heads read, excluding `/dashboard` requests.

@@ -10,7 +10,7 @@
 //! ```text
 //! script = entry *( "," entry )
 //! entry  = kind *( ";" param )
-//! kind   = 3DIGIT (200..=599) / "delay" / "stall" / "slow" / "reset" / "close"
+//! kind   = 3DIGIT (200..=599) / "delay" / "stall" / "slow" / "reset" / "close" / "hostile"
 //! param  = name "=" value
 //! value  = token / DQUOTE *( any char but DQUOTE ) DQUOTE
 //! ```
@@ -26,6 +26,7 @@
 //! | `slow`      | `ms`, `chunks`                                                |
 //! | `reset`     | none                                                          |
 //! | `close`     | none                                                          |
+//! | `hostile`   | `headers`                                                     |
 //!
 //! A parameter left out takes the server's [`FaultParams`](crate::FaultParams).
 //!
@@ -49,6 +50,13 @@ pub const MAX_FAULT_MS: u64 = 3_600_000;
 
 /// Largest `chunks` a fault may ask for.
 pub const MAX_CHUNKS: usize = 1_000;
+
+/// Largest `headers` a `hostile` fault may ask for.
+pub const MAX_HOSTILE_HEADERS: usize = 10_000;
+
+/// Junk headers of a `hostile` fault without `headers=`: far more than a
+/// client parses (hyper's HTTP/1 limit is 100).
+pub const DEFAULT_HOSTILE_HEADERS: usize = 2_000;
 
 /// Server-wide defaults for fault parameters a script or mix entry leaves out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +130,15 @@ pub enum Fault {
     /// Read the whole request, then close the connection without a response
     /// (HTTP/2: reset the stream).
     Close,
+    /// A 503 whose head is built to trip careless parsers: `headers` junk
+    /// headers, two `retry-after` lines that disagree (`1` and `3600`), a
+    /// `retry-after-ms` of non-ASCII bytes and an 8 KiB `x-should-retry`.
+    /// With few junk headers a client reads the head and must ignore every
+    /// hint; with more than it parses it must fail the attempt cleanly.
+    Hostile {
+        /// Junk headers; `None` takes [`DEFAULT_HOSTILE_HEADERS`].
+        headers: Option<usize>,
+    },
 }
 
 impl Fault {
@@ -147,6 +164,7 @@ impl Fault {
             Fault::Slow { .. } => Some("slow"),
             Fault::Reset => Some("reset"),
             Fault::Close => Some("close"),
+            Fault::Hostile { .. } => Some("hostile"),
         }
     }
 
@@ -157,7 +175,7 @@ impl Fault {
             | Fault::Delay { chunks, .. }
             | Fault::Stall { chunks, .. }
             | Fault::Slow { chunks, .. } => *chunks,
-            Fault::Reset | Fault::Close => None,
+            Fault::Reset | Fault::Close | Fault::Hostile { .. } => None,
         }
     }
 }
@@ -204,7 +222,7 @@ impl fmt::Display for ParseError {
             ParseError::Empty => f.write_str("empty fault entry"),
             ParseError::UnknownKind(kind) => write!(
                 f,
-                "unknown fault {kind:?}: expected a status code or delay, stall, slow, reset, close"
+                "unknown fault {kind:?}: expected a status code or delay, stall, slow, reset, close, hostile"
             ),
             ParseError::StatusOutOfRange(code) => {
                 write!(f, "status {code} is outside 200..=599")
@@ -332,6 +350,20 @@ impl FromStr for Fault {
                     _ => Fault::Slow { ms, chunks },
                 })
             }
+            "hostile" => {
+                let mut headers = None;
+                for (name, value) in &params {
+                    match name.as_str() {
+                        "headers" => set_once(
+                            &mut headers,
+                            name,
+                            parse_number(name, value, MAX_HOSTILE_HEADERS)?,
+                        )?,
+                        _ => return Err(unknown(name)),
+                    }
+                }
+                Ok(Fault::Hostile { headers })
+            }
             "reset" | "close" => {
                 if let Some((name, _)) = params.first() {
                     return Err(unknown(name));
@@ -437,6 +469,13 @@ impl fmt::Display for Fault {
             }
             Fault::Reset => return f.write_str("reset"),
             Fault::Close => return f.write_str("close"),
+            Fault::Hostile { headers } => {
+                f.write_str("hostile")?;
+                if let Some(n) = headers {
+                    write!(f, ";headers={n}")?;
+                }
+                return Ok(());
+            }
         };
         if let Some(ms) = ms {
             write!(f, ";ms={ms}")?;
@@ -513,6 +552,19 @@ mod tests {
             })
         );
         assert_eq!("Reset".parse(), Ok(Fault::Reset));
+        assert_eq!("hostile".parse(), Ok(Fault::Hostile { headers: None }));
+        assert_eq!(
+            "HOSTILE;Headers=0".parse(),
+            Ok(Fault::Hostile { headers: Some(0) })
+        );
+        assert!(matches!(
+            "hostile;headers=10001".parse::<Fault>(),
+            Err(ParseError::BadParamValue { .. })
+        ));
+        assert!(matches!(
+            "hostile;ms=1".parse::<Fault>(),
+            Err(ParseError::UnknownParam { .. })
+        ));
         assert_eq!("close".parse(), Ok(Fault::Close));
         assert_eq!(
             "429;Retry-After=2;retry-after-ms=150;x-should-retry=FALSE".parse(),
@@ -606,7 +658,7 @@ mod tests {
     #[test]
     fn display_round_trips() {
         let text = "503;retry-after=\"Wed, 21 Oct 2015 07:28:00 GMT\";retry-after-ms=200;x-should-retry=true, \
-                    200;chunks=2, delay;ms=5, stall, slow;ms=1;chunks=9, reset, close";
+                    200;chunks=2, delay;ms=5, stall, slow;ms=1;chunks=9, reset, close, hostile, hostile;headers=3";
         let script: Script = text.parse().unwrap();
         let again: Script = script.to_string().parse().unwrap();
         assert_eq!(script, again);

@@ -9,8 +9,10 @@
 //!   n-th attempt carrying the same [`CALL_HEADER`] gets the n-th entry, the
 //!   last one repeating;
 //! - otherwise from a seeded random [`Mix`];
-//! - and whole-server outages ([`FaultServer::outage`]) in which connections
-//!   are refused and open ones dropped.
+//! - whole-server outages ([`FaultServer::outage`]) in which connections
+//!   are refused and open ones dropped;
+//! - and, at random, idle keep-alive connections closed just as a client
+//!   reuses them ([`FaultServerBuilder::idle_close`]).
 //!
 //! It counts what it saw in a [`Dashboard`].
 //!
@@ -44,7 +46,10 @@ mod respond;
 mod server;
 
 pub use dashboard::Dashboard;
-pub use fault::{Fault, FaultParams, MAX_CHUNKS, MAX_FAULT_MS, ParseError, Script};
+pub use fault::{
+    DEFAULT_HOSTILE_HEADERS, Fault, FaultParams, MAX_CHUNKS, MAX_FAULT_MS, MAX_HOSTILE_HEADERS,
+    ParseError, Script,
+};
 pub use mix::Mix;
 pub use server::{FaultServer, FaultServerBuilder};
 

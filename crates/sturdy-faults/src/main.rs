@@ -71,6 +71,18 @@ struct Args {
     /// `429;retry-after=2`) instead of drawing from the mix. Repeatable.
     #[arg(long, value_name = "START_MS:LEN_MS:ENTRY")]
     window: Vec<WindowSpec>,
+
+    /// Chance (0 to 1) of closing an idle keep-alive connection just as the
+    /// next request arrives on it, unread: the stale-connection race.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    idle_close: f64,
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a probability in 0..=1")),
+    }
 }
 
 fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
@@ -165,7 +177,8 @@ async fn run(args: Args) -> ExitCode {
         .listen(args.listen)
         .mix(args.mix.unwrap_or_else(Mix::none))
         .seed(args.seed)
-        .params(params);
+        .params(params)
+        .idle_close(args.idle_close);
     for outage in &args.outage {
         builder = builder.outage_at(outage.start, outage.len);
     }

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 
 use crate::body::{PlannedBody, Step};
 use crate::dashboard::Recorder;
-use crate::fault::{Fault, FaultParams, Script};
+use crate::fault::{DEFAULT_HOSTILE_HEADERS, Fault, FaultParams, Script};
 use crate::mix::Mix;
 use crate::openai::{self, ChatRequest};
 use crate::{CALL_HEADER, FAULT_HEADER};
@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) params: FaultParams,
     mix: Mix,
     windows: Vec<Window>,
+    /// Chance that an idle keep-alive connection is closed as the next
+    /// request arrives on it.
+    pub(crate) idle_close: f64,
     born: tokio::time::Instant,
     rng: Mutex<StdRng>,
     /// Attempts seen so far, by call ID.
@@ -101,17 +104,38 @@ enum Delivery {
 }
 
 impl Shared {
-    pub(crate) fn new(mix: Mix, rng: StdRng, params: FaultParams, windows: Vec<Window>) -> Shared {
+    pub(crate) fn new(
+        mix: Mix,
+        rng: StdRng,
+        params: FaultParams,
+        windows: Vec<Window>,
+        idle_close: f64,
+    ) -> Shared {
         Shared {
             recorder: Recorder::default(),
             params,
             mix,
             windows,
+            idle_close,
             born: tokio::time::Instant::now(),
             rng: Mutex::new(rng),
             attempts: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Whether to close an idle connection on which a request is arriving
+    /// (a seeded draw, counted on the dashboard when it says yes).
+    pub(crate) fn close_idle_now(&self) -> bool {
+        if self.idle_close <= 0.0 {
+            return false;
+        }
+        let draw: f64 = rand::Rng::random(&mut *self.rng.lock().unwrap_or_else(|e| e.into_inner()));
+        let close = draw < self.idle_close;
+        if close {
+            self.recorder.fault("idle_close", 1);
+        }
+        close
     }
 
     /// The fault for this request, or a message for a 400 when its script is
@@ -288,8 +312,37 @@ pub(crate) async fn handle(
         }
         Fault::Reset => shape(normal(), Delivery::Reset),
         Fault::Close => return Err(DropConnection("injected close")),
+        Fault::Hostile { headers } => hostile(headers.unwrap_or(DEFAULT_HOSTILE_HEADERS)),
     };
     Ok(shared.respond(response))
+}
+
+/// The `hostile` answer: a 503 whose every hint is ambiguous or garbage,
+/// behind `junk` headers.
+fn hostile(junk: usize) -> Response<PlannedBody> {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let mut response = shape(
+        error_answer(status, "sturdy-faults injected a hostile head"),
+        Delivery::Whole,
+    );
+    let headers = response.headers_mut();
+    let retry_after = HeaderName::from_static("retry-after");
+    headers.append(retry_after.clone(), HeaderValue::from_static("1"));
+    headers.append(retry_after, HeaderValue::from_static("3600"));
+    // Bytes above 0x7f are legal in a field value (obs-text), but not text.
+    if let Ok(v) = HeaderValue::from_bytes(b"\xff\xfe25") {
+        headers.insert(HeaderName::from_static("retry-after-ms"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&"t".repeat(8 * 1024)) {
+        headers.insert(HeaderName::from_static("x-should-retry"), v);
+    }
+    headers.reserve(junk);
+    for i in 0..junk {
+        if let Ok(name) = HeaderName::from_bytes(format!("x-sturdy-junk-{i}").as_bytes()) {
+            headers.append(name, HeaderValue::from_static("junk"));
+        }
+    }
+    response
 }
 
 /// Splits `body` into `pieces` nearly equal non-empty parts.

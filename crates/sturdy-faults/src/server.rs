@@ -13,7 +13,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -21,11 +24,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::body::Finished;
 use crate::dashboard::Dashboard;
 use crate::fault::{Fault, FaultParams};
 use crate::mix::Mix;
@@ -140,6 +145,7 @@ pub struct FaultServerBuilder {
     params: FaultParams,
     outages: Vec<(Duration, Duration)>,
     windows: Vec<Window>,
+    idle_close: f64,
 }
 
 impl Default for FaultServerBuilder {
@@ -151,6 +157,7 @@ impl Default for FaultServerBuilder {
             params: FaultParams::default(),
             outages: Vec::new(),
             windows: Vec::new(),
+            idle_close: 0.0,
         }
     }
 }
@@ -200,8 +207,30 @@ impl FaultServerBuilder {
         self
     }
 
-    /// Binds and starts serving; fails for a non-loopback address.
+    /// With `probability` (0 to 1, a seeded draw), closes an idle keep-alive
+    /// connection at the moment the next request starts to arrive on it,
+    /// before reading it: the race a server's idle timeout loses against a
+    /// client reusing its pooled connection. The request never reaches the
+    /// server (`received` does not move; the dashboard counts `idle_close`),
+    /// while the client has already sent it: it sees the connection close
+    /// with its request unanswered.
+    pub fn idle_close(mut self, probability: f64) -> Self {
+        self.idle_close = probability;
+        self
+    }
+
+    /// Binds and starts serving; fails for a non-loopback address or an
+    /// idle-close probability outside 0..=1.
     pub async fn start(self) -> io::Result<FaultServer> {
+        if !(0.0..=1.0).contains(&self.idle_close) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the idle-close probability {} is not in 0..=1",
+                    self.idle_close
+                ),
+            ));
+        }
         if !self.listen.ip().is_loopback() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -218,6 +247,7 @@ impl FaultServerBuilder {
             StdRng::seed_from_u64(self.seed),
             self.params,
             self.windows,
+            self.idle_close,
         ));
         let (outages, requests) = mpsc::channel(16);
         let mut tasks = vec![tokio::spawn(accept_loop(
@@ -340,17 +370,119 @@ async fn accept_loop(
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    // Requests begun and over on this connection, when idle closes are on.
+    let watch = (shared.idle_close > 0.0).then(|| Arc::new(Watch::default()));
+    let io = RaceIo {
+        inner: stream,
+        watch: watch.clone(),
+        shared: Arc::clone(&shared),
+        checked: 0,
+    };
     let service = service_fn(move |request| {
         let shared = Arc::clone(&shared);
-        async move { respond::handle(&shared, request).await }
+        let finished = watch.as_ref().map(|w| {
+            w.begun.fetch_add(1, Ordering::Release);
+            Finished(Arc::clone(&w.over))
+        });
+        async move {
+            let response = respond::handle(&shared, request).await?;
+            Ok::<_, respond::DropConnection>(match finished {
+                Some(f) => response.map(|body| body.finished_by(f)),
+                None => response,
+            })
+        }
     });
     // HTTP/2 stream tasks need no tracking of their own: when this task is
     // aborted the h2 connection drops and hyper wakes and ends its streams
     // (pinned by the `dropping_the_server_*` tests).
     let served = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .await;
     if let Err(e) = served {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Requests begun on one connection, and those whose response is over
+/// (sent, dropped, or never made).
+#[derive(Debug, Default)]
+struct Watch {
+    begun: AtomicU64,
+    over: Arc<AtomicU64>,
+}
+
+/// A served connection's socket, which fails its read (so hyper closes the
+/// connection unread) when the first bytes of a request arrive on an idle
+/// keep-alive connection and the server's idle-close draw says so.
+struct RaceIo {
+    inner: TcpStream,
+    watch: Option<Arc<Watch>>,
+    shared: Arc<Shared>,
+    /// The `begun` count at the last draw: one draw per idle spell.
+    checked: u64,
+}
+
+impl RaceIo {
+    /// Whether bytes that just arrived open a request on an idle, already
+    /// used connection that the draw says to close.
+    fn closes_on_arrival(&mut self) -> bool {
+        let Some(watch) = &self.watch else {
+            return false;
+        };
+        let begun = watch.begun.load(Ordering::Acquire);
+        let idle = begun > 0 && watch.over.load(Ordering::Acquire) == begun;
+        if !idle || begun == self.checked {
+            return false;
+        }
+        self.checked = begun;
+        self.shared.close_idle_now()
+    }
+}
+
+impl AsyncRead for RaceIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before && self.closes_on_arrival() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "sturdy-faults: idle keep-alive connection closed",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for RaceIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

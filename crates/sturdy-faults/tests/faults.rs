@@ -357,3 +357,78 @@ async fn mix_entries_take_server_defaults() {
         )
     );
 }
+
+#[tokio::test]
+async fn hostile_heads_carry_every_ambiguity_they_promise() {
+    let server = FaultServer::start().await.unwrap();
+    // hyper-util parses at most 100 headers: a roomier client reads it all.
+    let roomy: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http1_max_headers(5_000)
+            .build_http();
+    let head = ok_exchange(&roomy, scripted(&server.base_url(), false, "h", "hostile")).await;
+    assert_eq!(head.status, StatusCode::SERVICE_UNAVAILABLE);
+    let junk = head
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-sturdy-junk-"))
+        .count();
+    assert_eq!(junk, sturdy_faults::DEFAULT_HOSTILE_HEADERS);
+    let retry_after: Vec<_> = head.headers.get_all("retry-after").iter().collect();
+    assert_eq!(retry_after, ["1", "3600"]);
+    assert!(head.headers["retry-after-ms"].to_str().is_err());
+    assert_eq!(head.headers["x-should-retry"].len(), 8 * 1024);
+    // A default client refuses the head; the server answered it all the same.
+    let refused = exchange(
+        &client(),
+        scripted(&server.base_url(), false, "h2", "hostile;headers=101"),
+    )
+    .await;
+    assert!(refused.is_err(), "101 junk headers were read: {refused:?}");
+    let few = ok_exchange(
+        &client(),
+        scripted(&server.base_url(), false, "h3", "hostile;headers=3"),
+    )
+    .await;
+    assert_eq!(few.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        server.dashboard(),
+        dashboard(3, &[(503, 3)], &[("hostile", 3)])
+    );
+}
+
+#[tokio::test]
+async fn idle_close_closes_a_reused_connection_before_reading_it() {
+    let server = FaultServer::builder()
+        .idle_close(1.0)
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let first = ok_exchange(&client, get(&server.base_url(), "/v1/models")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // The pool takes the connection back in a task of its own; give it the
+    // time, so that the next request reuses the connection.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lost = exchange(&client, get(&server.base_url(), "/v1/models")).await;
+    assert!(lost.is_err(), "the reused connection answered: {lost:?}");
+    assert_eq!(
+        server.dashboard(),
+        dashboard(1, &[(200, 1)], &[("idle_close", 1)])
+    );
+    // A fresh connection is never idle: served.
+    let again = ok_exchange(&client, get(&server.base_url(), "/v1/models")).await;
+    assert_eq!(again.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_idle_close_probability_outside_0_to_1_is_refused() {
+    for p in [-0.1, 1.5, f64::NAN] {
+        let err = FaultServer::builder()
+            .idle_close(p)
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{p}");
+    }
+}
