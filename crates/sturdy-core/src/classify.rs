@@ -137,16 +137,26 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Whether a response head is a gRPC answer, whose outcome is its
+/// `grpc-status` (in the head for a Trailers-Only response, else in the
+/// trailers): a gRPC content type with HTTP status 200. A gRPC content type
+/// on any other status is not an answer gRPC defines, and is judged by its
+/// HTTP status, as any response.
+pub fn is_grpc_answer(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::OK && is_grpc(headers)
+}
+
 /// The failure a response head amounts to, if any, and the table's verdict.
 ///
-/// A gRPC response is judged by a `grpc-status` in its headers (a
-/// Trailers-Only response); without one its outcome lies in the trailers and
-/// the head is a success so far. Any other response is judged by its status.
+/// A gRPC answer ([`is_grpc_answer`]) is judged by a `grpc-status` in its
+/// headers (a Trailers-Only response); without one its outcome lies in the
+/// trailers and the head is a success so far. Any other response is judged
+/// by its status.
 pub fn classify_response(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> (Verdict, Option<FailureKind>) {
-    if is_grpc(headers) && status == StatusCode::OK {
+    if is_grpc_answer(status, headers) {
         return match GrpcCode::from_headers(headers) {
             Some(code) => classify_grpc_code(code),
             None => (Verdict::Success, None),

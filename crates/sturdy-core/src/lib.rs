@@ -36,7 +36,8 @@ mod workload;
 pub use body::{BoxBody, InnerBody, boxed};
 pub use classify::{
     GRPC_TABLE, GrpcRule, STATUS_TABLE, StatusRule, Verdict, classify_body_error, classify_error,
-    classify_grpc, classify_grpc_code, classify_response, classify_status, is_grpc, verdict_of,
+    classify_grpc, classify_grpc_code, classify_response, classify_status, is_grpc, is_grpc_answer,
+    verdict_of,
 };
 pub use context::{CallContext, RetrySafe};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};

@@ -370,14 +370,24 @@ async fn accept_loop(
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    // Requests begun and over on this connection, when idle closes are on.
-    let watch = (shared.idle_close > 0.0).then(|| Arc::new(Watch::default()));
+    if shared.idle_close <= 0.0 {
+        return serve(stream, shared, None).await;
+    }
+    // Requests begun and over on this connection, for the idle-close race.
+    let watch = Arc::new(Watch::default());
     let io = RaceIo {
         inner: stream,
         watch: watch.clone(),
         shared: Arc::clone(&shared),
         checked: 0,
     };
+    serve(io, shared, Some(watch)).await;
+}
+
+async fn serve<I>(io: I, shared: Arc<Shared>, watch: Option<Arc<Watch>>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| {
         let shared = Arc::clone(&shared);
         let finished = watch.as_ref().map(|w| {
@@ -416,7 +426,7 @@ struct Watch {
 /// keep-alive connection and the server's idle-close draw says so.
 struct RaceIo {
     inner: TcpStream,
-    watch: Option<Arc<Watch>>,
+    watch: Arc<Watch>,
     shared: Arc<Shared>,
     /// The `begun` count at the last draw: one draw per idle spell.
     checked: u64,
@@ -426,9 +436,7 @@ impl RaceIo {
     /// Whether bytes that just arrived open a request on an idle, already
     /// used connection that the draw says to close.
     fn closes_on_arrival(&mut self) -> bool {
-        let Some(watch) = &self.watch else {
-            return false;
-        };
+        let watch = &self.watch;
         let begun = watch.begun.load(Ordering::Acquire);
         let idle = begun > 0 && watch.over.load(Ordering::Acquire) == begun;
         if !idle || begun == self.checked {

@@ -27,12 +27,14 @@ pin_project_lite::pin_project! {
 }
 
 impl<B: Body, R: Recorder> MetricsBody<B, R> {
-    pub(crate) fn new(inner: B, flight: Option<Flight<R>>, grpc: bool) -> Self {
+    /// `grpc` is `None` for a response that is not a gRPC answer, else the
+    /// `grpc-status` its head carried, if any.
+    pub(crate) fn new(inner: B, flight: Option<Flight<R>>, grpc: Option<Option<GrpcCode>>) -> Self {
         let mut body = MetricsBody {
             inner,
             flight,
-            grpc,
-            grpc_status: None,
+            grpc: grpc.is_some(),
+            grpc_status: grpc.flatten(),
         };
         // An empty body may never be polled: its end is now.
         if body.inner.is_end_stream() {

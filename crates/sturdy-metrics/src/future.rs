@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use sturdy_core::{BoxError, classify_error, classify_response, is_grpc};
+use sturdy_core::{BoxError, GrpcCode, classify_error, classify_response, is_grpc_answer};
 
 use crate::flight::Flight;
 use crate::{MetricsBody, Outcome, Recorder};
@@ -66,7 +66,10 @@ where
             }
             Ok(res) => {
                 let (parts, body) = res.into_parts();
-                let grpc = is_grpc(&parts.headers);
+                // A gRPC answer ends with its grpc-status: the head's (a
+                // Trailers-Only answer) unless the trailers bring one.
+                let grpc = is_grpc_answer(parts.status, &parts.headers)
+                    .then(|| GrpcCode::from_headers(&parts.headers));
                 if let Some(flight) = flight.as_mut() {
                     flight.head();
                     if let (_, Some(kind)) = classify_response(parts.status, &parts.headers) {

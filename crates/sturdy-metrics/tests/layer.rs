@@ -519,6 +519,75 @@ async fn grpc_outcomes_come_from_trailers_and_a_missing_status_is_a_failure() {
     assert_eq!(rec.snapshot().in_flight(Scope::Attempt), 0);
 }
 
+/// Records the outcome of one call answered with `status`, `headers` and an
+/// empty body.
+async fn outcome_of(
+    status: u16,
+    headers: &[(&'static str, &[u8])],
+) -> Vec<(&'static str, Reach, u64)> {
+    let rec = SnapshotRecorder::new();
+    let mut head = http::HeaderMap::new();
+    for (name, value) in headers {
+        head.append(*name, http::HeaderValue::from_bytes(value).unwrap());
+    }
+    let svc = tower::service_fn(move |_req: http::Request<Empty<Bytes>>| {
+        let mut res = http::Response::new(Empty::<Bytes>::new());
+        *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        *res.headers_mut() = head.clone();
+        async move { Ok::<_, Infallible>(res) }
+    });
+    let res = FailureMetricsLayer::calls(rec.clone())
+        .layer(svc)
+        .oneshot(req())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    let s = rec.snapshot();
+    assert_eq!(s.in_flight(Scope::Call), 0);
+    counts(&s, Scope::Call)
+}
+
+#[tokio::test]
+async fn a_grpc_content_type_on_another_status_is_judged_by_the_status() {
+    // The fuzz target `response_heads` found this head (crash-9588e37a):
+    // the retry layer's table called it a success, the metrics `grpc_unknown`.
+    let found: &[(&str, &[u8])] = &[
+        ("retry-after", b""),
+        (
+            "content-type",
+            b"application/grpcturday, D\xffDD\xffD\xefD\xff\xff\xff",
+        ),
+    ];
+    assert_eq!(
+        outcome_of(342, found).await,
+        [("ok", Reach::Acknowledged, 1)]
+    );
+    let grpc: &[(&str, &[u8])] = &[("content-type", b"application/grpc")];
+    assert_eq!(
+        outcome_of(503, grpc).await,
+        [("503", Reach::Acknowledged, 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_trailers_only_answer_ends_with_the_status_in_its_head() {
+    let ok: &[(&str, &[u8])] = &[("content-type", b"application/grpc"), ("grpc-status", b"0")];
+    assert_eq!(outcome_of(200, ok).await, [("ok", Reach::Acknowledged, 1)]);
+    let unavailable: &[(&str, &[u8])] = &[
+        ("content-type", b"application/grpc"),
+        ("grpc-status", b"14"),
+    ];
+    assert_eq!(
+        outcome_of(200, unavailable).await,
+        [("grpc_unavailable", Reach::Acknowledged, 1)]
+    );
+    let none: &[(&str, &[u8])] = &[("content-type", b"application/grpc")];
+    assert_eq!(
+        outcome_of(200, none).await,
+        [("grpc_unknown", Reach::Acknowledged, 1)]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn attempts_scope_reads_the_workload_a_layer_above_wrote() {
     let rec = SnapshotRecorder::new();
