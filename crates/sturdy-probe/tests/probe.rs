@@ -75,9 +75,16 @@ fn the_default_run_accounts_for_every_attempt_and_meets_its_success_bar() {
         .sum();
     assert_eq!(attempt_outcomes, attempts);
 
-    let recoverable = calls - u(&v, &["unrecoverable"]);
+    // A call the retry budget refused was given up on purpose (the outage
+    // drains the budget; how many calls it catches depends on how fast this
+    // machine runs the rest): the bar is for everything the policy allows.
+    let refused = u(&v, &["budget_refusals"]);
+    let recoverable = calls - u(&v, &["unrecoverable"]) - refused;
     let rate = u(&v, &["succeeded"]) as f64 / recoverable as f64;
-    assert!(rate >= 0.99, "success rate among recoverable calls {rate}");
+    assert!(
+        rate >= 0.99,
+        "success rate among recoverable calls {rate} ({refused} refused by the budget): {v}"
+    );
     // The mix has faults: the run must have retried and seen them.
     assert!(u(&v, &["retries"]) > 0 && u(&v, &["possibly_duplicated"]) > 0);
     for key in ["p50", "p90", "p99", "max"] {

@@ -66,9 +66,11 @@ pub const PROFILE: Profile = Profile {
     total: Duration::from_secs(2),
 };
 
-/// An outage of `OUTAGE_LEN` every `OUTAGE_EVERY`: connections refused, open
-/// ones dropped.
-pub const OUTAGE_EVERY: Duration = Duration::from_millis(1500);
+/// An outage each time this many more calls have ended (half as many in a
+/// run shorter than twice this): by count, not by clock, so that a run
+/// meets its outages however fast the machine is. Connections are refused,
+/// open ones dropped.
+pub const OUTAGE_EVERY: u64 = 20_000;
 /// How long each outage lasts.
 pub const OUTAGE_LEN: Duration = Duration::from_millis(100);
 /// A window of 503s for everything, `WINDOW_LEN` long, every `WINDOW_EVERY`
@@ -123,6 +125,11 @@ impl SoakConfig {
             checkpoint: calls / 2,
             ..SoakConfig::full()
         }
+    }
+
+    /// Calls between two outages.
+    pub fn outage_every(&self) -> u64 {
+        OUTAGE_EVERY.min(self.calls / 2).max(1)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -385,11 +392,11 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "time scale: headers/read {:?}, total {:?}; outage {:?} every {:?}; 503 window {:?} every {:?}; idle close {}",
+            "time scale: headers/read {:?}, total {:?}; outage {:?} after every {} calls; 503 window {:?} every {:?}; idle close {}",
             PROFILE.headers,
             PROFILE.total,
             OUTAGE_LEN,
-            OUTAGE_EVERY,
+            c.outage_every(),
             WINDOW_LEN,
             WINDOW_EVERY,
             IDLE_CLOSE
@@ -549,19 +556,8 @@ async fn run(config: SoakConfig) -> Result<SoakReport, String> {
         |r| r.map(sturdy::boxed),
     ));
 
-    let outages = tokio::spawn({
-        let server = server.clone();
-        async move {
-            loop {
-                tokio::time::sleep(OUTAGE_EVERY).await;
-                if server.outage(OUTAGE_LEN).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-
     let shared = Arc::new(Driver {
+        outage_due: tokio::sync::Notify::new(),
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
         given_up: AtomicU64::new(0),
@@ -570,6 +566,17 @@ async fn run(config: SoakConfig) -> Result<SoakReport, String> {
         checkpoint_memory: Mutex::new(None),
         uri,
         config: config.clone(),
+    });
+    let outages = tokio::spawn({
+        let (server, shared) = (server.clone(), shared.clone());
+        async move {
+            loop {
+                shared.outage_due.notified().await;
+                if server.outage(OUTAGE_LEN).await.is_err() {
+                    return;
+                }
+            }
+        }
     });
     let started = Instant::now();
     let mut workers = Vec::with_capacity(config.concurrency);
@@ -669,6 +676,8 @@ where
 
 /// What the callers share.
 struct Driver {
+    /// Wakes the outage task when another `outage_every` calls have ended.
+    outage_due: tokio::sync::Notify,
     next: AtomicU64,
     done: AtomicU64,
     given_up: AtomicU64,
@@ -751,10 +760,14 @@ impl Driver {
         req
     }
 
-    /// Counts a call's end; reads resident memory at the checkpoint and at
-    /// every tenth of the run.
+    /// Counts a call's end; calls for an outage every `outage_every` calls;
+    /// reads resident memory at every tenth of the run and at the
+    /// checkpoint.
     fn ended(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if done < self.config.calls && done.is_multiple_of(self.config.outage_every()) {
+            self.outage_due.notify_one();
+        }
         let tenth = (self.config.calls / 10).max(1);
         let at_checkpoint = done == self.config.checkpoint;
         if (done.is_multiple_of(tenth) || at_checkpoint)
