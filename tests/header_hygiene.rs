@@ -21,20 +21,16 @@ use sturdy::retry::{Backoff, RetryError, RetryPolicy};
 use sturdy::{
     BoxBody, CallContext, FailureKind, MAX_HINT_VALUE_LEN, Reach, RetrySafe, ServerHints, Stack,
 };
-use sturdy_faults::{CALL_HEADER, FAULT_HEADER, FaultServer};
+use sturdy_faults::FaultServer;
 use tower::{Layer, ServiceExt};
 
 const BOUND: Duration = Duration::from_secs(30);
 
+mod metrics_support;
+
+/// A scripted, non-streamed chat completion.
 fn chat(url: &str, call: &str, script: &str) -> Request<Full<Bytes>> {
-    Request::post(format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .header(CALL_HEADER, call)
-        .header(FAULT_HEADER, script)
-        .body(Full::new(Bytes::from_static(
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-        )))
-        .expect("a valid request")
+    metrics_support::chat(url, call, script, false)
 }
 
 /// Millisecond backoff, and a hint cap that any hint in the hostile head

@@ -156,15 +156,16 @@ fn client_limits_below_a_millisecond_are_refused() {
     }
 }
 
+mod metrics_support;
+
+/// A scripted chat completion carrying an API key that must never show.
 fn scripted(url: &str, call: &str, script: &str) -> http::Request<Full<Bytes>> {
-    http::Request::post(format!("{url}/v1/chat/completions"))
-        .header(CALL_HEADER, call)
-        .header(FAULT_HEADER, script)
-        .header("authorization", format!("Bearer {SECRET}"))
-        .body(Full::new(Bytes::from_static(
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-        )))
-        .expect("a valid request")
+    let mut req = metrics_support::chat(url, call, script, false);
+    req.headers_mut().insert(
+        "authorization",
+        http::HeaderValue::from_str(&format!("Bearer {SECRET}")).expect("a valid value"),
+    );
+    req
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

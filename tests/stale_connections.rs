@@ -22,13 +22,11 @@ use tower::{Layer, Service, ServiceExt};
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
 
+mod metrics_support;
+
+/// An unscripted chat completion.
 fn chat(url: &str) -> Request<Full<Bytes>> {
-    Request::post(format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
-        )))
-        .expect("a valid request")
+    metrics_support::chat(url, "", "", false)
 }
 
 fn models(url: &str) -> Request<Full<Bytes>> {
