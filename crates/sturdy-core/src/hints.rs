@@ -6,11 +6,11 @@
 //! whatever the head holds: each hint header is looked up by name (never by
 //! walking the map), a value longer than [`MAX_HINT_VALUE_LEN`] is garbage
 //! before it is read, and a hint header that appears more than once is
-//! garbage too. These headers each take a single value (RFC 9110 §10.2.3
-//! for `retry-after`); two of them disagree or repeat themselves, and
-//! picking one would be a guess, so sturdy falls back on its own backoff —
-//! or, for `grpc-retry-pushback-ms`, on gRPC's rule that a malformed
-//! pushback means "do not retry".
+//! garbage too. Each of these headers takes a single value (RFC 9110
+//! §10.2.3 for `retry-after`); two copies may disagree, and picking one
+//! would be a guess, so sturdy falls back on its own backoff — or, for
+//! `grpc-retry-pushback-ms`, on gRPC's rule that a malformed pushback means
+//! "do not retry".
 
 use std::time::{Duration, SystemTime};
 

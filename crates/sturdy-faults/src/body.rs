@@ -46,7 +46,8 @@ pub(crate) struct PlannedBody {
     pause: Option<Pin<Box<Sleep>>>,
     /// Bytes still to announce as an exact size hint, when the length is known.
     remaining: Option<u64>,
-    /// Counts the response as over when the body goes (sent or dropped).
+    /// Counts the response as over: when its last step is taken, or when
+    /// the body is dropped before that.
     finished: Option<Finished>,
 }
 
