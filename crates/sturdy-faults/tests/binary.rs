@@ -76,3 +76,21 @@ async fn binary_rejects_a_bad_mix() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("more than 1"), "{stderr}");
 }
+
+#[tokio::test]
+async fn binary_rejects_an_idle_close_that_is_not_a_probability() {
+    for bad in ["1.5", "-0.1", "often"] {
+        let output = within(
+            Command::new(BIN)
+                .args(["--idle-close", bad])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("not a probability"), "{stderr}");
+    }
+}
