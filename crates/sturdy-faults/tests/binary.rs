@@ -82,7 +82,7 @@ async fn binary_rejects_an_idle_close_that_is_not_a_probability() {
     for bad in ["1.5", "-0.1", "often"] {
         let output = within(
             Command::new(BIN)
-                .args(["--idle-close", bad])
+                .arg(format!("--idle-close={bad}"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .output(),
