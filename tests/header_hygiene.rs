@@ -110,8 +110,8 @@ async fn thousands_of_headers_are_a_malformed_response_on_http1_and_http2() {
             .expect("bounded")
             .expect_err("an unreadable head");
         let retry = err.downcast_ref::<RetryError>().expect("a retry error");
-        // HTTP/1: hyper's parser gives up past 100 headers; HTTP/2: h2
-        // resets the stream itself, the header block being over 16 KiB.
+        // HTTP/1: hyper's parser gives up past 100 headers; HTTP/2: the
+        // header block is over h2's 16 KiB, and h2 closes the connection.
         let kind = retry.failure();
         assert_eq!(kind, FailureKind::MalformedResponse, "h2: {http2}");
         assert_eq!((retry.attempts(), kind.reach()), (1, Reach::Unknown));

@@ -229,10 +229,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(seen.len(), events.len(), "ended early");
             assert!(body.is_end_stream(), "ended, yet not at its end");
         }
-        let data_read = seen
-            .iter()
-            .filter(|e| matches!(e, Event::Data(_)))
-            .count();
+        let data_read = seen.iter().filter(|e| matches!(e, Event::Data(_))).count();
         if data_read > furthest {
             furthest = data_read;
             spoiled |= weight(furthest) > cap;
@@ -249,9 +246,15 @@ fuzz_target!(|data: &[u8]| {
             // The retry starts while the failed attempt still holds the body:
             // it waits, and the failed attempt's drop wakes it.
             let flag = Arc::new(Flag(AtomicBool::new(false)));
-            assert!(next(&mut retry, &flag).is_none(), "a retry read a held body");
+            assert!(
+                next(&mut retry, &flag).is_none(),
+                "a retry read a held body"
+            );
             drop(body);
-            assert!(flag.0.load(Ordering::SeqCst), "the waiting retry was not woken");
+            assert!(
+                flag.0.load(Ordering::SeqCst),
+                "the waiting retry was not woken"
+            );
             body = retry;
             // Its next read takes the body over; the frame it then reads is
             // the original's first, checked with the rest below.

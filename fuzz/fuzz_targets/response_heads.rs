@@ -134,15 +134,31 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The whole stack, around a service that always gives this answer.
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    RUNTIME.with(|rt| {
+        if let Some(rt) = rt {
+            rt.block_on(through_the_stack(status, headers, verdict, failure, hints));
+        }
+    });
+});
+
+thread_local! {
+    /// One paused-time runtime for every input: its clock only moves forward.
+    static RUNTIME: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
+        .ok();
+}
+
+async fn through_the_stack(
+    status: StatusCode,
+    headers: HeaderMap,
+    verdict: Verdict,
+    failure: Option<FailureKind>,
+    hints: ServerHints,
+) {
+    let grpc_head = is_grpc_answer(status, &headers);
     {
-        Ok(rt) => rt,
-        Err(_) => return,
-    };
-    rt.block_on(async {
         let answered = Arc::new(AtomicU32::new(0));
         let inner = tower::service_fn({
             let answered = answered.clone();
@@ -211,5 +227,5 @@ fuzz_target!(|data: &[u8]| {
         };
         assert_eq!(outcome, expected);
         let _ = Report::new(&s).to_string();
-    });
-});
+    }
+}

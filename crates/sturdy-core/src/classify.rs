@@ -288,8 +288,11 @@ fn one(e: &(dyn StdError + 'static), connecting: &mut bool) -> Step {
         if h.is_io() {
             return Step::Next;
         }
-        // A reset this side's h2 sent because of what the server sent (an
-        // oversized or undecodable header block): the answer was unreadable.
+        // A reset or GOAWAY this side's h2 sent because of what the server
+        // sent (an oversized or undecodable header block): an answer was
+        // unreadable. h2 answers a header block far over its limit with a
+        // GOAWAY, which ends every stream on the connection: each of them
+        // was lost to that unreadable answer, so each is labelled so.
         let malformed = matches!(
             h.reason(),
             Some(h2::Reason::PROTOCOL_ERROR | h2::Reason::COMPRESSION_ERROR)

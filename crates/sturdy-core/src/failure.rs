@@ -149,7 +149,7 @@ impl GrpcCode {
 /// | `headers_timeout` | unknown | no response head within `headers` on an established connection |
 /// | `reset` | unknown | the connection was reset or closed before a response head |
 /// | `request_body` | unknown | the request body failed while being sent |
-/// | `malformed_response` | unknown | a response head came back that could not be read (bad bytes, over hyper's limits: 100 headers on HTTP/1, 16 KiB on HTTP/2) |
+/// | `malformed_response` | unknown | a response head came back that could not be read (bad bytes, over hyper's limits: 100 headers on HTTP/1, 16 KiB on HTTP/2; there h2 closes the connection, and every stream on it ends so) |
 /// | `other` | unknown | anything not recognised |
 /// | `read_timeout` | acknowledged | silence between body frames longer than `read` |
 /// | `response_body` | acknowledged | the response body failed after the head (a stream cut mid-way) |
@@ -190,7 +190,9 @@ pub enum FailureKind {
     RequestBody,
     /// A response head came back but could not be parsed (invalid bytes,
     /// too many or too large headers). The server saw the request, but what
-    /// it answered is unknown, so the reach is `Unknown`.
+    /// it answered is unknown, so the reach is `Unknown`. On HTTP/2, h2
+    /// closes the connection such a head came on (a GOAWAY), and every
+    /// stream on it ends with this failure.
     MalformedResponse,
     /// The response body failed after the head.
     ResponseBody,
