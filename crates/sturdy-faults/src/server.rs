@@ -10,6 +10,15 @@
 //! listener is then closed and every open connection task aborted. When the
 //! outage ends, the holder itself starts listening, so no other socket can
 //! take the port in between.
+//!
+//! # Idle closes
+//!
+//! With [`FaultServerBuilder::idle_close`] on, each connection counts the
+//! requests begun on it and those whose response is over (its last frame
+//! handed to hyper). When bytes arrive on a connection that has served a
+//! request and has none in progress, they open the next request on an idle
+//! keep-alive connection: one seeded draw decides whether the read fails
+//! instead, so that hyper drops the connection with the request unread.
 
 use std::io;
 use std::net::SocketAddr;
