@@ -136,7 +136,9 @@ fuzz_target!(|data: &[u8]| {
     // The whole stack, around a service that always gives this answer.
     RUNTIME.with(|rt| {
         if let Some(rt) = rt {
-            rt.block_on(through_the_stack(status, headers, verdict, failure, hints));
+            rt.block_on(through_the_stack(
+                status, headers, grpc_head, verdict, failure, hints,
+            ));
         }
     });
 });
@@ -153,79 +155,77 @@ thread_local! {
 async fn through_the_stack(
     status: StatusCode,
     headers: HeaderMap,
+    grpc_head: bool,
     verdict: Verdict,
     failure: Option<FailureKind>,
     hints: ServerHints,
 ) {
-    let grpc_head = is_grpc_answer(status, &headers);
-    {
-        let answered = Arc::new(AtomicU32::new(0));
-        let inner = tower::service_fn({
-            let answered = answered.clone();
-            let headers = headers.clone();
-            move |_req: http::Request<BoxBody>| {
-                answered.fetch_add(1, Ordering::Relaxed);
-                let mut resp = http::Response::new(Full::new(Bytes::from_static(b"{\"x\":1}")));
-                *resp.status_mut() = status;
-                *resp.headers_mut() = headers.clone();
-                async move { Ok::<_, Infallible>(resp) }
-            }
-        });
-        let stack = Stack::builder()
-            .retry_policy(
-                RetryPolicy::builder()
-                    .max_retries(MAX_RETRIES)
-                    .backoff(Backoff::guide(
-                        Duration::from_millis(5),
-                        Duration::from_millis(5),
-                    ))
-                    .hint_cap(Duration::from_secs(1))
-                    .no_budget(),
-            )
-            .build()
-            .expect("a valid stack");
-        let svc = stack.layer(inner);
-        let mut req = http::Request::post("http://fuzz.test/v1/chat/completions")
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .expect("a valid request");
-        req.extensions_mut().insert(RetrySafe);
-        let resp = svc.oneshot(req).await.expect("an answer, never an error");
-        assert_eq!(resp.status(), status);
-        let _ = resp.into_body().collect().await;
+    let answered = Arc::new(AtomicU32::new(0));
+    let inner = tower::service_fn({
+        let answered = answered.clone();
+        let headers = headers.clone();
+        move |_req: http::Request<BoxBody>| {
+            answered.fetch_add(1, Ordering::Relaxed);
+            let mut resp = http::Response::new(Full::new(Bytes::from_static(b"{\"x\":1}")));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = headers.clone();
+            async move { Ok::<_, Infallible>(resp) }
+        }
+    });
+    let stack = Stack::builder()
+        .retry_policy(
+            RetryPolicy::builder()
+                .max_retries(MAX_RETRIES)
+                .backoff(Backoff::guide(
+                    Duration::from_millis(5),
+                    Duration::from_millis(5),
+                ))
+                .hint_cap(Duration::from_secs(1))
+                .no_budget(),
+        )
+        .build()
+        .expect("a valid stack");
+    let svc = stack.layer(inner);
+    let mut req = http::Request::post("http://fuzz.test/v1/chat/completions")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("a valid request");
+    req.extensions_mut().insert(RetrySafe);
+    let resp = svc.oneshot(req).await.expect("an answer, never an error");
+    assert_eq!(resp.status(), status);
+    let _ = resp.into_body().collect().await;
 
-        let attempts = answered.load(Ordering::Relaxed);
-        assert!((1..=MAX_RETRIES + 1).contains(&attempts), "{attempts}");
-        let not_retried = verdict == Verdict::Success
+    let attempts = answered.load(Ordering::Relaxed);
+    assert!((1..=MAX_RETRIES + 1).contains(&attempts), "{attempts}");
+    let not_retried = verdict == Verdict::Success
             || hints.forbids_retry()
             || (verdict == Verdict::Fatal && hints.should_retry != Some(true))
             // An HTTP-date hint shrinks while time passes: leave a second of slack.
             || hints.delay().is_some_and(|d| d > Duration::from_secs(2));
-        if not_retried {
-            assert_eq!(attempts, 1, "retried what the rules do not retry");
-        }
-
-        let s = stack.recorder().snapshot();
-        for scope in Scope::ALL {
-            assert_eq!(s.started(scope), s.finished(scope), "{scope}");
-            assert_eq!(s.in_flight(scope), 0);
-        }
-        assert_eq!(s.started(Scope::Call), 1);
-        assert_eq!(s.started(Scope::Attempt), u64::from(attempts));
-        assert_eq!(s.call_attempts(), u64::from(attempts));
-        assert_eq!(s.retries_total(), u64::from(attempts - 1));
-        let (outcome, reach, _) = s.outcomes(Scope::Call).next().expect("one outcome");
-        assert_eq!(reach, Reach::Acknowledged);
-        assert!(is_label(outcome), "{outcome:?}");
-        // A gRPC answer ends with the head's grpc-status (the body brings no
-        // trailers); any other response with what its head amounts to.
-        let expected = if grpc_head {
-            GrpcCode::from_headers(&headers).map_or("grpc_unknown", |code| {
-                classify_grpc_code(code).1.map_or("ok", |k| k.label())
-            })
-        } else {
-            failure.map_or("ok", |k| k.label())
-        };
-        assert_eq!(outcome, expected);
-        let _ = Report::new(&s).to_string();
+    if not_retried {
+        assert_eq!(attempts, 1, "retried what the rules do not retry");
     }
+
+    let s = stack.recorder().snapshot();
+    for scope in Scope::ALL {
+        assert_eq!(s.started(scope), s.finished(scope), "{scope}");
+        assert_eq!(s.in_flight(scope), 0);
+    }
+    assert_eq!(s.started(Scope::Call), 1);
+    assert_eq!(s.started(Scope::Attempt), u64::from(attempts));
+    assert_eq!(s.call_attempts(), u64::from(attempts));
+    assert_eq!(s.retries_total(), u64::from(attempts - 1));
+    let (outcome, reach, _) = s.outcomes(Scope::Call).next().expect("one outcome");
+    assert_eq!(reach, Reach::Acknowledged);
+    assert!(is_label(outcome), "{outcome:?}");
+    // A gRPC answer ends with the head's grpc-status (the body brings no
+    // trailers); any other response with what its head amounts to.
+    let expected = if grpc_head {
+        GrpcCode::from_headers(&headers).map_or("grpc_unknown", |code| {
+            classify_grpc_code(code).1.map_or("ok", |k| k.label())
+        })
+    } else {
+        failure.map_or("ok", |k| k.label())
+    };
+    assert_eq!(outcome, expected);
+    let _ = Report::new(&s).to_string();
 }

@@ -302,23 +302,26 @@ impl SoakReport {
                 detail: format!("{} calls still running after {STUCK_AFTER:?}", self.stuck),
             },
         ];
-        let memory = match (self.memory_at_checkpoint, self.memory_at_end) {
-            (Some(at), Some(end)) => Check {
-                name: "resident memory at the end within 10 % of the checkpoint",
-                passed: (end as f64) <= (at as f64) * (1.0 + MEMORY_GROWTH_LIMIT),
-                detail: format!(
+        let (passed, detail) = match (self.memory_at_checkpoint, self.memory_at_end) {
+            (Some(at), Some(end)) => (
+                growth(at, end) <= MEMORY_GROWTH_LIMIT,
+                format!(
                     "{} after {} calls, {} at the end ({:+.1} %)",
                     mib(at),
                     self.config.checkpoint,
                     mib(end),
                     growth(at, end) * 100.0
                 ),
-            },
-            _ => Check {
-                name: "resident memory at the end within 10 % of the checkpoint",
-                passed: false,
-                detail: "resident memory cannot be read here (/proc/self/status)".into(),
-            },
+            ),
+            _ => (
+                false,
+                "resident memory cannot be read here (/proc/self/status)".into(),
+            ),
+        };
+        let memory = Check {
+            name: "resident memory at the end within 10 % of the checkpoint",
+            passed,
+            detail,
         };
         checks.push(memory);
         checks.push(Check {
