@@ -127,7 +127,7 @@ fn a_server_label_that_is_not_host_and_port_is_refused_without_repeating_it() {
         assert!(matches!(err, StackError::ServerLabel(_)), "{err:?}");
         assert!(!format!("{err} {err:?}").contains(SECRET));
         let layer = FailureMetricsLayer::calls(SnapshotRecorder::new());
-        assert!(layer.try_server_label(&label).is_err());
+        assert!(layer.server_label(&label).is_err());
     }
     assert!(
         Stack::grpc_builder()

@@ -128,7 +128,9 @@ async fn the_api_key_never_reaches_metrics_reports_logs_or_debug_output() {
 
     // Every public type of sturdy-metrics that can hold request data, or
     // labels derived from it.
-    let layer = FailureMetricsLayer::calls(rec.clone()).server_label("api.example:443");
+    let layer = FailureMetricsLayer::calls(rec.clone())
+        .server_label("api.example:443")
+        .unwrap();
     let snapshot = snap.snapshot();
     let report = Report::new(&snapshot).with_server(server_counts(&server.dashboard()));
     debug.push(format!("{layer:?}")); // FailureMetricsLayer

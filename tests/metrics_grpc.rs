@@ -71,7 +71,11 @@ async fn grpc_calls_are_labelled_by_method_and_judged_by_grpc_status() {
     let snap = SnapshotRecorder::new();
     let rec = Both(PrometheusRecorder::new(&mut registry), snap.clone());
     let svc = tower::ServiceBuilder::new()
-        .layer(FailureMetricsLayer::attempts(rec).server_label("health.internal:50051"))
+        .layer(
+            FailureMetricsLayer::attempts(rec)
+                .server_label("health.internal:50051")
+                .unwrap(),
+        )
         .service(channel);
     let mut client = HealthClient::new(svc);
 

@@ -330,11 +330,9 @@ impl<R, C, E> StackBuilder<R, C, E> {
         let mut calls = FailureMetricsLayer::calls(self.recorder.clone());
         let mut attempts = FailureMetricsLayer::attempts(self.recorder.clone());
         if let Some(label) = &self.server_label {
-            calls = calls
-                .try_server_label(label)
-                .map_err(StackError::ServerLabel)?;
+            calls = calls.server_label(label).map_err(StackError::ServerLabel)?;
             attempts = attempts
-                .try_server_label(label)
+                .server_label(label)
                 .map_err(StackError::ServerLabel)?;
         }
         Ok(Stack {

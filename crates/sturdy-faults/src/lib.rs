@@ -53,7 +53,11 @@ pub use fault::{
 pub use mix::Mix;
 pub use server::{FaultServer, FaultServerBuilder};
 
-/// Request header naming a call, so its attempts can be told apart.
+/// Request header naming a call, so its attempts can be told apart. The
+/// server remembers the attempts of at least the last 65 536 calls (and at
+/// most twice that many), so a long run on unique IDs stays in bounded
+/// memory; a call whose next attempt comes after that many newer calls
+/// starts its script again.
 pub const CALL_HEADER: &str = "x-sturdy-call";
 
 /// Request header carrying the call's [`Script`].

@@ -32,6 +32,59 @@ const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 /// and h2 would drop its queued DATA frames in favour of the RST_STREAM.
 const RESET_FLUSH: Duration = Duration::from_millis(100);
 
+/// Call IDs remembered per generation of [`AttemptCounts`].
+pub(crate) const CALLS_REMEMBERED: usize = 65_536;
+
+/// How many attempts of each call have arrived, in bounded memory: a server
+/// that runs for days on unique call IDs must not grow with them. IDs live
+/// in two generations; when the current one holds [`CALLS_REMEMBERED`] IDs
+/// it becomes the previous one and the old previous is forgotten. A call
+/// seen in either is counted on, so a call is forgotten only after at least
+/// that many other calls have started since its last attempt, and at
+/// most twice that many IDs are held.
+#[derive(Debug)]
+pub(crate) struct AttemptCounts {
+    current: HashMap<String, usize>,
+    previous: HashMap<String, usize>,
+    limit: usize,
+}
+
+impl Default for AttemptCounts {
+    fn default() -> AttemptCounts {
+        AttemptCounts::with_limit(CALLS_REMEMBERED)
+    }
+}
+
+impl AttemptCounts {
+    pub(crate) fn with_limit(limit: usize) -> AttemptCounts {
+        AttemptCounts {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// The index of this attempt of call `id` (0 for its first).
+    pub(crate) fn next(&mut self, id: &str) -> usize {
+        if let Some(seen) = self.current.get_mut(id) {
+            *seen += 1;
+            return *seen - 1;
+        }
+        let attempt = self.previous.remove(id).unwrap_or(0);
+        if self.current.len() >= self.limit {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(id.to_owned(), attempt + 1);
+        attempt
+    }
+
+    /// Call IDs held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
 /// Everything the connections of one server share.
 pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
@@ -44,7 +97,7 @@ pub(crate) struct Shared {
     born: tokio::time::Instant,
     rng: Mutex<StdRng>,
     /// Attempts seen so far, by call ID.
-    attempts: Mutex<HashMap<String, usize>>,
+    attempts: Mutex<AttemptCounts>,
     next_id: AtomicU64,
 }
 
@@ -119,7 +172,7 @@ impl Shared {
             idle_close,
             born: tokio::time::Instant::now(),
             rng: Mutex::new(rng),
-            attempts: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(AttemptCounts::default()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -165,11 +218,10 @@ impl Shared {
                 let id = id
                     .to_str()
                     .map_err(|_| format!("{CALL_HEADER} is not visible ASCII"))?;
-                let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-                let seen = attempts.entry(id.to_owned()).or_insert(0);
-                let attempt = *seen;
-                *seen += 1;
-                attempt
+                self.attempts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next(id)
             }
         };
         Ok(script
@@ -451,5 +503,26 @@ mod tests {
         assert_eq!(parts.concat(), body.to_vec());
         assert_eq!(split_bytes(&Bytes::from_static(b"ab"), 5).len(), 2);
         assert!(split_bytes(&Bytes::new(), 5).is_empty());
+    }
+
+    #[test]
+    fn attempt_counts_stay_bounded_and_keep_recent_calls() {
+        let mut counts = AttemptCounts::with_limit(4);
+        assert_eq!(counts.next("a"), 0);
+        assert_eq!(counts.next("a"), 1);
+        // Many other calls: `a` is kept while it stays within two
+        // generations, and counting goes on from where it was.
+        for i in 0..3 {
+            assert_eq!(counts.next(&format!("x{i}")), 0);
+        }
+        assert_eq!(counts.next("b"), 0); // current was full: it is now previous
+        assert_eq!(counts.next("a"), 2); // found in previous, moved back
+        for i in 0..10_000 {
+            counts.next(&format!("y{i}"));
+            assert!(counts.len() <= 8, "{}", counts.len());
+        }
+        // Forgotten after that many newer calls: a new call with that ID.
+        assert_eq!(counts.next("a"), 0);
+        assert_eq!(counts.next("a"), 1);
     }
 }

@@ -83,24 +83,16 @@ impl<R: Recorder> FailureMetricsLayer<R> {
 
     /// The server address recorded when neither the URI's authority nor the
     /// `Host` header gives one (a tonic `Channel` sees only a path). It must
-    /// parse as `host[:port]`; anything else (user information included) is
-    /// ignored and `unknown` is recorded instead. Use
-    /// [`try_server_label`](Self::try_server_label) to be told.
-    pub fn server_label(mut self, label: &str) -> Self {
-        self.server_label = parse_server_label(label).ok();
-        self
-    }
-
-    /// Like [`server_label`](Self::server_label), but a label that is not
-    /// `host[:port]` is an error.
+    /// parse as `host[:port]`; anything else, user information included, is
+    /// an error that does not repeat the label (it may hold a secret).
     ///
     /// ```
     /// use sturdy_metrics::{FailureMetricsLayer, SnapshotRecorder};
     /// let layer = FailureMetricsLayer::calls(SnapshotRecorder::new());
-    /// assert!(layer.clone().try_server_label("api.example:443").is_ok());
-    /// assert!(layer.try_server_label("user:key@api.example").is_err());
+    /// assert!(layer.clone().server_label("api.example:443").is_ok());
+    /// assert!(layer.server_label("user:key@api.example").is_err());
     /// ```
-    pub fn try_server_label(mut self, label: &str) -> Result<Self, InvalidServerLabel> {
+    pub fn server_label(mut self, label: &str) -> Result<Self, InvalidServerLabel> {
         self.server_label = Some(parse_server_label(label)?);
         Ok(self)
     }

@@ -49,7 +49,7 @@
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"hi"))))
 //! });
 //! let mut client = ServiceBuilder::new()
-//!     .layer(FailureMetricsLayer::calls(recorder).server_label("api.example:443"))
+//!     .layer(FailureMetricsLayer::calls(recorder).server_label("api.example:443")?)
 //!     .service(inner);
 //! let req = http::Request::post("/v1/chat/completions").body(Full::new(Bytes::new()))?;
 //! let res = client.ready().await?.call(req).await?;

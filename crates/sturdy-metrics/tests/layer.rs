@@ -388,6 +388,7 @@ async fn known_methods_and_server_label_shape_the_labels() {
     });
     let layer = FailureMetricsLayer::calls(Both(prom, rec.clone()))
         .server_label("api.example:443")
+        .unwrap()
         .known_methods([http::Method::GET]);
     let mut svc = layer.layer(svc);
     let r = http::Request::post("/v1/models")
@@ -400,8 +401,10 @@ async fn known_methods_and_server_label_shape_the_labels() {
         "{text}"
     );
     // A label that is not an authority is refused, never recorded.
-    let layer = FailureMetricsLayer::calls(rec.clone()).server_label("user:sk-x@host/path");
-    assert!(!format!("{layer:?}").contains("sk-x"));
+    let err = FailureMetricsLayer::calls(rec.clone())
+        .server_label("user:sk-x@host/path")
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("sk-x"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -19,7 +19,7 @@ use sturdy_faults::Mix;
 #[derive(Debug, Parser)]
 #[command(name = "sturdy-probe", version)]
 pub struct Args {
-    /// OpenAI-compatible base URL, e.g. https://api.fireworks.ai/inference/v1.
+    /// OpenAI-compatible base URL, e.g. <https://api.fireworks.ai/inference/v1>.
     /// Without it, an embedded fault server is used.
     #[arg(long, value_name = "BASE")]
     pub url: Option<String>,
