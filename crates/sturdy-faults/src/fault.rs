@@ -20,7 +20,7 @@
 //!
 //! | kind        | parameters                                                    |
 //! |-------------|---------------------------------------------------------------|
-//! | `NNN`       | `retry-after`, `retry-after-ms`, `x-should-retry`, `chunks`    |
+//! | `NNN`       | `retry-after`, `retry-after-ms`, `x-should-retry`, `chunks`, `early` |
 //! | `delay`     | `ms`, `chunks`                                                |
 //! | `stall`     | `ms`, `chunks`                                                |
 //! | `slow`      | `ms`, `chunks`                                                |
@@ -102,6 +102,11 @@ pub enum Fault {
         should_retry: Option<bool>,
         /// Number of SSE chunks for a streamed `200`.
         chunks: Option<usize>,
+        /// Answer from the request head, before reading the body, then read
+        /// and discard the body: a gateway that limits by headers. A client
+        /// goes on sending the body after the answer. Not for `200`, whose
+        /// answer needs the body.
+        early: bool,
     },
     /// Wait before sending the response head, then answer normally.
     Delay {
@@ -150,6 +155,7 @@ impl Fault {
             retry_after_ms: None,
             should_retry: None,
             chunks: None,
+            early: false,
         }
     }
 
@@ -383,6 +389,7 @@ impl FromStr for Fault {
                 }
                 let (mut retry_after, mut retry_after_ms, mut should_retry, mut chunks) =
                     (None, None, None, None);
+                let mut early = None;
                 for (name, value) in &params {
                     let bad = || ParseError::BadParamValue {
                         param: name.clone(),
@@ -412,6 +419,14 @@ impl FromStr for Fault {
                             set_once(&mut should_retry, name, flag)?;
                         }
                         "chunks" => set_once(&mut chunks, name, parse_chunks(value)?)?,
+                        "early" if code != 200 => {
+                            let flag = match value.to_ascii_lowercase().as_str() {
+                                "true" => true,
+                                "false" => false,
+                                _ => return Err(bad()),
+                            };
+                            set_once(&mut early, name, flag)?;
+                        }
                         _ => return Err(unknown(name)),
                     }
                 }
@@ -421,6 +436,7 @@ impl FromStr for Fault {
                     retry_after_ms,
                     should_retry,
                     chunks,
+                    early: early.unwrap_or(false),
                 })
             }
             _ => Err(ParseError::UnknownKind(kind)),
@@ -437,6 +453,7 @@ impl fmt::Display for Fault {
                 retry_after_ms,
                 should_retry,
                 chunks,
+                early,
             } => {
                 write!(f, "{code}")?;
                 if let Some(value) = retry_after {
@@ -452,6 +469,9 @@ impl fmt::Display for Fault {
                 }
                 if let Some(flag) = should_retry {
                     write!(f, ";x-should-retry={flag}")?;
+                }
+                if *early {
+                    f.write_str(";early=true")?;
                 }
                 (None, *chunks)
             }
@@ -574,6 +594,7 @@ mod tests {
                 retry_after_ms: Some(150),
                 should_retry: Some(false),
                 chunks: None,
+                early: false,
             })
         );
     }
@@ -650,15 +671,38 @@ mod tests {
                 retry_after_ms: None,
                 should_retry: None,
                 chunks: None,
+                early: false,
             }
         );
         assert_eq!(script.0[1], Fault::status(200));
     }
 
     #[test]
+    fn early_is_a_flag_of_failure_statuses_only() {
+        let Ok(Fault::Status { early, .. }) = "429;EARLY=True".parse() else {
+            panic!("429;early parses");
+        };
+        assert!(early);
+        assert_eq!("503;early=false".parse(), Ok(Fault::status(503)));
+        assert!(matches!(
+            "200;early=true".parse::<Fault>(),
+            Err(ParseError::UnknownParam { .. })
+        ));
+        assert!(matches!(
+            "503;early=yes".parse::<Fault>(),
+            Err(ParseError::BadParamValue { .. })
+        ));
+        assert!(matches!(
+            "503;early=true;early=true".parse::<Fault>(),
+            Err(ParseError::DuplicateParam(_))
+        ));
+    }
+
+    #[test]
     fn display_round_trips() {
         let text = "503;retry-after=\"Wed, 21 Oct 2015 07:28:00 GMT\";retry-after-ms=200;x-should-retry=true, \
-                    200;chunks=2, delay;ms=5, stall, slow;ms=1;chunks=9, reset, close, hostile, hostile;headers=3";
+                    200;chunks=2, delay;ms=5, stall, slow;ms=1;chunks=9, reset, close, hostile, hostile;headers=3, \
+                    429;retry-after-ms=5;early=true";
         let script: Script = text.parse().unwrap();
         let again: Script = script.to_string().parse().unwrap();
         assert_eq!(script, again);

@@ -289,18 +289,6 @@ pub(crate) async fn handle(
     shared.recorder.received();
 
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            let answer = error_answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body exceeds {MAX_REQUEST_BODY} bytes"),
-            );
-            return Ok(shared.respond(shape(answer, Delivery::Whole)));
-        }
-        Err(_) => return Err(DropConnection("request body failed")),
-    };
-
     let (fault, origin) = match shared.choose(&parts.headers) {
         Ok(Some((fault, origin))) => (fault, Some(origin)),
         Ok(None) => (Fault::status(200), None),
@@ -309,6 +297,25 @@ pub(crate) async fn handle(
             return Ok(shared.respond(shape(answer, Delivery::Whole)));
         }
     };
+    let body = if matches!(fault, Fault::Status { early: true, .. }) {
+        // Read and dropped beside the answer; the task ends with the body
+        // (or its connection).
+        tokio::spawn(Limited::new(body, MAX_REQUEST_BODY).collect());
+        Bytes::new()
+    } else {
+        match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                let answer = error_answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body exceeds {MAX_REQUEST_BODY} bytes"),
+                );
+                return Ok(shared.respond(shape(answer, Delivery::Whole)));
+            }
+            Err(_) => return Err(DropConnection("request body failed")),
+        }
+    };
+
     if let Some(kind) = fault.dashboard_kind() {
         shared.recorder.fault(kind, 1);
     }

@@ -74,6 +74,21 @@ pub(crate) struct Attempts<B> {
     pub(crate) safety: Safety,
     pub(crate) rng: Option<SmallRng>,
     pub(crate) prev_delay: Duration,
+    /// The retry decided on and not yet sent: its reason, and whether it
+    /// may run twice on the server. Recorded in the context when the next
+    /// attempt goes out, so that a call dropped during its backoff, or one
+    /// whose body turned unreplayable, counts no retry it never made.
+    pub(crate) pending: Option<(FailureKind, bool)>,
+}
+
+/// The failure a retry was decided on, kept through the backoff while the
+/// request body may still turn unreplayable (an earlier attempt is still
+/// reading it). If it does, this failure is the call's answer: the caller
+/// gets the real `429` or error, not a `NotReplayable` of sturdy's making.
+enum Kept<RB> {
+    Error(BoxError),
+    /// Boxed: kept only in that rare case, and the state stays small.
+    Response(Box<Response<ResponseBody<RB>>>),
 }
 
 /// Whether the request is safe to repeat, worked out on the first failure
@@ -131,7 +146,7 @@ enum Next<RB> {
     Return(Result<Response<ResponseBody<RB>>, BoxError>),
     Prefetch(http::response::Parts, RB),
     Drain(RB, Instant),
-    Wait(Instant),
+    Wait(Instant, Option<Kept<RB>>),
 }
 
 impl<B> Attempts<B>
@@ -165,6 +180,11 @@ where
         }
         let kind = failure.unwrap_or(FailureKind::Status(status));
         match self.decide(kind, verdict, Reach::Acknowledged, hints.delay()) {
+            // Not drained: the connection is still sending the request.
+            Some(wake_at) if self.body_may_spoil() => Next::Wait(
+                wake_at,
+                Some(Kept::Response(Box::new(resp.map(ResponseBody::streaming)))),
+            ),
             Some(wake_at) => {
                 let body = resp.into_body();
                 let drain = body.size_hint().exact();
@@ -172,7 +192,7 @@ where
                 if !body.is_end_stream() && drain.is_some_and(|n| n <= cap) {
                     Next::Drain(body, wake_at)
                 } else {
-                    Next::Wait(wake_at)
+                    Next::Wait(wake_at, None)
                 }
             }
             None => Next::Return(Ok(resp.map(ResponseBody::streaming))),
@@ -219,9 +239,29 @@ where
             .and_then(|c| c.classify(Outcome::Error(&*err)));
         let verdict = user.unwrap_or_else(|| verdict_of(&kind));
         match self.decide(kind, verdict, reach, None) {
-            Some(wake_at) => Next::Wait(wake_at),
+            Some(wake_at) => {
+                let kept = self.body_may_spoil().then_some(Kept::Error(err));
+                Next::Wait(wake_at, kept)
+            }
             None => Next::Return(Err(RetryError::new(self.attempts, err).into())),
         }
+    }
+
+    /// Whether the request body may still turn unreplayable before the
+    /// next attempt takes it.
+    fn body_may_spoil(&self) -> bool {
+        self.handle.as_ref().is_some_and(ReplayBody::may_spoil)
+    }
+
+    /// The call's answer when the next attempt cannot be made because the
+    /// body turned unreplayable during the backoff: the failure the retry
+    /// was decided on, if it was kept.
+    fn unreplayable<RB>(&self, kept: Option<Kept<RB>>) -> Next<RB> {
+        Next::Return(match kept {
+            Some(Kept::Response(resp)) => Ok(*resp),
+            Some(Kept::Error(err)) => Err(RetryError::new(self.attempts, err).into()),
+            None => Err(RetryError::new(self.attempts, NotReplayable.into()).into()),
+        })
     }
 
     /// Whether to retry, and when: every rule in one place, in order.
@@ -296,7 +336,7 @@ where
             self.ctx.record_budget_refusal();
             return give_up("budget exhausted");
         }
-        self.ctx.record_retry(kind, duplicated);
+        self.pending = Some((kind, duplicated));
         tracing::debug!(
             attempt,
             delay_ms = delay.as_millis() as u64,
@@ -308,14 +348,26 @@ where
         Some(wake_at)
     }
 
-    /// The next attempt's request, or `None` if the body cannot be replayed.
-    fn next_request<E: InnerBody>(&mut self) -> Option<Request<E>>
+    /// The next attempt's body once it is certain to replay, `None` if it
+    /// cannot be (see [`ReplayBody::poll_replay`]).
+    fn poll_replay(&self, cx: &mut Context<'_>) -> Poll<Option<ReplayBody<B>>> {
+        match &self.handle {
+            Some(handle) => handle.poll_replay(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    /// The next attempt's request around `body`; `None` without a kept head
+    /// (never: no retry is decided without one).
+    fn next_request<E: InnerBody>(&mut self, body: ReplayBody<B>) -> Option<Request<E>>
     where
         B: Send + 'static,
         B::Error: Into<BoxError>,
     {
         let head = self.head.as_ref()?;
-        let body = self.handle.as_ref()?.replay()?;
+        if let Some((reason, duplicated)) = self.pending.take() {
+            self.ctx.record_retry(reason, duplicated);
+        }
         self.attempts += 1;
         self.ctx.record_attempt();
         let mut req = Request::new(E::from_body(body));
@@ -392,8 +444,11 @@ pin_project! {
         Waiting {
             #[pin]
             sleep: Sleep,
+            kept: Option<Kept<RB>>,
         },
-        Ready,
+        Ready {
+            kept: Option<Kept<RB>>,
+        },
         Done,
     }
 }
@@ -503,32 +558,33 @@ where
                     if !finished && bound.poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    Next::Wait(*wake_at)
+                    Next::Wait(*wake_at, None)
                 }
-                StateProj::Waiting { sleep } => {
+                StateProj::Waiting { sleep, kept } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Ready);
+                    let kept = kept.take();
+                    this.state.set(State::Ready { kept });
                     continue;
                 }
-                StateProj::Ready => {
-                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
-                        let err = RetryError::new(this.attempts.attempts, e.into());
-                        Next::Return(Err(err.into()))
-                    } else {
-                        match this.attempts.next_request::<E>() {
+                // The body first: a ready service is not held while an
+                // earlier attempt still reads the body.
+                StateProj::Ready { kept } => match ready!(this.attempts.poll_replay(cx)) {
+                    None => this.attempts.unreplayable(kept.take()),
+                    Some(body) => match ready!(this.service.poll_ready(cx)) {
+                        Err(e) => {
+                            let err = RetryError::new(this.attempts.attempts, e.into());
+                            Next::Return(Err(err.into()))
+                        }
+                        Ok(()) => match this.attempts.next_request::<E>(body) {
                             Some(req) => {
                                 let fut = this.service.call(req);
                                 this.state.set(State::Calling { fut });
                                 continue;
                             }
-                            None => Next::Return(Err(RetryError::new(
-                                this.attempts.attempts,
-                                NotReplayable.into(),
-                            )
-                            .into())),
-                        }
-                    }
-                }
+                            None => this.attempts.unreplayable(kept.take()),
+                        },
+                    },
+                },
                 StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
             };
             match next {
@@ -550,8 +606,9 @@ where
                         wake_at,
                     });
                 }
-                Next::Wait(at) => this.state.set(State::Waiting {
+                Next::Wait(at, kept) => this.state.set(State::Waiting {
                     sleep: tokio::time::sleep_until(at),
+                    kept,
                 }),
             }
         }

@@ -31,6 +31,14 @@
 //! When it gives up, the caller gets the last response, or the last error
 //! wrapped in [`RetryError`] with the attempt count.
 //!
+//! An attempt's request body can outlive its response: an HTTP/1.1 client
+//! goes on sending it after an early answer (a gateway that rejects from the
+//! headers). A retry decided while an earlier attempt still reads the body
+//! waits, after its backoff, until that attempt lets go of it (within the
+//! call's deadline, which the `Stack` always sets); if the body passed the
+//! replay cap meanwhile, the failure the retry was for is the call's answer. A retry is recorded in the [`CallContext`](sturdy_core::CallContext)
+//! when it is sent, never when it is only decided.
+//!
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;

@@ -45,6 +45,9 @@ struct Shared<B> {
     cap: usize,
     /// Set once the body cannot be replayed (read past the cap, or failed).
     spoiled: AtomicBool,
+    /// Set once replayability can no longer change: the original ended
+    /// within the cap, or the body is spoiled.
+    settled: AtomicBool,
 }
 
 struct Slot<B> {
@@ -103,6 +106,7 @@ where
                 size_hint,
                 cap,
                 spoiled: AtomicBool::new(false),
+                settled: AtomicBool::new(end),
             }),
             pos: 0,
             trailers_sent: false,
@@ -134,6 +138,55 @@ where
     /// Whether a further attempt could still replay this body.
     pub fn is_replayable(&self) -> bool {
         !self.shared.spoiled.load(Ordering::Acquire)
+    }
+
+    /// Whether [`is_replayable`](Self::is_replayable) may still turn false
+    /// before the next attempt: the original has not ended and an earlier
+    /// attempt still holds the body, so it may read it past the cap (an
+    /// attempt's body can outlive its response: an HTTP/1.1 client goes on
+    /// sending it after an early answer).
+    pub(crate) fn may_spoil(&self) -> bool {
+        !self.shared.settled.load(Ordering::Acquire) && lock(&self.shared.slot).state.is_none()
+    }
+
+    /// A body for the next attempt once it is certain to replay: the body
+    /// has settled, or no earlier attempt is reading it any more (the next
+    /// one will be its only reader). `None` once it can no longer be
+    /// replayed. Until then the task is woken when the reading attempt lets
+    /// go of the body or spoils it. Without this wait an attempt could be
+    /// sent whose body an earlier one spoils a moment later.
+    pub(crate) fn poll_replay(&self, cx: &mut Context<'_>) -> Poll<Option<ReplayBody<B>>> {
+        if self.shared.settled.load(Ordering::Acquire) {
+            return Poll::Ready(self.replay());
+        }
+        let mut slot = lock(&self.shared.slot);
+        match &slot.state {
+            Some(state) if state.spoiled => Poll::Ready(None),
+            Some(_) => {
+                drop(slot);
+                Poll::Ready(Some(self.handle()))
+            }
+            None => {
+                // Checked under the lock `spoil` takes to wake us.
+                if self.shared.spoiled.load(Ordering::Acquire) {
+                    return Poll::Ready(None);
+                }
+                slot.waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<B> Shared<B> {
+    /// Marks the body unreplayable and wakes whoever waits for it.
+    fn spoil(&self) {
+        self.spoiled.store(true, Ordering::Release);
+        self.settled.store(true, Ordering::Release);
+        let waiter = lock(&self.slot).waiter.take();
+        if let Some(w) = waiter {
+            w.wake();
+        }
     }
 }
 
@@ -181,6 +234,11 @@ where
             match rest.as_mut().poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
+                    // A body that says it has ended is often never polled
+                    // to its `None`: what this frame leaves is all there is.
+                    if rest.is_end_stream() {
+                        this.shared.settled.store(true, Ordering::Release);
+                    }
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             state.read_any = true;
@@ -192,7 +250,7 @@ where
                                     state.kept = Vec::new();
                                     state.kept_len = 0;
                                     this.past_cap = true;
-                                    this.shared.spoiled.store(true, Ordering::Release);
+                                    this.shared.spoil();
                                 } else {
                                     state.kept_len += data.len();
                                     state.kept.push(data.clone());
@@ -213,10 +271,13 @@ where
                     state.rest = None;
                     state.spoiled = true;
                     this.past_cap = true;
-                    this.shared.spoiled.store(true, Ordering::Release);
+                    this.shared.spoil();
                     return Poll::Ready(Some(Err(e.into())));
                 }
-                Poll::Ready(None) => state.rest = None,
+                Poll::Ready(None) => {
+                    state.rest = None;
+                    this.shared.settled.store(true, Ordering::Release);
+                }
             }
         }
         if !this.trailers_sent

@@ -174,6 +174,7 @@ where
             safety,
             rng: None,
             prev_delay: std::time::Duration::ZERO,
+            pending: None,
         };
         ResponseFuture::new(fut, service, attempts)
     }

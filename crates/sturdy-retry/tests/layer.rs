@@ -1042,3 +1042,118 @@ async fn an_attempt_header_named_like_the_idempotency_header_does_not_make_a_pos
     assert_eq!(err.downcast::<RetryError>().unwrap().attempts(), 1);
     assert_eq!(fake.attempts(), 1);
 }
+
+/// A request body of `n` four-byte chunks, all ready at once.
+fn chunked_post(n: usize) -> Request<BoxBody> {
+    let frames = (0..n).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abcd"))));
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    Request::post("http://127.0.0.1/upload")
+        .extension(RetrySafe)
+        .body(BoxBody::new(body))
+        .unwrap()
+}
+
+/// An inner service whose first attempt fails at once with a reset while
+/// a task it leaves behind goes on reading the request body, a chunk every
+/// `pace` (an HTTP/1.1 connection still sending it); later attempts read
+/// the body and answer 200. Counts its calls.
+fn reading_on_after_failure(
+    pace: Duration,
+    calls: Arc<Mutex<u32>>,
+    bodies: Arc<Mutex<Vec<Bytes>>>,
+) -> impl Service<
+    Request<BoxBody>,
+    Response = Response<Full<Bytes>>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, BoxError>> + Send,
+> + Clone {
+    tower::service_fn(move |req: Request<BoxBody>| {
+        let (calls, bodies) = (calls.clone(), bodies.clone());
+        async move {
+            let first = {
+                let mut n = calls.lock().unwrap();
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                let mut body = req.into_body();
+                tokio::spawn(async move {
+                    while let Some(Ok(_)) = body.frame().await {
+                        tokio::time::sleep(pace).await;
+                    }
+                });
+                return Err(io::Error::from(io::ErrorKind::ConnectionReset).into());
+            }
+            let body = req.into_body().collect().await?.to_bytes();
+            bodies.lock().unwrap().push(body);
+            Ok(Response::new(Full::new(Bytes::new())))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_spoiled_during_the_backoff_returns_the_failure_the_retry_was_for() {
+    let calls = Arc::new(Mutex::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    // 5 chunks of 4 bytes against a 10-byte cap: the third chunk, read
+    // 40 ms after the failure, spoils the body; the backoff is 10 ms, and
+    // the retry waits for the reading attempt rather than race it.
+    let inner = reading_on_after_failure(Duration::from_millis(20), calls.clone(), bodies.clone());
+    let policy = quick().replay_cap(10).build().unwrap();
+    let ctx = CallContext::new();
+    let mut req = chunked_post(5);
+    req.extensions_mut().insert(ctx.clone());
+    let err = RetryLayer::new(policy)
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap_err();
+    let retry = err.downcast_ref::<RetryError>().expect("a RetryError");
+    assert_eq!(retry.attempts(), 1);
+    assert_eq!(retry.failure(), FailureKind::Reset, "{retry:?}");
+    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!((ctx.attempts(), ctx.retries()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_for_the_earlier_attempt_to_finish_reading_the_body() {
+    let calls = Arc::new(Mutex::new(0));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    // 2 chunks within a 10-byte cap, read 30 ms apart; the backoff is 10 ms.
+    let inner = reading_on_after_failure(Duration::from_millis(30), calls.clone(), bodies.clone());
+    let policy = quick().replay_cap(10).build().unwrap();
+    let started = Instant::now();
+    let resp = RetryLayer::new(policy)
+        .layer(inner)
+        .oneshot(chunked_post(2))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(
+        bodies.lock().unwrap().as_slice(),
+        [Bytes::from_static(b"abcdabcd")]
+    );
+    // The second attempt went out once the first let go of the body.
+    assert!(started.elapsed() >= Duration::from_millis(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_counted_when_it_is_sent_not_when_it_is_decided() {
+    let fake = Fake::new(vec![status(503), status(200)]);
+    let policy = quick()
+        .backoff(Backoff::guide(
+            Duration::from_secs(1),
+            Duration::from_nanos(1),
+        ))
+        .build()
+        .unwrap();
+    let ctx = CallContext::new();
+    let mut req = get();
+    req.extensions_mut().insert(ctx.clone());
+    let svc = RetryLayer::new(policy).layer(fake.clone());
+    // The caller gives up during the 1 s backoff.
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), svc.oneshot(req)).await;
+    assert!(gave_up.is_err());
+    assert_eq!((ctx.attempts(), ctx.retries()), (1, 0));
+}

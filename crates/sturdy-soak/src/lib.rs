@@ -9,6 +9,7 @@
 //! - no panic, anywhere in the process;
 //! - every call and every attempt recorded exactly once (the attempts the
 //!   metrics saw are the requests the client was handed);
+//! - every retry counted was sent: retries = attempts − calls;
 //! - nothing left in flight, in the snapshot and in Prometheus;
 //! - the server received at least what the client saw acknowledged and at
 //!   most what it sent;
@@ -274,6 +275,16 @@ impl SoakReport {
                     self.client_requests,
                     s.finished(Scope::Attempt),
                     s.call_attempts()
+                ),
+            },
+            Check {
+                name: "every retry counted was sent",
+                passed: s.retries_total() == attempts.saturating_sub(s.started(Scope::Call)),
+                detail: format!(
+                    "{} retries counted, {attempts} attempts - {} calls = {}",
+                    s.retries_total(),
+                    s.started(Scope::Call),
+                    attempts.saturating_sub(s.started(Scope::Call))
                 ),
             },
             Check {
