@@ -196,7 +196,7 @@ pub fn verdict_of(kind: &FailureKind) -> Verdict {
 /// Recognised: sturdy's [`TimeoutError`], [`DnsError`], [`ConnectError`]
 /// and [`InvalidProfile`];
 /// hyper-util's client error (`is_connect`); `hyper::Error`; h2's
-/// REFUSED_STREAM and resets; `io::Error` kinds (looking inside with
+/// REFUSED_STREAM, the server's GOAWAY, and resets; `io::Error` kinds (looking inside with
 /// `get_ref`, since `io::Error::source` skips the error it wraps); rustls
 /// errors (feature `tls`); tonic's `ConnectError`, `TimeoutExpired` and
 /// `Status` (feature `grpc`). Anything else is [`FailureKind::Other`].
@@ -284,6 +284,14 @@ fn one(e: &(dyn StdError + 'static), connecting: &mut bool) -> Step {
     if let Some(h) = e.downcast_ref::<h2::Error>() {
         if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
             return Step::Done(FailureKind::RefusedStream);
+        }
+        // h2 gives a stream the server's own GOAWAY only when the frame's
+        // last stream ID is below it (or when the stream could not open
+        // after the frame came): the server did not process it, whatever
+        // the frame's reason. Streams the server did take end otherwise
+        // (with its answer, or a broken pipe when the connection closes).
+        if h.is_go_away() && h.is_remote() {
+            return Step::Done(FailureKind::GoAway);
         }
         if h.is_io() {
             return Step::Next;

@@ -143,6 +143,7 @@ impl GrpcCode {
 /// | `connect` | not_sent | any other connect failure, or a connection lost before the request was written |
 /// | `tls` | not_sent | the TLS handshake failed |
 /// | `refused_stream` | not_sent | HTTP/2 REFUSED_STREAM: the server did not process the stream |
+/// | `goaway` | not_sent | the server's HTTP/2 GOAWAY left the stream out of what it processed (a server draining, or one at its per-connection request limit) |
 /// | `ready_timeout` | not_sent | the inner service had no capacity within `ready` |
 /// | `invalid_request` | not_sent | refused before it was sent: the request carried an invalid [`Profile`](crate::Profile) |
 /// | `write_timeout` | unknown | a socket write made no progress within the client's `write` limit |
@@ -171,6 +172,10 @@ pub enum FailureKind {
     Tls,
     /// HTTP/2 REFUSED_STREAM.
     RefusedStream,
+    /// The server sent an HTTP/2 GOAWAY whose last stream ID is below this
+    /// stream's: by RFC 9113 (§6.8) it did not process the stream, and the
+    /// request is safe to send again on another connection.
+    GoAway,
     /// The inner service had no capacity in time.
     ReadyTimeout,
     /// Refused before it was sent, for what the request itself carried (an
@@ -216,6 +221,7 @@ impl FailureKind {
             | FailureKind::Connect
             | FailureKind::Tls
             | FailureKind::RefusedStream
+            | FailureKind::GoAway
             | FailureKind::ReadyTimeout
             | FailureKind::InvalidRequest => Reach::NotSent,
             FailureKind::WriteTimeout
@@ -242,6 +248,7 @@ impl FailureKind {
             FailureKind::Connect => "connect",
             FailureKind::Tls => "tls",
             FailureKind::RefusedStream => "refused_stream",
+            FailureKind::GoAway => "goaway",
             FailureKind::ReadyTimeout => "ready_timeout",
             FailureKind::InvalidRequest => "invalid_request",
             FailureKind::WriteTimeout => "write_timeout",
@@ -343,6 +350,7 @@ mod tests {
             (Connect, "connect", Reach::NotSent),
             (Tls, "tls", Reach::NotSent),
             (RefusedStream, "refused_stream", Reach::NotSent),
+            (GoAway, "goaway", Reach::NotSent),
             (ReadyTimeout, "ready_timeout", Reach::NotSent),
             (InvalidRequest, "invalid_request", Reach::NotSent),
             (WriteTimeout, "write_timeout", Reach::Unknown),

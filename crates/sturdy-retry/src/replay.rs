@@ -518,6 +518,59 @@ mod tests {
     }
 
     /// A waker that records being woken.
+    #[tokio::test]
+    async fn the_next_attempt_waits_while_an_earlier_one_may_still_spoil_the_body() {
+        let waker = futures_waker();
+        let mut cx = Context::from_waker(&waker.0);
+        // Within the cap so far, not ended, held by the first attempt.
+        let mut first = ReplayBody::new(chunks(&[b"ab", b"cd"]), 3);
+        let handle = first.handle();
+        assert!(handle.may_spoil(), "nothing read, but held");
+        let _ = read(&mut first, 1).await;
+        assert!(handle.may_spoil());
+        assert!(handle.poll_replay(&mut cx).is_pending());
+        // The holder reads past the cap: the waiting retry is woken and
+        // told there is no replay.
+        let _ = read(&mut first, 1).await;
+        assert!(waker.1.load(Ordering::SeqCst), "spoiling wakes the retry");
+        assert!(!handle.may_spoil());
+        assert!(matches!(handle.poll_replay(&mut cx), Poll::Ready(None)));
+
+        // Let go of within the cap: the next attempt is its only reader.
+        let waker = futures_waker();
+        let mut cx = Context::from_waker(&waker.0);
+        let mut first = ReplayBody::new(chunks(&[b"ab", b"cd"]), 4);
+        let handle = first.handle();
+        let _ = read(&mut first, 1).await;
+        assert!(handle.poll_replay(&mut cx).is_pending());
+        drop(first);
+        assert!(waker.1.load(Ordering::SeqCst), "letting go wakes the retry");
+        assert!(!handle.may_spoil(), "no one holds it");
+        let Poll::Ready(Some(mut next)) = handle.poll_replay(&mut cx) else {
+            panic!("a replay once the holder let go");
+        };
+        let (got, _) = read(&mut next, 10).await;
+        assert_eq!(concat(&got), b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_within_the_cap_replays_while_still_held() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = ReplayBody::new(Full::new(Bytes::from_static(b"whole")), 16);
+        let handle = first.handle();
+        // One frame, after which `Full` says it has ended: it is never
+        // polled to its `None`, and still settles.
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"whole"));
+        assert!(!handle.may_spoil());
+        let Poll::Ready(Some(mut next)) = handle.poll_replay(&mut cx) else {
+            panic!("a settled body replays at once");
+        };
+        drop(first);
+        let (got, _) = read(&mut next, 10).await;
+        assert_eq!(concat(&got), b"whole");
+    }
+
     fn futures_waker() -> (Waker, Arc<AtomicBool>) {
         struct Flag(Arc<AtomicBool>);
         impl std::task::Wake for Flag {
