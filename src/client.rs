@@ -393,6 +393,85 @@ where
     }
 }
 
+/// How long a connect to one address runs alone before the next address is
+/// tried beside it: RFC 8305's "Connection Attempt Delay" (hyper-util's
+/// `HttpConnector` uses 300 ms). A host whose first address drops SYNs (an
+/// IPv6 route that goes nowhere) is then reached on its next one, instead
+/// of after the whole connect limit.
+pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects to the first of `addrs` that answers, Happy Eyeballs style
+/// (RFC 8305): addresses in the resolver's order with the two families
+/// interleaved; each attempt gets [`CONNECTION_ATTEMPT_DELAY`] alone before
+/// the next starts beside it, a failed one starts the next at once, and the
+/// first connection made wins (the others are dropped). The caller's
+/// connect limit bounds the whole race.
+async fn connect_first(addrs: Vec<SocketAddr>) -> Result<TcpStream, BoxError> {
+    if let [one] = addrs[..] {
+        return Ok(TcpStream::connect(one).await?);
+    }
+    let mut queue = happy_order(addrs).into_iter();
+    let start = |addr: SocketAddr| Box::pin(TcpStream::connect(addr));
+    let mut racing = Vec::with_capacity(2);
+    racing.extend(queue.next().map(start));
+    let mut delay = Box::pin(tokio::time::sleep(CONNECTION_ATTEMPT_DELAY));
+    let mut last: Option<io::Error> = None;
+    poll_fn(|cx| {
+        loop {
+            let mut i = 0;
+            while i < racing.len() {
+                match racing[i].as_mut().poll(cx) {
+                    Poll::Ready(Ok(stream)) => return Poll::Ready(Ok(stream)),
+                    Poll::Ready(Err(e)) => {
+                        last = Some(e);
+                        drop(racing.swap_remove(i));
+                        if let Some(addr) = queue.next() {
+                            racing.push(start(addr));
+                            delay
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + CONNECTION_ATTEMPT_DELAY);
+                        }
+                    }
+                    Poll::Pending => i += 1,
+                }
+            }
+            if racing.is_empty() {
+                let err: BoxError = match last.take() {
+                    Some(e) => e.into(),
+                    None => "no address to connect to".into(),
+                };
+                return Poll::Ready(Err(err));
+            }
+            if queue.as_slice().is_empty() || delay.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            racing.extend(queue.next().map(start));
+            delay
+                .as_mut()
+                .reset(tokio::time::Instant::now() + CONNECTION_ATTEMPT_DELAY);
+        }
+    })
+    .await
+}
+
+/// `addrs` in the resolver's order, but alternating between address
+/// families, starting with the first address's (RFC 8305 §4).
+fn happy_order(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let lead = first.is_ipv6();
+    let (same, other): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv6() == lead);
+    let mut out = Vec::with_capacity(same.len() + other.len());
+    let (mut same, mut other) = (same.into_iter(), other.into_iter());
+    loop {
+        match (same.next(), other.next()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
 impl<R> TcpConnector<R>
 where
     R: Service<Name> + Clone + Send + Sync + 'static,
@@ -439,22 +518,7 @@ where
         };
 
         self.part.store(PART_TCP, Ordering::Release);
-        let mut last = None;
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = match (stream, last) {
-            (Some(s), _) => s,
-            (None, Some(e)) => return Err(tcp_err(e.into())),
-            (None, None) => return Err(tcp_err("no address to connect to".into())),
-        };
+        let stream = connect_first(addrs).await.map_err(tcp_err)?;
         // Small request heads must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let mut io = TokioIo::new(WriteTimeout::new(stream, self.write_timeout));
@@ -702,5 +766,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let out = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.progress(out, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn happy_order_alternates_families_from_the_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = happy_order(vec![
+            a("[::1]:1"),
+            a("[::2]:1"),
+            a("[::3]:1"),
+            a("10.0.0.1:1"),
+            a("10.0.0.2:1"),
+        ]);
+        let want = ["[::1]:1", "10.0.0.1:1", "[::2]:1", "10.0.0.2:1", "[::3]:1"].map(a);
+        assert_eq!(got, want);
+        let got = happy_order(vec![a("10.0.0.1:1"), a("[::1]:1"), a("10.0.0.2:1")]);
+        assert_eq!(got, ["10.0.0.1:1", "[::1]:1", "10.0.0.2:1"].map(a));
+        assert!(happy_order(Vec::new()).is_empty());
     }
 }

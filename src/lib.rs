@@ -36,8 +36,8 @@ mod client;
 mod stack;
 
 pub use client::{
-    Client, ClientBuilder, ClientConfigError, ClientIo, Connector, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_WRITE_TIMEOUT, MIN_LIMIT, PeerAddr, client,
+    CONNECTION_ATTEMPT_DELAY, Client, ClientBuilder, ClientConfigError, ClientIo, Connector,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MIN_LIMIT, PeerAddr, client,
 };
 /// Re-exported so a custom resolver or proxy set-up needs no extra imports.
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
