@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use sturdy::metrics::Scope;
-use sturdy::retry::{Backoff, RetryError, RetryPolicy};
+use sturdy::retry::RetryError;
 use sturdy::{FailureKind, Reach, Stack, classify_error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +25,8 @@ use tower::{Layer, ServiceExt};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
+
+mod metrics_support;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
@@ -120,10 +122,7 @@ async fn peer(answers: Vec<Answer>) -> (String, Arc<AtomicUsize>) {
 
 /// A chat completion: a POST, neither idempotent nor marked safe.
 fn chat(url: &str) -> Request<Full<Bytes>> {
-    Request::post(format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(br#"{"model":"m"}"#)))
-        .expect("a valid request")
+    metrics_support::chat(url, "", "", false)
 }
 
 fn h2_client() -> sturdy::Client {
@@ -136,14 +135,7 @@ fn h2_client() -> sturdy::Client {
 
 fn stack() -> Stack {
     Stack::builder()
-        .retry_policy(
-            RetryPolicy::builder()
-                .backoff(Backoff::guide(
-                    Duration::from_millis(1),
-                    Duration::from_millis(1),
-                ))
-                .no_budget(),
-        )
+        .retry_policy(metrics_support::quick_retry())
         .build()
         .expect("a valid stack")
 }

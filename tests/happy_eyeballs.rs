@@ -7,9 +7,7 @@
 //! stalled one is a listener whose backlog is full, and the names come from
 //! a resolver that answers from a list.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +17,8 @@ use sturdy::{FailureKind, Reach, classify_error};
 use sturdy_faults::FaultServer;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-type Resolved = std::vec::IntoIter<SocketAddr>;
-type ResolveFuture = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
+mod metrics_support;
+use metrics_support::{ResolveFuture, Resolved};
 
 /// A resolver that answers every name with `addrs`, in that order.
 fn listing(

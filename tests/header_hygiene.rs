@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use sturdy::metrics::Scope;
-use sturdy::retry::{Backoff, RetryError, RetryPolicy};
+use sturdy::retry::RetryError;
 use sturdy::{
     BoxBody, CallContext, FailureKind, MAX_HINT_VALUE_LEN, Reach, RetrySafe, ServerHints, Stack,
 };
@@ -38,15 +38,7 @@ fn chat(url: &str, call: &str, script: &str) -> Request<Full<Bytes>> {
 /// with its 503 at once.
 fn stack() -> Stack {
     Stack::builder()
-        .retry_policy(
-            RetryPolicy::builder()
-                .backoff(Backoff::guide(
-                    Duration::from_millis(1),
-                    Duration::from_millis(1),
-                ))
-                .hint_cap(Duration::from_millis(500))
-                .no_budget(),
-        )
+        .retry_policy(metrics_support::quick_retry().hint_cap(Duration::from_millis(500)))
         .build()
         .expect("a valid stack")
 }

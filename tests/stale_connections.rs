@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use sturdy::metrics::Scope;
-use sturdy::retry::{Backoff, RetryError, RetryPolicy};
+use sturdy::retry::RetryError;
 use sturdy::{CallContext, FailureKind, Reach, RetrySafe, Stack, classify_error};
 use sturdy_faults::FaultServer;
 use tower::util::BoxCloneService;
@@ -41,15 +41,9 @@ type Svc = BoxCloneService<Request<Full<Bytes>>, http::Response<sturdy::BoxBody>
 fn stack() -> (Stack, Svc) {
     let stack = Stack::builder()
         .retry_policy(
-            RetryPolicy::builder()
-                // Enough that a safe call outlives a run of stale
-                // connections (each reuse may meet one).
-                .max_retries(10)
-                .backoff(Backoff::guide(
-                    Duration::from_millis(1),
-                    Duration::from_millis(1),
-                ))
-                .no_budget(),
+            // Enough retries that a safe call outlives a run of stale
+            // connections (each reuse may meet one).
+            metrics_support::quick_retry().max_retries(10),
         )
         .build()
         .expect("a valid stack");

@@ -35,6 +35,17 @@ use tower::{ServiceBuilder, ServiceExt};
 pub type Resolved = std::vec::IntoIter<SocketAddr>;
 pub type ResolveFuture = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
 
+/// sturdy's retry policy with a 1 ms backoff and no budget: what the
+/// loopback tests start from.
+pub fn quick_retry() -> sturdy::retry::RetryPolicyBuilder {
+    RetryPolicy::builder()
+        .backoff(Backoff::guide(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ))
+        .no_budget()
+}
+
 /// A resolver that fails every lookup without sending anything anywhere.
 pub fn failing_resolver()
 -> impl tower::Service<Name, Response = Resolved, Error = std::io::Error, Future = ResolveFuture>
