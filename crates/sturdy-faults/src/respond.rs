@@ -297,7 +297,8 @@ pub(crate) async fn handle(
             return Ok(shared.respond(shape(answer, Delivery::Whole)));
         }
     };
-    let body = if matches!(fault, Fault::Status { early: true, .. }) {
+    // (`200` always reads the body: its answer is made from it.)
+    let body = if matches!(fault, Fault::Status { early: true, code, .. } if code != 200) {
         // Read and dropped beside the answer; the task ends with the body
         // (or its connection).
         tokio::spawn(Limited::new(body, MAX_REQUEST_BODY).collect());

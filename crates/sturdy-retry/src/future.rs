@@ -265,7 +265,8 @@ where
     }
 
     /// Whether to retry, and when: every rule in one place, in order.
-    /// Records the retry (or the budget's refusal) in the call's context.
+    /// Records a budget refusal in the call's context, and keeps a retry as
+    /// pending until the next attempt is sent.
     fn decide(
         &mut self,
         kind: FailureKind,
