@@ -296,6 +296,15 @@ fn parse_number<T: FromStr + PartialOrd>(
     if n > max { Err(bad()) } else { Ok(n) }
 }
 
+/// `true` or `false`, in any case.
+fn parse_flag(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
 fn parse_chunks(value: &str) -> Result<usize, ParseError> {
     let n = parse_number("chunks", value, MAX_CHUNKS)?;
     if n == 0 {
@@ -411,21 +420,11 @@ impl FromStr for Fault {
                             parse_number(name, value, u64::MAX)?,
                         )?,
                         "x-should-retry" => {
-                            let flag = match value.to_ascii_lowercase().as_str() {
-                                "true" => true,
-                                "false" => false,
-                                _ => return Err(bad()),
-                            };
-                            set_once(&mut should_retry, name, flag)?;
+                            set_once(&mut should_retry, name, parse_flag(value).ok_or_else(bad)?)?
                         }
                         "chunks" => set_once(&mut chunks, name, parse_chunks(value)?)?,
                         "early" if code != 200 => {
-                            let flag = match value.to_ascii_lowercase().as_str() {
-                                "true" => true,
-                                "false" => false,
-                                _ => return Err(bad()),
-                            };
-                            set_once(&mut early, name, flag)?;
+                            set_once(&mut early, name, parse_flag(value).ok_or_else(bad)?)?
                         }
                         _ => return Err(unknown(name)),
                     }
