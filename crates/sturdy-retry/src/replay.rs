@@ -160,29 +160,32 @@ where
             return Poll::Ready(self.replay());
         }
         let mut slot = lock(&self.shared.slot);
-        match &slot.state {
-            Some(state) if state.spoiled => Poll::Ready(None),
-            Some(_) => {
-                drop(slot);
-                Poll::Ready(Some(self.handle()))
-            }
-            None => {
-                // Checked under the lock `spoil` takes to wake us.
-                if self.shared.spoiled.load(Ordering::Acquire) {
-                    return Poll::Ready(None);
-                }
-                slot.waiter = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        // Checked again under the lock `spoil` takes to wake us: the holder
+        // may have spoiled the body, and let go of it, since the check above.
+        if self.shared.spoiled.load(Ordering::Acquire) {
+            return Poll::Ready(None);
         }
+        if slot.state.is_some() {
+            // Back in the slot unspoiled: the next attempt will be its only
+            // reader.
+            drop(slot);
+            return Poll::Ready(Some(self.handle()));
+        }
+        slot.waiter = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
 impl<B> Shared<B> {
+    /// Records that replayability can no longer change.
+    fn settle(&self) {
+        self.settled.store(true, Ordering::Release);
+    }
+
     /// Marks the body unreplayable and wakes whoever waits for it.
     fn spoil(&self) {
         self.spoiled.store(true, Ordering::Release);
-        self.settled.store(true, Ordering::Release);
+        self.settle();
         let waiter = lock(&self.slot).waiter.take();
         if let Some(w) = waiter {
             w.wake();
@@ -237,7 +240,7 @@ where
                     // A body that says it has ended is often never polled
                     // to its `None`: what this frame leaves is all there is.
                     if rest.is_end_stream() {
-                        this.shared.settled.store(true, Ordering::Release);
+                        this.shared.settle();
                     }
                     let frame = match frame.into_data() {
                         Ok(data) => {
@@ -276,7 +279,7 @@ where
                 }
                 Poll::Ready(None) => {
                     state.rest = None;
-                    this.shared.settled.store(true, Ordering::Release);
+                    this.shared.settle();
                 }
             }
         }
@@ -517,7 +520,6 @@ mod tests {
         assert!(first.replay().is_none());
     }
 
-    /// A waker that records being woken.
     #[tokio::test]
     async fn the_next_attempt_waits_while_an_earlier_one_may_still_spoil_the_body() {
         let waker = futures_waker();
@@ -571,6 +573,7 @@ mod tests {
         assert_eq!(concat(&got), b"whole");
     }
 
+    /// A waker that records being woken.
     fn futures_waker() -> (Waker, Arc<AtomicBool>) {
         struct Flag(Arc<AtomicBool>);
         impl std::task::Wake for Flag {
