@@ -37,7 +37,7 @@ async fn main() -> Result<(), sturdy::BoxError> {
         req.extensions_mut().insert(workload);
         // Inference has no side effect but billing: safe to send twice.
         req.extensions_mut().insert(RetrySafe);
-        let ctx = CallContext::get_or_insert(req.extensions_mut());
+        let ctx = CallContext::attach(&mut req);
 
         let resp = service.clone().oneshot(req).await?;
         let status = resp.status();

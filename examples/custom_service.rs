@@ -54,7 +54,7 @@ async fn main() -> Result<(), BoxError> {
 
     let mut req = http::Request::put("http://in-memory.test/v1/files/42")
         .body(Full::new(Bytes::from_static(b"payload")))?;
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = service.oneshot(req).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use sturdy::{Profile, RetrySafe, Stack, Workload, classify_body_error};
+use sturdy::core::classify_body_error;
+use sturdy::{Profile, RetrySafe, Stack, Workload};
 use sturdy_faults::{CALL_HEADER, FAULT_HEADER, FaultServer};
 use tower::{Layer, ServiceExt};
 

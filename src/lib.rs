@@ -37,16 +37,24 @@ mod stack;
 
 pub use client::{
     CONNECTION_ATTEMPT_DELAY, Client, ClientBuilder, ClientConfigError, ClientIo, Connector,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MIN_LIMIT, PeerAddr, client,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MIN_LIMIT, Resolve, TypedResolver, client,
 };
-/// Re-exported so a custom resolver or proxy set-up needs no extra imports.
+/// Re-exported so a custom resolver needs no extra imports.
+pub use hyper_util::client::legacy::connect::dns::Name;
+/// Re-exported so a proxy set-up needs no extra imports.
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
-pub use stack::{
-    DEFAULT_PREFETCH, MarkRetrySafe, MarkRetrySafeLayer, RetrySafeRule, Stack, StackBuilder,
-    StackError, StackService, scaled_profiles,
+pub use stack::{DEFAULT_PREFETCH, Stack, StackBuilder, StackError, StackService};
+pub use sturdy_core::{
+    Answer, BoxBody, BoxError, CallContext, CallPlan, Classifier, Classify, ConnectError,
+    ConnectPart, Deadline, DnsError, FailureKind, GrpcCode, InvalidProfile, Judgement, Phase,
+    Profile, Profiles, Reach, RequestHead, RetrySafe, Safety, ServerHints, TimeoutError, Verdict,
+    Workload, boxed, classify_error,
 };
-pub use sturdy_core::*;
+pub use sturdy_retry::RetrySafeRule;
 
+/// The shared vocabulary, whole: the status tables, the hint parser, the
+/// inner-edge body types.
+pub use sturdy_core as core;
 /// Failure metrics by reach, Prometheus export, reports.
 pub use sturdy_metrics as metrics;
 /// Retries: classification, jittered backoff, server hints, budget, replay.

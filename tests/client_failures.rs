@@ -380,7 +380,7 @@ async fn fault_reset_mid_body_is_a_response_body_failure() {
             }
         };
         assert!(received > 0, "{call}: some bytes arrive before the reset");
-        let kind = sturdy::classify_body_error(&err);
+        let kind = sturdy::core::classify_body_error(&err);
         assert_eq!(
             (kind, kind.reach()),
             (FailureKind::ResponseBody, Reach::Acknowledged),

@@ -16,11 +16,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
+use sturdy::core::MAX_HINT_VALUE_LEN;
 use sturdy::metrics::Scope;
 use sturdy::retry::RetryError;
-use sturdy::{
-    BoxBody, CallContext, FailureKind, MAX_HINT_VALUE_LEN, Reach, RetrySafe, ServerHints, Stack,
-};
+use sturdy::{BoxBody, CallContext, FailureKind, Reach, RetrySafe, ServerHints, Stack};
 use sturdy_faults::FaultServer;
 use tower::{Layer, ServiceExt};
 
@@ -67,7 +66,7 @@ async fn ambiguous_and_garbage_hints_over_the_wire_are_ignored() {
     let stack = stack();
     let svc = stack.layer(client);
     let mut req = chat(&url, "retry", "hostile;headers=0, 200");
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = tokio::time::timeout(BOUND, svc.oneshot(req))
         .await
         .expect("bounded")
@@ -164,7 +163,7 @@ async fn a_hand_written_service_with_a_monstrous_head_is_judged_by_the_table() {
     let mut req = Request::post("http://in-memory.test/v1/chat/completions")
         .body(Full::new(Bytes::from_static(b"{}")))
         .expect("a valid request");
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = stack.layer(inner).oneshot(req).await.expect("a response");
     assert_eq!(resp.status(), 200);
     // Retried after the table's backoff: no hint was honoured.

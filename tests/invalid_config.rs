@@ -49,10 +49,10 @@ fn a_zero_phase_is_refused_by_both_timeout_layers_and_the_stack() {
 #[test]
 fn every_bad_retry_value_is_refused_by_the_stack() {
     let b = RetryPolicy::builder;
-    let budget = |window, percent| BudgetConfig {
+    let budget = |window, ratio| BudgetConfig {
         window: Duration::from_secs(window),
         min_per_sec: 10,
-        percent,
+        retry_ratio: ratio,
     };
     let cases = [
         (
@@ -69,17 +69,11 @@ fn every_bad_retry_value_is_refused_by_the_stack() {
             RetryConfigError::JitterAboveCap,
         ),
         (b().hint_cap(Duration::ZERO), RetryConfigError::ZeroHintCap),
-        (
-            b().budget(budget(10, 11.0)),
-            RetryConfigError::BudgetPercent,
-        ),
-        (
-            b().budget(budget(10, -0.5)),
-            RetryConfigError::BudgetPercent,
-        ),
+        (b().budget(budget(10, 11.0)), RetryConfigError::BudgetRatio),
+        (b().budget(budget(10, -0.5)), RetryConfigError::BudgetRatio),
         (
             b().budget(budget(10, f32::INFINITY)),
-            RetryConfigError::BudgetPercent,
+            RetryConfigError::BudgetRatio,
         ),
         (b().budget(budget(0, 0.2)), RetryConfigError::BudgetWindow),
         (b().replay_cap(0), RetryConfigError::ZeroReplayCap),
@@ -182,7 +176,7 @@ async fn values_at_the_edge_of_their_range_build_and_serve() {
         .budget(BudgetConfig {
             window: Duration::from_secs(60),
             min_per_sec: 1_000_000,
-            percent: 10.0,
+            retry_ratio: 10.0,
         });
     let stack = Stack::builder()
         .retry_policy(retry)

@@ -85,7 +85,7 @@ async fn the_api_key_never_reaches_metrics_reports_logs_or_debug_output() {
     let rec = Both(prom.clone(), snap.clone());
     let mut svc = stack(
         rec.clone(),
-        TestPolicy::new(3, Duration::from_millis(2)),
+        2,
         sturdy::client().no_proxy().build().expect("a valid client"),
     );
     let refused = format!("http://{}", refused_addr().await);
@@ -102,9 +102,11 @@ async fn the_api_key_never_reaches_metrics_reports_logs_or_debug_output() {
     ] {
         let mut req = with_canary(chat(target, id, script, stream));
         req.extensions_mut().insert(RetrySafe);
-        let ctx = CallContext::new();
-        req.extensions_mut().insert(ctx.clone());
-        let fut = svc.ready().await.expect("ready").call(req);
+        let ctx = CallContext::attach(&mut req);
+        let fut = ServiceExt::<Req>::ready(&mut svc)
+            .await
+            .expect("ready")
+            .call(req);
         debug.push(format!("{fut:?}"));
         match tokio::time::timeout(BOUND, fut).await.expect("bounded") {
             Ok(res) => {
@@ -203,9 +205,11 @@ async fn the_api_key_never_leaks_through_the_full_stack() {
             http::HeaderValue::from_static("Bearer sk-sturdy-canary"),
         );
         req.extensions_mut().insert(RetrySafe);
-        let ctx = CallContext::new();
-        req.extensions_mut().insert(ctx.clone());
-        let fut = svc.ready().await.expect("ready").call(req);
+        let ctx = CallContext::attach(&mut req);
+        let fut = ServiceExt::<Req>::ready(&mut svc)
+            .await
+            .expect("ready")
+            .call(req);
         match tokio::time::timeout(BOUND, fut).await.expect("bounded") {
             Ok(res) => {
                 debug.push(format!("{res:?}"));

@@ -39,7 +39,7 @@ async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_fl
     // type (rustc cannot prove `Send` through its `dyn Error` lifetime).
     let svc = tower::util::BoxCloneService::new(stack(
         rec,
-        TestPolicy::new(3, Duration::from_millis(4)),
+        2,
         sturdy::client().no_proxy().build().expect("a valid client"),
     ));
     let dropped_after_a_retry = Arc::new(AtomicU64::new(0));
@@ -57,8 +57,7 @@ async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_fl
                     req.extensions_mut().insert(RetrySafe);
                 }
                 // Our own context: calls() keeps it, so we can look inside.
-                let ctx = CallContext::new();
-                req.extensions_mut().insert(ctx.clone());
+                let ctx = CallContext::attach(&mut req);
                 let fut = svc.ready().await.expect("ready").call(req);
                 // Give up at a random moment before the head (or during a
                 // backoff, once a retry has started), or end it later.

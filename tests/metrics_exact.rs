@@ -43,10 +43,10 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     let prom = PrometheusRecorder::new(&mut registry);
     let snap = SnapshotRecorder::new();
     let rec = Both(prom, snap.clone());
-    let policy = TestPolicy::new(3, Duration::from_millis(2));
+    let retries = 2;
     let mut svc = stack(
         rec.clone(),
-        policy.clone(),
+        retries,
         sturdy::client().no_proxy().build().expect("a valid client"),
     );
 
@@ -76,8 +76,7 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     run(&mut svc, chat(&refused, "", "", false)).await; // attempts connect_refused x3; call connect_refused
 
     // A caller that gives up while the server delays the head.
-    let fut = svc
-        .ready()
+    let fut = ServiceExt::<Req>::ready(&mut svc)
         .await
         .expect("ready")
         .call(chat(&url, "gave-up", "delay;ms=2000", false));
@@ -87,8 +86,7 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
             .is_err()
     );
     // A caller that drops a stream after its first frame, mid-stall.
-    let fut = svc
-        .ready()
+    let fut = ServiceExt::<Req>::ready(&mut svc)
         .await
         .expect("ready")
         .call(chat(&url, "dropped", "stall;ms=2000", true));
@@ -106,7 +104,7 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     // A resolver that fails: another client, same recorder.
     let mut dns_svc = stack(
         rec.clone(),
-        policy,
+        retries,
         sturdy::client()
             .no_proxy()
             .resolver(failing_resolver())
@@ -278,14 +276,20 @@ async fn an_sse_stream_cut_mid_way_is_an_acknowledged_failure_with_its_time_to_f
     let rec = Both(PrometheusRecorder::new(&mut registry), snap.clone());
     let mut svc = stack(
         rec,
-        TestPolicy::new(3, Duration::from_millis(2)),
+        2,
         sturdy::client().no_proxy().build().expect("a valid client"),
     );
     let req = chat(&server.base_url(), "cut", "reset", true);
-    let res = tokio::time::timeout(BOUND, svc.ready().await.expect("ready").call(req))
-        .await
-        .expect("bounded")
-        .expect("the head arrives");
+    let res = tokio::time::timeout(
+        BOUND,
+        ServiceExt::<Req>::ready(&mut svc)
+            .await
+            .expect("ready")
+            .call(req),
+    )
+    .await
+    .expect("bounded")
+    .expect("the head arrives");
     assert_eq!(res.status(), 200);
     let mut body = res.into_body();
     let mut frames = 0;
@@ -341,7 +345,7 @@ async fn client_counts_reconcile_with_the_server_dashboard_and_the_report_shows_
     let snap = SnapshotRecorder::new();
     let mut svc = stack(
         snap.clone(),
-        TestPolicy::new(2, Duration::from_millis(1)),
+        1,
         sturdy::client().no_proxy().build().expect("a valid client"),
     );
     let refused = format!("http://{}", refused_addr().await);
@@ -354,7 +358,10 @@ async fn client_counts_reconcile_with_the_server_dashboard_and_the_report_shows_
             3 => chat(&url, &id, "reset", true),
             _ => chat(&url, &id, "200", false),
         };
-        let fut = svc.ready().await.expect("ready").call(req);
+        let fut = ServiceExt::<Req>::ready(&mut svc)
+            .await
+            .expect("ready")
+            .call(req);
         if let Ok(res) = tokio::time::timeout(BOUND, fut).await.expect("bounded") {
             let _ = tokio::time::timeout(BOUND, res.into_body().collect())
                 .await

@@ -57,7 +57,7 @@ async fn retries_503_503_then_succeeds_in_three_attempts() {
     let server = FaultServer::start().await.unwrap();
     let svc = RetryLayer::new(quick().build().unwrap()).layer(client());
     let mut req = chat(&server.base_url(), "c1", "503, 503, 200");
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = tokio::time::timeout(BOUND, svc.oneshot(req))
         .await
         .unwrap()
@@ -126,7 +126,7 @@ async fn a_closed_post_is_not_retried_unless_marked_retry_safe() {
 
     let mut req = chat(&server.base_url(), "c5", "close, 200");
     req.extensions_mut().insert(RetrySafe);
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = tokio::time::timeout(BOUND, layer.layer(client()).oneshot(req))
         .await
         .unwrap()
@@ -147,7 +147,7 @@ async fn a_refused_port_is_retried_as_not_sent() {
     };
     let svc = RetryLayer::new(quick().max_retries(3).build().unwrap()).layer(client());
     let mut req = chat(&format!("http://127.0.0.1:{port}"), "c6", "200");
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let err = tokio::time::timeout(BOUND, svc.oneshot(req))
         .await
         .unwrap()

@@ -241,7 +241,7 @@ async fn a_body_over_the_cap_is_sent_once_and_the_servers_answer_returned() {
         let svc = layer(1024).layer(client(http2));
         let parts = vec![vec![1u8; 1000], vec![2u8; 1000], vec![3u8; 1000]];
         let mut req = upload(&server.url(), "big", chunked(&parts));
-        let ctx = CallContext::get_or_insert(req.extensions_mut());
+        let ctx = CallContext::attach(&mut req);
         let resp = tokio::time::timeout(BOUND, svc.oneshot(req))
             .await
             .unwrap()

@@ -142,7 +142,7 @@ async fn until_stale(
 ) -> (Result<u16, sturdy::BoxError>, CallContext) {
     for _ in 0..50 {
         let mut req = make();
-        let ctx = CallContext::get_or_insert(req.extensions_mut());
+        let ctx = CallContext::attach(&mut req);
         let result = send(svc, req).await;
         if result.is_err() || ctx.retries() > 0 {
             return (result, ctx);

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use http::Request;
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use sturdy::Name;
 use sturdy_core::{
-    BoxBody, BoxError, FailureKind, Name, Phase, Profile, Profiles, Reach, TimeoutError, Workload,
-    boxed, classify_body_error, classify_error,
+    BoxBody, BoxError, FailureKind, Phase, Profile, Profiles, Reach, TimeoutError, Workload, boxed,
+    classify_body_error, classify_error,
 };
 use sturdy_faults::{CALL_HEADER, FAULT_HEADER, FaultServer};
 use sturdy_timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};

@@ -1,41 +1,38 @@
-//! [`Stack`]: DESIGN.md's request flow as one `Layer`, with the guide's
+//! [`Stack`]: sturdy's request flow as one `Layer`, with the guide's
 //! defaults.
 //!
 //! ```text
-//! MarkRetrySafe                     marks requests the caller says may be sent twice
-//! FailureMetricsLayer::calls()      one outcome per logical call; creates the CallContext
-//! WorkloadTimeoutLayer              picks the Workload and its Profile; sets the Deadline; ready + total
-//! RetryLayer                        classifies, backs off, honours server hints, spends the budget
-//! FailureMetricsLayer::attempts()   one outcome per attempt, with its Reach
-//! AttemptTimeoutLayer               headers and read timeouts; grpc-timeout for this attempt
+//! FailureMetricsLayer::calls()      one outcome per logical call; creates the call's plan and context
+//! WorkloadTimeoutLayer              settles workload, profile and deadline in the plan; ready + total
+//! RetryLayer                        settles safety and the classifier; backs off, honours hints, spends the budget
+//! FailureMetricsLayer::attempts()   one outcome per attempt, with its reach, judged by the plan's classifier
+//! AttemptTimeoutLayer               headers and read from the plan's profile; grpc-timeout for this attempt
 //! inner client                      sturdy::client() or a tonic Channel
 //! ```
 //!
 //! Why this order: the call's metrics sit outermost so that every call is
-//! recorded once, whatever fails below, and see the workload and retry
-//! story the layers below write into the `CallContext`. The workload layer
-//! sits above retry so that its deadline bounds every attempt and every
-//! backoff sleep together; retry sits above the per-attempt metrics and
-//! timeouts so that each attempt is timed and recorded on its own.
-
-mod mark;
+//! recorded once, whatever fails below, and read the workload and retry
+//! story the layers below write into the `CallContext` when the call ends.
+//! The workload layer sits above retry so that its deadline bounds every
+//! attempt and every backoff sleep together; retry sits above the
+//! per-attempt metrics and timeouts so that each attempt is timed and
+//! recorded on its own.
 
 use std::marker::PhantomData;
 
-use sturdy_core::{BoxBody, InvalidProfile, Profile, Profiles, Workload};
+use sturdy_core::{BoxBody, InvalidProfile, Profile, Profiles, RequestHead, Workload};
 use sturdy_metrics::{
     FailureMetrics, FailureMetricsLayer, InvalidServerLabel, Recorder, SnapshotRecorder,
 };
 use sturdy_retry::{
-    BudgetConfig, RetryConfigError, RetryLayer, RetryPolicy, RetryPolicyBuilder, RetryService,
+    BudgetConfig, RetryConfigError, RetryLayer, RetryPolicy, RetryPolicyBuilder, RetrySafeRule,
+    RetryService,
 };
 use sturdy_timeout::{
-    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, ClassifyWorkload, PathClassifier,
-    RequestHead, WorkloadTimeout, WorkloadTimeoutBuilder, WorkloadTimeoutLayer,
+    AttemptTimeout, AttemptTimeoutLayer, ClassifyWorkload, PathClassifier, WorkloadTimeout,
+    WorkloadTimeoutBuilder, WorkloadTimeoutLayer,
 };
 use tower_layer::Layer;
-
-pub use mark::{MarkRetrySafe, MarkRetrySafeLayer, RetrySafeRule};
 
 /// Responses up to this size (by content-length, never SSE) are read in full
 /// before they are handed over, so a connection cut mid-body is retried.
@@ -58,7 +55,6 @@ pub const DEFAULT_PREFETCH: u64 = 256 * 1024;
 /// # Ok(()) }
 /// ```
 pub struct Stack<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
-    mark: MarkRetrySafeLayer,
     calls: FailureMetricsLayer<R>,
     workload: WorkloadTimeoutLayer<C>,
     retry: RetryLayer<E>,
@@ -68,9 +64,8 @@ pub struct Stack<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
 }
 
 /// The service a [`Stack`] makes around `S`.
-pub type StackService<S, R = SnapshotRecorder, C = PathClassifier, E = BoxBody> = MarkRetrySafe<
-    FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<AttemptTimeout<S>, R>, E>, C>, R>,
->;
+pub type StackService<S, R = SnapshotRecorder, C = PathClassifier, E = BoxBody> =
+    FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<AttemptTimeout<S>, R>, E>, C>, R>;
 
 impl Stack {
     /// A builder with the guide's defaults, for `sturdy::client()`.
@@ -110,7 +105,6 @@ impl<R, C, E> Stack<R, C, E> {
 impl<R: Clone, C: Clone, E> Clone for Stack<R, C, E> {
     fn clone(&self) -> Self {
         Stack {
-            mark: self.mark.clone(),
             calls: self.calls.clone(),
             workload: self.workload.clone(),
             retry: self.retry.clone(),
@@ -142,13 +136,13 @@ where
         let s = self.attempts.layer(s);
         let s = self.retry.layer(s);
         let s = self.workload.layer(s);
-        let s = self.calls.layer(s);
-        self.mark.layer(s)
+        self.calls.layer(s)
     }
 }
 
 /// An invalid [`Stack`] configuration.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StackError {
     /// A profile with a zero phase.
     Profile(InvalidProfile),
@@ -178,50 +172,68 @@ impl std::error::Error for StackError {
     }
 }
 
-/// Builds a [`Stack`]. Phases set here go to both timeout layers; anything
-/// else each layer offers is reachable through the `map_*` methods.
+/// Builds a [`Stack`]. Every setting goes to the one layer that owns it:
+/// profiles and the workload classifier to the workload timeout (the
+/// attempt timeout reads the profile it settles), the retry policy (safety
+/// rule included) to the retry layer, the recorder and the server label to
+/// both metrics scopes.
+///
+/// The stack's defaults differ from the retry layer's own in one setting:
+/// responses up to [`DEFAULT_PREFETCH`] bytes are read in full before they
+/// are handed over. A policy builder handed to
+/// [`retry_policy`](StackBuilder::retry_policy) keeps it unless it sets
+/// its own.
 pub struct StackBuilder<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
     workload: WorkloadTimeoutBuilder<C>,
-    attempt: AttemptTimeoutBuilder,
+    capture_connection: bool,
     retry: RetryPolicyBuilder,
     recorder: R,
     server_label: Option<String>,
-    rule: RetrySafeRule,
     _body: PhantomData<fn(E)>,
+}
+
+/// The stack's own retry defaults, under whatever the user sets.
+fn stack_retry_defaults() -> RetryPolicyBuilder {
+    RetryPolicy::builder().prefetch_up_to(DEFAULT_PREFETCH)
 }
 
 impl<E> StackBuilder<SnapshotRecorder, PathClassifier, E> {
     fn new(capture_connection: bool) -> Self {
         StackBuilder {
             workload: WorkloadTimeoutLayer::builder(),
-            attempt: AttemptTimeoutLayer::builder().capture_connection(capture_connection),
-            retry: RetryPolicy::builder().prefetch_up_to(DEFAULT_PREFETCH),
+            capture_connection,
+            retry: RetryPolicy::builder(),
             recorder: SnapshotRecorder::new(),
             server_label: None,
-            rule: RetrySafeRule::Marked,
             _body: PhantomData,
         }
     }
 }
 
 impl<R, C, E> StackBuilder<R, C, E> {
-    /// Every workload's profile (both timeout layers).
+    /// Every workload's profile.
     pub fn profiles(mut self, profiles: Profiles) -> Self {
         self.workload = self.workload.profiles(profiles);
-        self.attempt = self.attempt.profiles(profiles);
         self
     }
 
-    /// One workload's profile (both timeout layers).
+    /// One workload's profile.
     pub fn profile(mut self, workload: Workload, profile: Profile) -> Self {
         self.workload = self.workload.profile(workload, profile);
-        self.attempt = self.attempt.profile(workload, profile);
         self
     }
 
-    /// The retry policy, built from its own builder.
+    /// The workload of a request that neither carries a `Workload`
+    /// extension nor matches the classifier (default `Interactive`).
+    pub fn default_workload(mut self, workload: Workload) -> Self {
+        self.workload = self.workload.default_workload(workload);
+        self
+    }
+
+    /// The retry policy: every setting `retry` was given replaces the one
+    /// this builder had; the others stay (the stack's defaults included).
     pub fn retry_policy(mut self, retry: RetryPolicyBuilder) -> Self {
-        self.retry = retry;
+        self.retry = retry.or(self.retry);
         self
     }
 
@@ -248,11 +260,10 @@ impl<R, C, E> StackBuilder<R, C, E> {
     pub fn recorder<R2>(self, recorder: R2) -> StackBuilder<R2, C, E> {
         StackBuilder {
             workload: self.workload,
-            attempt: self.attempt,
+            capture_connection: self.capture_connection,
             retry: self.retry,
             recorder,
             server_label: self.server_label,
-            rule: self.rule,
             _body: PhantomData,
         }
     }
@@ -263,14 +274,15 @@ impl<R, C, E> StackBuilder<R, C, E> {
         self.map_workload_timeout(|b| b.classifier(classifier))
     }
 
-    /// Which requests are `RetrySafe`: only those the caller marked (the
-    /// default), every request, or those a predicate picks.
+    /// Which requests may be sent again after an attempt of unknown reach
+    /// (the retry policy's one rule; default: idempotent methods, requests
+    /// with an idempotency key, and those marked `RetrySafe`).
     pub fn retry_safe(mut self, rule: RetrySafeRule) -> Self {
-        self.rule = rule;
+        self.retry = self.retry.retry_safe(rule);
         self
     }
 
-    /// Marks the requests `pick` chooses as `RetrySafe`.
+    /// Also treats the requests `pick` chooses as safe to send again.
     pub fn retry_safe_when<F>(self, pick: F) -> Self
     where
         F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
@@ -293,22 +305,12 @@ impl<R, C, E> StackBuilder<R, C, E> {
     ) -> StackBuilder<R, C2, E> {
         StackBuilder {
             workload: f(self.workload),
-            attempt: self.attempt,
+            capture_connection: self.capture_connection,
             retry: self.retry,
             recorder: self.recorder,
             server_label: self.server_label,
-            rule: self.rule,
             _body: PhantomData,
         }
-    }
-
-    /// Reaches the attempt timeout layer's own builder.
-    pub fn map_attempt_timeout(
-        mut self,
-        f: impl FnOnce(AttemptTimeoutBuilder) -> AttemptTimeoutBuilder,
-    ) -> Self {
-        self.attempt = f(self.attempt);
-        self
     }
 
     /// Reaches the retry policy's own builder.
@@ -325,8 +327,15 @@ impl<R, C, E> StackBuilder<R, C, E> {
         R: Recorder + Clone,
     {
         let workload = self.workload.build().map_err(StackError::Profile)?;
-        let attempt = self.attempt.build().map_err(StackError::Profile)?;
-        let policy = self.retry.build().map_err(StackError::Retry)?;
+        let attempt = AttemptTimeoutLayer::builder()
+            .capture_connection(self.capture_connection)
+            .build()
+            .map_err(StackError::Profile)?;
+        let policy = self
+            .retry
+            .or(stack_retry_defaults())
+            .build()
+            .map_err(StackError::Retry)?;
         let mut calls = FailureMetricsLayer::calls(self.recorder.clone());
         let mut attempts = FailureMetricsLayer::attempts(self.recorder.clone());
         if let Some(label) = &self.server_label {
@@ -336,7 +345,6 @@ impl<R, C, E> StackBuilder<R, C, E> {
                 .map_err(StackError::ServerLabel)?;
         }
         Ok(Stack {
-            mark: MarkRetrySafeLayer::new(self.rule),
             calls,
             workload,
             retry: RetryLayer::new(policy),
@@ -351,13 +359,6 @@ impl<R, C, E> std::fmt::Debug for StackBuilder<R, C, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StackBuilder")
             .field("retry", &self.retry)
-            .field("rule", &self.rule)
             .finish_non_exhaustive()
     }
-}
-
-/// Scales every phase of the default profiles by `factor` — for demos and
-/// tests that must see timeouts fire within seconds.
-pub fn scaled_profiles(factor: f64) -> Profiles {
-    Profiles::default().scaled(factor)
 }

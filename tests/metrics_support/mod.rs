@@ -1,36 +1,22 @@
-//! Shared pieces of the sturdy-metrics end-to-end tests: the stack
-//! (`calls()` → retry → `attempts()` → `sturdy::client()`), a small
-//! classified retry policy, request builders, and a reader for the
-//! Prometheus text output.
-//!
-//! sturdy-retry was not ready when these tests were written, so the retry
-//! layer here is `tower::retry` with a test policy that speaks sturdy's
-//! vocabulary: it classifies with sturdy-core, honours `x-should-retry`,
-//! retries not-sent failures always and unknown ones only for `RetrySafe`
-//! requests, and writes attempts and retry reasons into the `CallContext`
-//! as sturdy's retry layer does.
+//! Shared pieces of the end-to-end tests: the shipped `Stack` with
+//! millisecond-scale settings, request builders, a resolver that fails,
+//! and a reader for the Prometheus text output.
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
-use sturdy::metrics::{FailureMetrics, FailureMetricsLayer, MetricsBody, Recorder};
-use sturdy::retry::{Backoff, RetryLayer, RetryPolicy};
-use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
-use sturdy::{BoxBody, Workload};
-use sturdy::{
-    BoxError, CallContext, Name, Reach, RetrySafe, ServerHints, Verdict, classify_error,
-    classify_response, verdict_of,
-};
-use tower::retry::{Policy, Retry};
+use sturdy::metrics::Recorder;
+use sturdy::retry::{Backoff, RetryPolicy};
+use sturdy::{BoxError, Name, Stack, StackService, Workload};
 use tower::util::BoxCloneService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 pub type Resolved = std::vec::IntoIter<SocketAddr>;
 pub type ResolveFuture = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
@@ -58,105 +44,17 @@ pub fn failing_resolver()
     })
 }
 
-/// The test retry policy (see the module docs).
-#[derive(Clone, Debug)]
-pub struct TestPolicy {
-    pub max_attempts: u32,
-    pub backoff: Duration,
-    attempt: u32,
-}
-
-impl TestPolicy {
-    pub fn new(max_attempts: u32, backoff: Duration) -> Self {
-        TestPolicy {
-            max_attempts,
-            backoff,
-            attempt: 0,
-        }
-    }
-}
-
 pub type Req = http::Request<Full<Bytes>>;
 
-impl<B, R: Recorder> Policy<Req, http::Response<MetricsBody<B, R>>, BoxError> for TestPolicy {
-    type Future = tokio::time::Sleep;
-
-    fn retry(
-        &mut self,
-        req: &mut Req,
-        result: &mut Result<http::Response<MetricsBody<B, R>>, BoxError>,
-    ) -> Option<Self::Future> {
-        let ctx = CallContext::from_extensions(req.extensions())?;
-        ctx.record_attempt();
-        self.attempt += 1;
-        let failure = match result {
-            Ok(res) => {
-                let hints = ServerHints::from_headers(res.headers(), SystemTime::now());
-                match classify_response(res.status(), res.headers()) {
-                    (Verdict::Retryable, Some(kind)) if !hints.forbids_retry() => kind,
-                    _ => return None,
-                }
-            }
-            Err(e) => {
-                let kind = classify_error(&**e);
-                let safe = match kind.reach() {
-                    Reach::NotSent => true,
-                    Reach::Unknown => req.extensions().get::<RetrySafe>().is_some(),
-                    Reach::Acknowledged => false,
-                };
-                if !safe || verdict_of(&kind) != Verdict::Retryable {
-                    return None;
-                }
-                kind
-            }
-        };
-        if self.attempt >= self.max_attempts {
-            return None;
-        }
-        let possibly_duplicated =
-            failure.reach() == Reach::Unknown && !req.method().is_idempotent();
-        ctx.record_retry(failure, possibly_duplicated);
-        Some(tokio::time::sleep(self.backoff))
-    }
-
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        let mut out = http::Request::new(req.body().clone());
-        *out.method_mut() = req.method().clone();
-        *out.uri_mut() = req.uri().clone();
-        *out.headers_mut() = req.headers().clone();
-        *out.extensions_mut() = req.extensions().clone();
-        Some(out)
-    }
-}
-
-/// Boxes the request body into what `sturdy::client()` takes.
-#[derive(Clone, Debug)]
-pub struct BoxReq<S>(pub S);
-
-impl<S: tower::Service<http::Request<sturdy::BoxBody>>> tower::Service<Req> for BoxReq<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-    fn call(&mut self, req: Req) -> S::Future {
-        self.0.call(req.map(sturdy::boxed))
-    }
-}
-
-/// calls() → retry → attempts() → boxing → `inner`.
-pub type Stack<I, R> = FailureMetrics<Retry<TestPolicy, FailureMetrics<BoxReq<I>, R>>, R>;
-
-pub fn stack<I, R: Recorder + Clone>(recorder: R, policy: TestPolicy, inner: I) -> Stack<I, R> {
-    ServiceBuilder::new()
-        .layer(FailureMetricsLayer::calls(recorder.clone()))
-        .layer(tower::retry::RetryLayer::new(policy))
-        .layer(FailureMetricsLayer::attempts(recorder))
-        .service(BoxReq(inner))
+/// The shipped `Stack` over `inner`, recording into `recorder`, with at
+/// most `retries` retries, millisecond backoff and no budget.
+pub fn stack<I, R: Recorder + Clone>(recorder: R, retries: u32, inner: I) -> StackService<I, R> {
+    Stack::builder()
+        .recorder(recorder)
+        .retry_policy(quick_retry().max_retries(retries))
+        .build()
+        .expect("a valid stack")
+        .layer(inner)
 }
 
 /// A chat completion request; `call`/`script` drive the fault server.
@@ -230,37 +128,31 @@ pub fn server_counts(d: &sturdy_faults::Dashboard) -> sturdy::metrics::ServerCou
 pub type FullBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 pub type FullStack = BoxCloneService<Req, http::Response<FullBody>, BoxError>;
 
-/// sturdy's preset stack (calls → workload timeout → sturdy-retry →
-/// attempts → attempt timeout → `sturdy::client()`) with millisecond-scale
-/// limits (10x margins over the
-/// faults that must not trip them, 10x under those that must).
+/// The shipped `Stack` over `sturdy::client()` with millisecond-scale
+/// limits (10x margins over the faults that must not trip them, 10x under
+/// those that must), at most 2 retries.
 pub fn full_stack<R: Recorder + Clone>(recorder: R) -> FullStack {
-    let workloads = WorkloadTimeoutLayer::builder()
-        .total(Workload::Interactive, Duration::from_millis(3000))
-        .headers(Workload::Interactive, Duration::from_millis(300))
-        .read(Workload::Interactive, Duration::from_millis(300))
+    let profile = sturdy::Profile {
+        ready: Duration::from_millis(3000),
+        headers: Duration::from_millis(300),
+        read: Duration::from_millis(300),
+        total: Duration::from_millis(3000),
+    };
+    let svc = Stack::builder()
+        .profile(Workload::Interactive, profile)
+        .recorder(recorder)
+        .retry_policy(
+            RetryPolicy::builder()
+                .max_retries(2)
+                .backoff(Backoff::guide(
+                    Duration::from_millis(4),
+                    Duration::from_millis(4),
+                ))
+                .no_budget(),
+        )
         .build()
-        .expect("valid profiles");
-    let attempts = AttemptTimeoutLayer::builder()
-        .profiles(*workloads.profiles())
-        .build()
-        .expect("valid profiles");
-    let policy = RetryPolicy::builder()
-        .max_retries(2)
-        .backoff(Backoff::guide(
-            Duration::from_millis(4),
-            Duration::from_millis(4),
-        ))
-        .no_budget()
-        .build()
-        .expect("valid policy");
-    let svc = ServiceBuilder::new()
-        .layer(FailureMetricsLayer::calls(recorder.clone()))
-        .layer(workloads)
-        .layer(RetryLayer::<BoxBody>::new(policy))
-        .layer(FailureMetricsLayer::attempts(recorder))
-        .layer(attempts)
-        .service(sturdy::client().no_proxy().build().expect("a valid client"));
+        .expect("a valid stack")
+        .layer(sturdy::client().no_proxy().build().expect("a valid client"));
     let svc = ServiceExt::<Req>::map_response(svc, |res| res.map(|b| b.boxed_unsync()));
     BoxCloneService::new(svc)
 }

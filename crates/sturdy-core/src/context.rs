@@ -1,12 +1,13 @@
 //! The per-call record that flows back up the stack: written by the layers
 //! that know (timeout: the workload; retry: attempts, reasons, budget), read
-//! by the metrics layer when the call ends, and by the caller.
+//! by the metrics layer when the call ends, and by the caller. It travels
+//! down inside the request's [`CallPlan`](crate::CallPlan).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::{FailureKind, Workload};
+use crate::{CallPlan, Classifier, FailureKind, Workload};
 
 /// One per logical call, shared by every layer that handles it (clones share
 /// the same record).
@@ -14,10 +15,12 @@ use crate::{FailureKind, Workload};
 /// Counters are atomics; the list of retry reasons sits behind a mutex that
 /// is touched only when a retry happens, never on the success path.
 ///
+/// A caller that wants to read it after the call attaches it first:
+///
 /// ```
 /// use sturdy_core::{CallContext, FailureKind, Workload};
 /// let mut req = http::Request::new(());
-/// let ctx = CallContext::get_or_insert(req.extensions_mut());
+/// let ctx = CallContext::attach(&mut req);
 /// ctx.set_workload(Workload::Agentic);
 /// ctx.record_attempt();
 /// // Another layer, further down, sees the same record.
@@ -32,11 +35,24 @@ pub struct CallContext(Arc<Inner>);
 struct Inner {
     /// 0 when unset, else the workload's index plus one.
     workload: AtomicU8,
+    /// [`MANAGES_ATTEMPTS`] and [`ENFORCES_PHASES`], as layers below set them.
+    below: AtomicU8,
     attempts: AtomicU32,
     budget_refusals: AtomicU32,
     possibly_duplicated: AtomicU32,
     retry_reasons: Mutex<Vec<FailureKind>>,
+    /// The classifier the retry layer judges with, which the metrics
+    /// layers, above and below it, judge with too.
+    classifier: OnceLock<Classifier>,
 }
+
+/// The classifier of a call no retry layer judges: the tables.
+static TABLES: Classifier = Classifier::tables();
+
+/// A retry layer below makes the attempts.
+const MANAGES_ATTEMPTS: u8 = 1;
+/// An attempt timeout below enforces `headers` and `read` on every attempt.
+const ENFORCES_PHASES: u8 = 2;
 
 impl CallContext {
     /// A fresh, empty record.
@@ -44,14 +60,52 @@ impl CallContext {
         CallContext::default()
     }
 
-    /// The record a request carries, if any.
+    /// The record of the request's [`CallPlan`], if it carries one.
     pub fn from_extensions(ext: &http::Extensions) -> Option<CallContext> {
-        ext.get::<CallContext>().cloned()
+        CallPlan::from_extensions(ext).map(|p| p.context().clone())
     }
 
-    /// The record a request carries, inserting a fresh one when it has none.
-    pub fn get_or_insert(ext: &mut http::Extensions) -> CallContext {
-        ext.get_or_insert_with(CallContext::new).clone()
+    /// The record of the request's [`CallPlan`], inserting a plan when it
+    /// has none: a caller keeps the returned handle to read the call's
+    /// story once it has ended.
+    pub fn attach<B>(req: &mut http::Request<B>) -> CallContext {
+        CallPlan::of_request(req).context().clone()
+    }
+
+    /// Sets the classifier this call's answers are judged with, once: a
+    /// second call keeps the first (the retry layer nearest the caller
+    /// sets it).
+    pub fn set_classifier(&self, classifier: Classifier) {
+        let _ = self.0.classifier.set(classifier);
+    }
+
+    /// The classifier this call's answers are judged with: the retry
+    /// layer's, else the tables.
+    pub fn classifier(&self) -> &Classifier {
+        self.0.classifier.get().unwrap_or(&TABLES)
+    }
+
+    /// Records that a retry layer below makes this call's attempts: the
+    /// per-attempt phases (`headers`, `read`) cannot be enforced across it
+    /// by a layer above.
+    pub fn mark_attempts_managed(&self) {
+        self.0.below.fetch_or(MANAGES_ATTEMPTS, Ordering::Relaxed);
+    }
+
+    /// Records that an attempt timeout below enforces `headers` and `read`
+    /// (and the deadline) on every attempt.
+    pub fn mark_phases_enforced(&self) {
+        self.0.below.fetch_or(ENFORCES_PHASES, Ordering::Relaxed);
+    }
+
+    /// Whether a retry layer below makes the attempts.
+    pub fn attempts_managed(&self) -> bool {
+        self.0.below.load(Ordering::Relaxed) & MANAGES_ATTEMPTS != 0
+    }
+
+    /// Whether an attempt timeout below enforces the per-attempt phases.
+    pub fn phases_enforced(&self) -> bool {
+        self.0.below.load(Ordering::Relaxed) & ENFORCES_PHASES != 0
     }
 
     /// Records the call's workload.
@@ -77,8 +131,9 @@ impl CallContext {
         self.0.attempts.load(Ordering::Relaxed)
     }
 
-    /// Records a retry taken because of `reason`; `possibly_duplicated` when
-    /// it followed an `Unknown` failure of a request that is not idempotent.
+    /// Records a retry sent because of `reason`; `possibly_duplicated` as
+    /// [`Safety::possibly_duplicated`](crate::Safety::possibly_duplicated)
+    /// defines it.
     pub fn record_retry(&self, reason: FailureKind, possibly_duplicated: bool) {
         if possibly_duplicated {
             self.0.possibly_duplicated.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +177,8 @@ impl CallContext {
         self.0.budget_refusals.load(Ordering::Relaxed)
     }
 
-    /// Retries that followed an `Unknown` failure of a non-idempotent request.
+    /// Retries that may have run twice on the server (see
+    /// [`Safety::possibly_duplicated`](crate::Safety::possibly_duplicated)).
     pub fn possibly_duplicated(&self) -> u32 {
         self.0.possibly_duplicated.load(Ordering::Relaxed)
     }
@@ -141,9 +197,11 @@ impl fmt::Debug for CallContext {
 }
 
 /// A marker extension: the caller says this request may be sent twice
-/// (for an LLM call: it has no side effect beyond billing). Retry then
-/// repeats it after an `Unknown` failure, and counts such a retry as
-/// possibly duplicated when the method is not idempotent.
+/// (for an LLM call: it has no side effect beyond billing). The retry layer
+/// folds it into the plan's [`Safety`](crate::Safety): it then repeats the
+/// request after an `Unknown` failure, and counts such a retry as possibly
+/// duplicated unless the method is idempotent or the request carries an
+/// idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetrySafe;
 
@@ -175,10 +233,14 @@ mod tests {
     }
 
     #[test]
-    fn get_or_insert_keeps_an_existing_record() {
-        let mut ext = http::Extensions::new();
-        let first = CallContext::get_or_insert(&mut ext);
+    fn attach_keeps_an_existing_record() {
+        let mut req = http::Request::new(());
+        let first = CallContext::attach(&mut req);
         first.record_attempt();
-        assert_eq!(CallContext::get_or_insert(&mut ext).attempts(), 1);
+        assert_eq!(CallContext::attach(&mut req).attempts(), 1);
+        assert!(!first.attempts_managed() && !first.phases_enforced());
+        first.mark_phases_enforced();
+        assert!(CallContext::attach(&mut req).phases_enforced());
+        assert!(!first.attempts_managed());
     }
 }

@@ -13,6 +13,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Which timeout fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Phase {
     /// Client-wide: DNS + TCP + TLS took too long.
     Connect,

@@ -159,6 +159,7 @@ impl GrpcCode {
 /// | `503`, `429`, ... | acknowledged | an HTTP status that counts as a failure |
 /// | `grpc_unavailable`, ... | acknowledged | a gRPC status other than OK |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The resolver failed.
     Dns,

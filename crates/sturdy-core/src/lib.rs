@@ -5,10 +5,13 @@
 //!
 //! - what kind of work a request is ([`Workload`]) and how long each phase of
 //!   it may take ([`Profile`]), by when the whole call must end ([`Deadline`]);
-//! - one record per logical call, filled by the layers that know and read by
-//!   metrics ([`CallContext`]);
+//! - the per-call plan, settled once by the layer that owns each fact
+//!   ([`CallPlan`]: workload, profile, deadline, [`Safety`], the
+//!   [`Classifier`]), and one record per logical call inside it, filled by
+//!   the layers that know and read by metrics ([`CallContext`]);
 //! - how far an attempt got ([`Reach`]) and why it failed ([`FailureKind`],
-//!   found by [`classify_error`] and the status tables);
+//!   found by [`classify_error`] and the status tables, judged once per
+//!   attempt by a [`Classifier`]);
 //! - what a server hinted ([`ServerHints`]);
 //! - the body type handed to the inner service ([`InnerBody`]).
 //!
@@ -30,7 +33,8 @@ mod context;
 mod error;
 mod failure;
 mod hints;
-mod resolve;
+mod plan;
+mod verdict;
 mod workload;
 
 pub use body::{BoxBody, InnerBody, boxed};
@@ -43,7 +47,8 @@ pub use context::{CallContext, RetrySafe};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};
 pub use failure::{FailureKind, GrpcCode, Reach, status_label};
 pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};
-pub use resolve::{Name, TypedResolver};
+pub use plan::{CallPlan, RequestHead, Safety};
+pub use verdict::{Answer, Classifier, Classify, Judgement};
 pub use workload::{
     Deadline, InvalidProfile, Profile, Profiles, UnknownWorkload, Workload, attempt_limit,
 };

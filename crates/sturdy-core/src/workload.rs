@@ -129,7 +129,7 @@ pub struct Profile {
 const MINUTE: u64 = 60;
 
 impl Profile {
-    /// DESIGN.md's defaults, at the top of the guide's ranges:
+    /// The defaults, at the top of the ranges the guide (see README) gives:
     ///
     /// | workload | total | headers | read | ready |
     /// |---|---|---|---|---|

@@ -14,10 +14,8 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use prometheus_client::registry::Registry;
-use sturdy_core::Workload;
 use sturdy_metrics::{
-    CallSummary, Dimensions, FailureMetricsLayer, Outcome, PrometheusRecorder, Recorder,
-    SnapshotRecorder,
+    Ended, FailureMetricsLayer, PrometheusRecorder, Recorder, Scope, SnapshotRecorder,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -27,11 +25,8 @@ const GROUP: &str = "metrics/per_call";
 struct Noop;
 
 impl Recorder for Noop {
-    fn started(&self, _: &Dimensions) {}
-    fn head(&self, _: &Dimensions, _: Duration) {}
-    fn first_frame(&self, _: &Dimensions, _: Duration) {}
-    fn call_summary(&self, _: Workload, _: &CallSummary) {}
-    fn finished(&self, _: &Dimensions, _: Outcome, _: Duration) {}
+    fn started(&self, _: Scope) {}
+    fn finished(&self, _: &Ended<'_>) {}
 }
 
 fn answer(_: Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
-use sturdy_core::{BoxError, GrpcCode, classify_body_error, classify_grpc_code};
+use sturdy_core::{BoxError, FailureKind, GrpcCode, classify_grpc_code};
 
 use crate::flight::Flight;
 use crate::{Outcome, Recorder};
@@ -44,11 +44,18 @@ impl<B: Body, R: Recorder> MetricsBody<B, R> {
     }
 
     fn end(&mut self) {
-        end(&mut self.flight, self.grpc, self.grpc_status);
+        end(&mut self.flight, self.grpc, self.grpc_status, None);
     }
 }
 
-fn end<R: Recorder>(flight: &mut Option<Flight<R>>, grpc: bool, status: Option<GrpcCode>) {
+/// Records the end of the body; `at` when the caller has just read the
+/// clock (the last frame was also the first).
+fn end<R: Recorder>(
+    flight: &mut Option<Flight<R>>,
+    grpc: bool,
+    status: Option<GrpcCode>,
+    at: Option<std::time::Duration>,
+) {
     let Some(mut flight) = flight.take() else {
         return;
     };
@@ -61,7 +68,7 @@ fn end<R: Recorder>(flight: &mut Option<Flight<R>>, grpc: bool, status: Option<G
     } else {
         Outcome::Ok
     };
-    flight.finish(outcome);
+    flight.finish_at(outcome, at);
 }
 
 impl<B, R> Body for MetricsBody<B, R>
@@ -82,28 +89,32 @@ where
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                end(this.flight, *this.grpc, *this.grpc_status);
+                end(this.flight, *this.grpc, *this.grpc_status, None);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
                 if let Some(mut flight) = this.flight.take() {
-                    flight.finish(Outcome::Failed(classify_body_error(&*e)));
+                    let judged = flight.classifier().judge_body_error(&*e);
+                    let kind = judged.failure.unwrap_or(FailureKind::ResponseBody);
+                    flight.finish(Outcome::Failed(kind));
                 }
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(flight) = this.flight.as_mut() {
+                    let last = this.inner.is_end_stream();
+                    let mut at = None;
                     if let Some(data) = frame.data_ref() {
                         if data.has_remaining() {
-                            flight.data_frame();
+                            at = flight.data_frame(last);
                         }
                     } else if let Some(code) = frame.trailers_ref().and_then(GrpcCode::from_headers)
                     {
                         *this.grpc_status = Some(code);
                     }
-                    if this.inner.is_end_stream() {
-                        end(this.flight, *this.grpc, *this.grpc_status);
+                    if last {
+                        end(this.flight, *this.grpc, *this.grpc_status, at);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -4,11 +4,9 @@
 //! The facade builds a key per update, so each event allocates its label
 //! list; use the Prometheus backend where that matters.
 
-use std::time::Duration;
-
 use sturdy_core::Workload;
 
-use crate::{CallSummary, Dimensions, Outcome, Recorder, Scope};
+use crate::{CallSummary, Ended, Recorder, Scope};
 
 /// Records through the `metrics` facade into whatever recorder the
 /// application installed.
@@ -67,53 +65,14 @@ impl MetricsFacadeRecorder {
 }
 
 impl Recorder for MetricsFacadeRecorder {
-    fn started(&self, dims: &Dimensions) {
-        metrics::counter!("sturdy_client_started_total", "scope" => dims.scope.label())
-            .increment(1);
-        metrics::gauge!("sturdy_client_in_flight", "scope" => dims.scope.label()).increment(1.0);
+    fn started(&self, scope: Scope) {
+        metrics::counter!("sturdy_client_started_total", "scope" => scope.label()).increment(1);
+        metrics::gauge!("sturdy_client_in_flight", "scope" => scope.label()).increment(1.0);
     }
 
-    fn head(&self, dims: &Dimensions, elapsed: Duration) {
-        metrics::histogram!(
-            "sturdy_client_time_to_head_seconds",
-            "scope" => dims.scope.label(),
-            "workload" => dims.workload.label(),
-            "method" => dims.method.to_string(),
-            "server_address" => dims.server.to_string(),
-        )
-        .record(elapsed.as_secs_f64());
-    }
-
-    fn first_frame(&self, dims: &Dimensions, elapsed: Duration) {
-        metrics::histogram!(
-            "sturdy_client_time_to_first_frame_seconds",
-            "scope" => dims.scope.label(),
-            "workload" => dims.workload.label(),
-            "method" => dims.method.to_string(),
-            "server_address" => dims.server.to_string(),
-        )
-        .record(elapsed.as_secs_f64());
-    }
-
-    fn call_summary(&self, workload: Workload, summary: &CallSummary) {
-        let w = workload.label();
-        metrics::counter!("sturdy_client_call_attempts_total", "workload" => w)
-            .increment(u64::from(summary.attempts));
-        for reason in &summary.retry_reasons {
-            metrics::counter!("sturdy_client_retries_total", "workload" => w, "reason" => reason.label())
-                .increment(1);
-        }
-        if summary.budget_refusals > 0 {
-            metrics::counter!("sturdy_client_budget_refusals_total", "workload" => w)
-                .increment(u64::from(summary.budget_refusals));
-        }
-        if summary.possibly_duplicated > 0 {
-            metrics::counter!("sturdy_client_possibly_duplicated_total", "workload" => w)
-                .increment(u64::from(summary.possibly_duplicated));
-        }
-    }
-
-    fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration) {
+    fn finished(&self, ended: &Ended<'_>) {
+        let dims = ended.dims;
+        let outcome = ended.outcome;
         let name = match dims.scope {
             Scope::Call => "sturdy_client_calls_total",
             Scope::Attempt => "sturdy_client_attempts_total",
@@ -136,8 +95,47 @@ impl Recorder for MetricsFacadeRecorder {
             "outcome" => outcome.label(),
             "reach" => outcome.reach().label(),
         )
-        .record(elapsed.as_secs_f64());
+        .record(ended.duration.as_secs_f64());
+        for (name, at) in [
+            ("sturdy_client_time_to_head_seconds", ended.time_to_head),
+            (
+                "sturdy_client_time_to_first_frame_seconds",
+                ended.time_to_first_frame,
+            ),
+        ] {
+            if let Some(d) = at {
+                metrics::histogram!(
+                    name,
+                    "scope" => dims.scope.label(),
+                    "workload" => dims.workload.label(),
+                    "method" => dims.method.to_string(),
+                    "server_address" => dims.server.to_string(),
+                )
+                .record(d.as_secs_f64());
+            }
+        }
+        if let Some(summary) = ended.call {
+            call_summary(dims.workload, summary);
+        }
         metrics::gauge!("sturdy_client_in_flight", "scope" => dims.scope.label()).decrement(1.0);
+    }
+}
+
+fn call_summary(workload: Workload, summary: &CallSummary) {
+    let w = workload.label();
+    metrics::counter!("sturdy_client_call_attempts_total", "workload" => w)
+        .increment(u64::from(summary.attempts));
+    for reason in &summary.retry_reasons {
+        metrics::counter!("sturdy_client_retries_total", "workload" => w, "reason" => reason.label())
+            .increment(1);
+    }
+    if summary.budget_refusals > 0 {
+        metrics::counter!("sturdy_client_budget_refusals_total", "workload" => w)
+            .increment(u64::from(summary.budget_refusals));
+    }
+    if summary.possibly_duplicated > 0 {
+        metrics::counter!("sturdy_client_possibly_duplicated_total", "workload" => w)
+            .increment(u64::from(summary.possibly_duplicated));
     }
 }
 
@@ -153,7 +151,8 @@ mod tests {
     use sturdy_core::{FailureKind, Reach};
 
     use super::*;
-    use crate::{MethodLabel, ServerAddress};
+    use crate::{Dimensions, MethodLabel, Outcome, ServerAddress};
+    use std::time::Duration;
 
     /// Sums every update by `name{k=v,...}`.
     #[derive(Default, Clone)]
@@ -227,22 +226,33 @@ mod tests {
                 method: MethodLabel::from_static("POST"),
                 server: ServerAddress::from_static("api.example:443"),
             };
-            rec.started(&dims);
-            rec.head(&dims, Duration::from_millis(5));
-            rec.finished(
-                &dims,
-                Outcome::Failed(FailureKind::Cancelled(Reach::Acknowledged)),
-                Duration::from_millis(9),
-            );
-            rec.call_summary(
-                Workload::Agentic,
-                &CallSummary {
+            rec.started(Scope::Attempt);
+            rec.finished(&Ended {
+                dims: &dims,
+                outcome: Outcome::Failed(FailureKind::Cancelled(Reach::Acknowledged)),
+                duration: Duration::from_millis(9),
+                time_to_head: Some(Duration::from_millis(5)),
+                time_to_first_frame: None,
+                call: None,
+            });
+            let call = Dimensions {
+                scope: Scope::Call,
+                ..dims.clone()
+            };
+            rec.started(Scope::Call);
+            rec.finished(&Ended {
+                dims: &call,
+                outcome: Outcome::Ok,
+                duration: Duration::from_millis(20),
+                time_to_head: None,
+                time_to_first_frame: None,
+                call: Some(&CallSummary {
                     attempts: 2,
                     retry_reasons: vec![FailureKind::Reset],
                     budget_refusals: 1,
                     possibly_duplicated: 1,
-                },
-            );
+                }),
+            });
         });
         assert_eq!(
             capture.get("sturdy_client_attempts_total{workload=agentic,method=POST,server_address=api.example:443,outcome=cancelled,reach=acknowledged}"),

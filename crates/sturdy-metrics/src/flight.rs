@@ -5,46 +5,69 @@
 //! response body, and records exactly one outcome: explicitly through
 //! [`Flight::finish`], or — when the caller drops the future or the body
 //! first — as `cancelled` from its `Drop`, with the reach it had got to.
+//!
+//! It records once, at its end, with everything: the workload is read from
+//! the call's context then (so a queue between this layer and the one that
+//! settles the workload cannot change the label), and the times to the head
+//! and to the first frame are kept until then.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sturdy_core::{CallContext, FailureKind, Reach};
+use sturdy_core::{CallContext, Classifier, FailureKind, Reach, Workload};
 use tokio::time::Instant;
 
 use crate::layer::Shared;
-use crate::{CallSummary, Dimensions, Outcome, Recorder};
+use crate::{CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
 
 pub(crate) struct Flight<R: Recorder> {
     shared: Arc<Shared<R>>,
-    dims: Dimensions,
-    start: Instant,
-    /// The call's record, read when a `calls()` flight ends.
+    method: MethodLabel,
+    server: ServerAddress,
+    /// The workload when the context has none at the end: the caller's
+    /// `Workload` extension, else the default.
+    workload: Workload,
+    /// The call's record: always for `calls()`, which creates it; for
+    /// `attempts()` when a layer above did.
     ctx: Option<CallContext>,
+    start: Instant,
+    head: Option<Duration>,
+    first_frame: Option<Duration>,
     /// The reach a cancellation would have: `NotSent` until the inner future
     /// is first polled (hyper-util's and tonic's futures send nothing before
     /// that), `Unknown` after, `Acknowledged` once a head arrived.
     reach: Reach,
-    first_frame_seen: bool,
     done: bool,
 }
 
 impl<R: Recorder> Flight<R> {
     pub(crate) fn start(
         shared: Arc<Shared<R>>,
-        dims: Dimensions,
+        method: MethodLabel,
+        server: ServerAddress,
+        workload: Workload,
         ctx: Option<CallContext>,
     ) -> Self {
-        shared.recorder.started(&dims);
+        shared.recorder.started(shared.scope);
         Flight {
             shared,
-            dims,
-            start: Instant::now(),
+            method,
+            server,
+            workload,
             ctx,
+            start: Instant::now(),
+            head: None,
+            first_frame: None,
             reach: Reach::NotSent,
-            first_frame_seen: false,
             done: false,
         }
+    }
+
+    /// The classifier this call's answers are judged with.
+    pub(crate) fn classifier(&self) -> &Classifier {
+        static TABLES: Classifier = Classifier::tables();
+        self.ctx.as_ref().map_or(&TABLES, CallContext::classifier)
     }
 
     /// The inner future has been polled: the request may be on its way.
@@ -57,17 +80,18 @@ impl<R: Recorder> Flight<R> {
     /// The response head arrived.
     pub(crate) fn head(&mut self) {
         self.reach = Reach::Acknowledged;
-        self.shared.recorder.head(&self.dims, self.start.elapsed());
+        self.head = Some(self.start.elapsed());
     }
 
-    /// A data frame of the response body arrived.
-    pub(crate) fn data_frame(&mut self) {
-        if !self.first_frame_seen {
-            self.first_frame_seen = true;
-            self.shared
-                .recorder
-                .first_frame(&self.dims, self.start.elapsed());
+    /// A data frame of the response body arrived; `last` when it ends the
+    /// body, which then ends at the same instant.
+    pub(crate) fn data_frame(&mut self, last: bool) -> Option<Duration> {
+        if self.first_frame.is_some() {
+            return None;
         }
+        let at = self.start.elapsed();
+        self.first_frame = Some(at);
+        last.then_some(at)
     }
 
     /// Whether the outcome has been recorded.
@@ -77,25 +101,48 @@ impl<R: Recorder> Flight<R> {
 
     /// Records the outcome; later calls do nothing.
     pub(crate) fn finish(&mut self, outcome: Outcome) {
+        self.finish_at(outcome, None);
+    }
+
+    /// Records the outcome, at `at` when the caller has just read the
+    /// clock; later calls do nothing.
+    pub(crate) fn finish_at(&mut self, outcome: Outcome, at: Option<Duration>) {
         if self.done {
             return;
         }
         self.done = true;
-        let elapsed = self.start.elapsed();
-        let recorder = &self.shared.recorder;
-        if let Some(ctx) = &self.ctx {
-            recorder.call_summary(self.dims.workload, &CallSummary::from_context(ctx));
-        }
-        recorder.finished(&self.dims, outcome, elapsed);
+        let duration = at.unwrap_or_else(|| self.start.elapsed());
+        let dims = Dimensions {
+            scope: self.shared.scope,
+            workload: self
+                .ctx
+                .as_ref()
+                .and_then(CallContext::workload)
+                .unwrap_or(self.workload),
+            method: self.method.clone(),
+            server: self.server.clone(),
+        };
+        let summary = match (dims.scope, &self.ctx) {
+            (Scope::Call, Some(ctx)) => Some(CallSummary::from_context(ctx)),
+            _ => None,
+        };
+        self.shared.recorder.finished(&Ended {
+            dims: &dims,
+            outcome,
+            duration,
+            time_to_head: self.head,
+            time_to_first_frame: self.first_frame,
+            call: summary.as_ref(),
+        });
         // Labels only: never a header value, a path or a query.
         tracing::trace!(
-            scope = self.dims.scope.label(),
-            workload = self.dims.workload.label(),
-            method = self.dims.method.as_str(),
-            server = self.dims.server.as_str(),
+            scope = dims.scope.label(),
+            workload = dims.workload.label(),
+            method = dims.method.as_str(),
+            server = dims.server.as_str(),
             outcome = outcome.label(),
             reach = outcome.reach().label(),
-            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            elapsed_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
             "sturdy-metrics outcome"
         );
     }
@@ -112,7 +159,9 @@ impl<R: Recorder> Drop for Flight<R> {
 impl<R: Recorder> fmt::Debug for Flight<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flight")
-            .field("dims", &self.dims)
+            .field("scope", &self.shared.scope)
+            .field("method", &self.method)
+            .field("server", &self.server)
             .field("elapsed", &self.start.elapsed())
             .field("reach", &self.reach)
             .field("done", &self.done)

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use sturdy_core::{BoxError, GrpcCode, classify_error, classify_response, is_grpc_answer};
+use sturdy_core::{BoxError, GrpcCode, is_grpc_answer};
 
 use crate::flight::Flight;
 use crate::{MetricsBody, Outcome, Recorder};
@@ -60,7 +60,9 @@ where
             Err(e) => {
                 let e: BoxError = e.into();
                 if let Some(flight) = flight.as_mut() {
-                    flight.finish(Outcome::Failed(classify_error(&*e)));
+                    let judged = flight.classifier().judge_error(&*e);
+                    let kind = judged.failure.unwrap_or(sturdy_core::FailureKind::Other);
+                    flight.finish(Outcome::Failed(kind));
                 }
                 Poll::Ready(Err(e))
             }
@@ -72,7 +74,10 @@ where
                     .then(|| GrpcCode::from_headers(&parts.headers));
                 if let Some(flight) = flight.as_mut() {
                     flight.head();
-                    if let (_, Some(kind)) = classify_response(parts.status, &parts.headers) {
+                    let judged = flight
+                        .classifier()
+                        .judge_response(parts.status, &parts.headers);
+                    if let Some(kind) = judged.failure {
                         flight.finish(Outcome::Failed(kind));
                     }
                 }

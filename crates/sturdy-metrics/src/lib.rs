@@ -89,7 +89,7 @@ pub use facade::MetricsFacadeRecorder;
 pub use future::ResponseFuture;
 pub use layer::{FailureMetricsLayer, InvalidServerLabel};
 pub use prometheus::{BUCKETS, PrometheusRecorder};
-pub use recorder::{Both, CallSummary, Recorder};
+pub use recorder::{Both, CallSummary, Ended, Recorder};
 pub use report::{
     DashboardGap, OutcomeCount, Percentiles, ReachCounts, Report, ScopeReport, ServerCounts,
 };

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,7 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use sturdy_core::Workload;
 
-use crate::{CallSummary, Dimensions, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
+use crate::{CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
 
 /// Histogram buckets in seconds, sized for LLM calls: from 5 ms (a cached
 /// answer, a refused connection) to 30 min (an agentic or long-context call).
@@ -227,6 +226,17 @@ impl<K: Hash + Eq, V> Handles<K, V> {
     }
 }
 
+/// The series one ended flight records into; the timing series are made
+/// the first time a flight has the timing, so a series appears only once
+/// something is recorded in it.
+struct EndHandles {
+    /// `calls` or `attempts`, by scope.
+    count: Counter,
+    duration: Histogram,
+    time_to_head: OnceLock<Histogram>,
+    time_to_first_frame: OnceLock<Histogram>,
+}
+
 struct Metrics {
     duration: HistogramFamily<OutcomeLabels>,
     calls: Family<EndLabels, Counter>,
@@ -240,12 +250,9 @@ struct Metrics {
     /// Indexed by `Scope as usize`: two label sets, resolved once.
     started: [Counter; 2],
     in_flight: [Gauge; 2],
-    /// Handles of `time_to_head` by label set.
-    head_handles: Handles<SeriesKey, Histogram>,
-    /// Handles of `time_to_first_frame` by label set.
-    first_frame_handles: Handles<SeriesKey, Histogram>,
-    /// Handles of `calls` or `attempts` (by scope) and `duration`.
-    end_handles: Handles<EndKey, (Counter, Histogram)>,
+    /// Handles of every series one ended flight records into, by label
+    /// set: one lookup per flight.
+    end_handles: Handles<EndKey, EndHandles>,
     /// `call_attempts` by `Workload as usize`, created when first used.
     call_attempts_handles: [OnceLock<Counter>; Workload::ALL.len()],
 }
@@ -298,8 +305,6 @@ impl PrometheusRecorder {
             call_attempts: Family::default(),
             started: Default::default(),
             in_flight: Default::default(),
-            head_handles: Handles::default(),
-            first_frame_handles: Handles::default(),
             end_handles: Handles::default(),
             call_attempts_handles: Default::default(),
         };
@@ -391,54 +396,53 @@ fn timing_labels(dims: &Dimensions) -> TimingLabels {
     }
 }
 
-impl Recorder for PrometheusRecorder {
-    fn started(&self, dims: &Dimensions) {
-        let i = dims.scope as usize;
-        self.metrics.started[i].inc();
-        self.metrics.in_flight[i].inc();
-    }
-
-    fn head(&self, dims: &Dimensions, elapsed: Duration) {
-        let m = &self.metrics;
-        m.head_handles.with(
-            SeriesKey::of(dims),
-            dims,
-            || m.time_to_head.get_or_create_owned(&timing_labels(dims)),
-            |h| h.observe(elapsed.as_secs_f64()),
-        );
-    }
-
-    fn first_frame(&self, dims: &Dimensions, elapsed: Duration) {
-        let m = &self.metrics;
-        m.first_frame_handles.with(
-            SeriesKey::of(dims),
-            dims,
-            || {
-                m.time_to_first_frame
-                    .get_or_create_owned(&timing_labels(dims))
-            },
-            |h| h.observe(elapsed.as_secs_f64()),
-        );
+impl Metrics {
+    fn end_handles(&self, dims: &Dimensions, outcome: Outcome) -> EndHandles {
+        let (label, reach) = (outcome.label(), outcome.reach().label());
+        let end = EndLabels {
+            workload: dims.workload.label(),
+            method: dims.method.clone(),
+            server_address: dims.server.clone(),
+            outcome: label,
+            reach,
+        };
+        let count = match dims.scope {
+            Scope::Call => self.calls.get_or_create_owned(&end),
+            Scope::Attempt => self.attempts.get_or_create_owned(&end),
+        };
+        let duration = self.duration.get_or_create_owned(&OutcomeLabels {
+            scope: dims.scope.label(),
+            workload: end.workload,
+            method: end.method,
+            server_address: end.server_address,
+            outcome: label,
+            reach,
+        });
+        EndHandles {
+            count,
+            duration,
+            time_to_head: OnceLock::new(),
+            time_to_first_frame: OnceLock::new(),
+        }
     }
 
     fn call_summary(&self, workload: Workload, summary: &CallSummary) {
-        let m = &self.metrics;
         let w = workload.label();
         let attempts = u64::from(summary.attempts);
-        match m.call_attempts_handles.get(workload as usize) {
+        match self.call_attempts_handles.get(workload as usize) {
             Some(cell) => cell
                 .get_or_init(|| {
-                    m.call_attempts
+                    self.call_attempts
                         .get_or_create_owned(&WorkloadLabels { workload: w })
                 })
                 .inc_by(attempts),
-            None => m
+            None => self
                 .call_attempts
                 .get_or_create(&WorkloadLabels { workload: w })
                 .inc_by(attempts),
         };
         for reason in &summary.retry_reasons {
-            m.retries
+            self.retries
                 .get_or_create(&RetryLabels {
                     workload: w,
                     reason: reason.label(),
@@ -446,53 +450,56 @@ impl Recorder for PrometheusRecorder {
                 .inc();
         }
         if summary.budget_refusals > 0 {
-            m.budget_refusals
+            self.budget_refusals
                 .get_or_create(&WorkloadLabels { workload: w })
                 .inc_by(u64::from(summary.budget_refusals));
         }
         if summary.possibly_duplicated > 0 {
-            m.possibly_duplicated
+            self.possibly_duplicated
                 .get_or_create(&WorkloadLabels { workload: w })
                 .inc_by(u64::from(summary.possibly_duplicated));
         }
     }
+}
 
-    fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration) {
+impl Recorder for PrometheusRecorder {
+    fn started(&self, scope: Scope) {
+        let i = scope as usize;
+        self.metrics.started[i].inc();
+        self.metrics.in_flight[i].inc();
+    }
+
+    fn finished(&self, ended: &Ended<'_>) {
         let m = &self.metrics;
+        let dims = ended.dims;
         m.end_handles.with(
             EndKey {
                 series: SeriesKey::of(dims),
-                outcome,
+                outcome: ended.outcome,
             },
             dims,
-            || {
-                let (label, reach) = (outcome.label(), outcome.reach().label());
-                let end = EndLabels {
-                    workload: dims.workload.label(),
-                    method: dims.method.clone(),
-                    server_address: dims.server.clone(),
-                    outcome: label,
-                    reach,
-                };
-                let counter = match dims.scope {
-                    Scope::Call => m.calls.get_or_create_owned(&end),
-                    Scope::Attempt => m.attempts.get_or_create_owned(&end),
-                };
-                let duration = m.duration.get_or_create_owned(&OutcomeLabels {
-                    scope: dims.scope.label(),
-                    workload: end.workload,
-                    method: end.method,
-                    server_address: end.server_address,
-                    outcome: label,
-                    reach,
-                });
-                (counter, duration)
-            },
-            |(counter, duration)| {
-                counter.inc();
-                duration.observe(elapsed.as_secs_f64());
+            || m.end_handles(dims, ended.outcome),
+            |h| {
+                h.count.inc();
+                h.duration.observe(ended.duration.as_secs_f64());
+                if let Some(d) = ended.time_to_head {
+                    h.time_to_head
+                        .get_or_init(|| m.time_to_head.get_or_create_owned(&timing_labels(dims)))
+                        .observe(d.as_secs_f64());
+                }
+                if let Some(d) = ended.time_to_first_frame {
+                    h.time_to_first_frame
+                        .get_or_init(|| {
+                            m.time_to_first_frame
+                                .get_or_create_owned(&timing_labels(dims))
+                        })
+                        .observe(d.as_secs_f64());
+                }
             },
         );
+        if let Some(summary) = ended.call {
+            m.call_summary(dims.workload, summary);
+        }
         m.in_flight[dims.scope as usize].dec();
     }
 }
@@ -515,6 +522,7 @@ impl fmt::Debug for PrometheusRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use sturdy_core::FailureKind;
 
     fn dims(scope: Scope, server: ServerAddress) -> Dimensions {
@@ -532,6 +540,25 @@ mod tests {
         out
     }
 
+    fn end(
+        rec: &PrometheusRecorder,
+        d: &Dimensions,
+        outcome: Outcome,
+        head: Option<u64>,
+        first: Option<u64>,
+        call: Option<&CallSummary>,
+    ) {
+        let ms = Duration::from_millis;
+        rec.finished(&Ended {
+            dims: d,
+            outcome,
+            duration: ms(20),
+            time_to_head: head.map(ms),
+            time_to_first_frame: first.map(ms),
+            call,
+        });
+    }
+
     fn value(text: &str, series: &str) -> Option<String> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
@@ -546,8 +573,7 @@ mod tests {
         let b = dims(Scope::Call, ServerAddress::shared("h:1".into()));
         let c = dims(Scope::Call, ServerAddress::from_static("h:1"));
         for d in [&a, &b, &c, &a] {
-            rec.finished(d, Outcome::Ok, Duration::from_millis(20));
-            rec.head(d, Duration::from_millis(7));
+            end(&rec, d, Outcome::Ok, Some(7), None, None);
         }
         let out = text(&registry);
         let labels = "workload=\"agentic\",method=\"POST\",server_address=\"h:1\",outcome=\"ok\",reach=\"acknowledged\"";
@@ -580,19 +606,38 @@ mod tests {
         let mut registry = Registry::default();
         let rec = PrometheusRecorder::new(&mut registry);
         let d = dims(Scope::Attempt, ServerAddress::from_static("h:2"));
-        rec.head(&d, Duration::from_millis(3));
-        rec.call_summary(
-            Workload::Batch,
-            &CallSummary {
-                attempts: 2,
-                ..CallSummary::default()
-            },
+        let out = text(&registry);
+        assert!(!out.contains("sturdy_client_attempts_total{"));
+        assert!(!out.contains("http_client_request_duration_seconds_count{"));
+        end(
+            &rec,
+            &d,
+            Outcome::Failed(sturdy_core::FailureKind::Reset),
+            None,
+            None,
+            None,
         );
+        let out = text(&registry);
+        assert!(out.contains("sturdy_client_attempts_total{"));
+        assert!(!out.contains("sturdy_client_time_to_head_seconds_count{"));
+        end(
+            &rec,
+            &d,
+            Outcome::Failed(sturdy_core::FailureKind::Reset),
+            Some(3),
+            None,
+            None,
+        );
+        let mut call = dims(Scope::Call, ServerAddress::from_static("h:2"));
+        call.workload = Workload::Batch;
+        let summary = CallSummary {
+            attempts: 2,
+            ..CallSummary::default()
+        };
+        end(&rec, &call, Outcome::Ok, Some(3), None, Some(&summary));
         let out = text(&registry);
         assert!(out.contains("sturdy_client_time_to_head_seconds_count{"));
         assert!(!out.contains("sturdy_client_time_to_first_frame_seconds_count{"));
-        assert!(!out.contains("sturdy_client_attempts_total{"));
-        assert!(!out.contains("http_client_request_duration_seconds_count{"));
         assert_eq!(
             value(
                 &out,
@@ -615,16 +660,11 @@ mod tests {
         for round in 0..2 {
             for s in &servers {
                 let d = dims(Scope::Attempt, s.clone());
-                rec.first_frame(&d, Duration::from_millis(round + 1));
-                rec.finished(&d, outcome, Duration::from_millis(5));
+                end(&rec, &d, outcome, None, Some(round + 1), None);
             }
         }
         assert_eq!(
             rec.metrics.end_handles.table.read().unwrap().len(),
-            HANDLE_LIMIT
-        );
-        assert_eq!(
-            rec.metrics.first_frame_handles.table.read().unwrap().len(),
             HANDLE_LIMIT
         );
         let out = text(&registry);

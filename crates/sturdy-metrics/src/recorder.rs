@@ -1,14 +1,15 @@
 //! The [`Recorder`] trait: where the layer's events go. The layer calls it
-//! synchronously, never while holding a lock of its own and never across an
-//! await; backends decide how to store (Prometheus, `metrics`, a
-//! [`SnapshotRecorder`](crate::SnapshotRecorder)).
+//! synchronously, twice per call or attempt — when it starts, and once
+//! with everything when it ends — never while holding a lock of its own
+//! and never across an await; backends decide how to store (Prometheus,
+//! `metrics`, a [`SnapshotRecorder`](crate::SnapshotRecorder)).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sturdy_core::{CallContext, FailureKind, Workload};
+use sturdy_core::{CallContext, FailureKind};
 
-use crate::{Dimensions, Outcome};
+use crate::{Dimensions, Outcome, Scope};
 
 /// What the `calls()` scope read from the [`CallContext`] when a call ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,7 +21,8 @@ pub struct CallSummary {
     pub retry_reasons: Vec<FailureKind>,
     /// Retries the budget refused.
     pub budget_refusals: u32,
-    /// Retries that may have sent the request twice.
+    /// Retries that may have run twice on the server (see
+    /// [`Safety::possibly_duplicated`](sturdy_core::Safety::possibly_duplicated)).
     pub possibly_duplicated: u32,
 }
 
@@ -38,45 +40,44 @@ impl CallSummary {
     }
 }
 
+/// One call or attempt as it ended: everything a recorder stores about it,
+/// handed over at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended<'a> {
+    /// Scope, workload (as settled when it ended), method and server.
+    pub dims: &'a Dimensions,
+    /// `ok` or the failure.
+    pub outcome: Outcome,
+    /// From the start to the end of the response body (or the failure).
+    pub duration: Duration,
+    /// From the start to the response head, if one came.
+    pub time_to_head: Option<Duration>,
+    /// From the start to the first body frame with data, if one came (time
+    /// to first token, for a stream).
+    pub time_to_first_frame: Option<Duration>,
+    /// For the `calls()` scope: what the layers below wrote into the call's
+    /// context.
+    pub call: Option<&'a CallSummary>,
+}
+
 /// Receives the layer's events. Every started call or attempt gets exactly
-/// one [`Recorder::finished`]; [`Recorder::head`] and
-/// [`Recorder::first_frame`] at most once each, before it.
+/// one [`Recorder::finished`].
 ///
 /// Implementations must be cheap and must not block: they run inside `poll`.
 pub trait Recorder: Send + Sync + 'static {
-    /// A call or attempt started (in flight +1).
-    fn started(&self, dims: &Dimensions);
+    /// A call or attempt of `scope` started (in flight +1).
+    fn started(&self, scope: Scope);
 
-    /// Its response head arrived after `elapsed`.
-    fn head(&self, dims: &Dimensions, elapsed: Duration);
-
-    /// The first data frame of its response body arrived after `elapsed`
-    /// (time to first token, for a stream).
-    fn first_frame(&self, dims: &Dimensions, elapsed: Duration);
-
-    /// For the `calls()` scope only, just before [`Recorder::finished`]:
-    /// what the layers below wrote into the call's context.
-    fn call_summary(&self, workload: Workload, summary: &CallSummary);
-
-    /// It ended with `outcome` after `elapsed` (in flight -1).
-    fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration);
+    /// It ended (in flight -1).
+    fn finished(&self, ended: &Ended<'_>);
 }
 
 impl<T: Recorder + ?Sized> Recorder for Arc<T> {
-    fn started(&self, dims: &Dimensions) {
-        (**self).started(dims);
+    fn started(&self, scope: Scope) {
+        (**self).started(scope);
     }
-    fn head(&self, dims: &Dimensions, elapsed: Duration) {
-        (**self).head(dims, elapsed);
-    }
-    fn first_frame(&self, dims: &Dimensions, elapsed: Duration) {
-        (**self).first_frame(dims, elapsed);
-    }
-    fn call_summary(&self, workload: Workload, summary: &CallSummary) {
-        (**self).call_summary(workload, summary);
-    }
-    fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration) {
-        (**self).finished(dims, outcome, elapsed);
+    fn finished(&self, ended: &Ended<'_>) {
+        (**self).finished(ended);
     }
 }
 
@@ -86,24 +87,12 @@ impl<T: Recorder + ?Sized> Recorder for Arc<T> {
 pub struct Both<A, B>(pub A, pub B);
 
 impl<A: Recorder, B: Recorder> Recorder for Both<A, B> {
-    fn started(&self, dims: &Dimensions) {
-        self.0.started(dims);
-        self.1.started(dims);
+    fn started(&self, scope: Scope) {
+        self.0.started(scope);
+        self.1.started(scope);
     }
-    fn head(&self, dims: &Dimensions, elapsed: Duration) {
-        self.0.head(dims, elapsed);
-        self.1.head(dims, elapsed);
-    }
-    fn first_frame(&self, dims: &Dimensions, elapsed: Duration) {
-        self.0.first_frame(dims, elapsed);
-        self.1.first_frame(dims, elapsed);
-    }
-    fn call_summary(&self, workload: Workload, summary: &CallSummary) {
-        self.0.call_summary(workload, summary);
-        self.1.call_summary(workload, summary);
-    }
-    fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration) {
-        self.0.finished(dims, outcome, elapsed);
-        self.1.finished(dims, outcome, elapsed);
+    fn finished(&self, ended: &Ended<'_>) {
+        self.0.finished(ended);
+        self.1.finished(ended);
     }
 }

@@ -1,17 +1,18 @@
-//! [`FailureMetrics`]: starts a flight per call, synchronously inside `call`,
-//! after the inner service's own `call` has run — so a timeout layer below
-//! has already written the workload into the `CallContext`.
+//! [`FailureMetrics`]: starts a flight per call, synchronously inside `call`.
+//! The flight reads the workload from the call's context only when it ends,
+//! so the label is the one the workload layer below settled, whatever lies
+//! in between (a `Buffer` that calls it later included).
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use sturdy_core::{BoxError, CallContext, Workload};
+use sturdy_core::{BoxError, CallPlan, Workload};
 use tower_service::Service;
 
 use crate::flight::Flight;
 use crate::layer::Shared;
-use crate::{Dimensions, MethodLabel, Recorder, ResponseFuture, Scope};
+use crate::{MethodLabel, Recorder, ResponseFuture, Scope};
 
 /// The service built by [`FailureMetricsLayer`](crate::FailureMetricsLayer).
 ///
@@ -80,32 +81,19 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let shared = &self.shared;
+        // The call scope creates the plan (and its record) when no layer
+        // above did; the attempt scope only reads one.
         let ctx = match shared.scope {
-            Scope::Call => Some(CallContext::get_or_insert(req.extensions_mut())),
-            Scope::Attempt => CallContext::from_extensions(req.extensions()),
+            Scope::Call => Some(CallPlan::of_request(&mut req).context().clone()),
+            Scope::Attempt => {
+                CallPlan::from_extensions(req.extensions()).map(|p| p.context().clone())
+            }
         };
-        let asked = Workload::from_extensions(req.extensions());
+        let asked = Workload::from_extensions(req.extensions()).unwrap_or_default();
         let method = method_label(shared, &req);
         let server = shared.labels.server(&req, shared.server_label.as_ref());
-        let inner = self.inner.call(req);
-        // Read after the inner call: the layers below fill the context
-        // synchronously in their own `call`.
-        let workload = ctx
-            .as_ref()
-            .and_then(CallContext::workload)
-            .or(asked)
-            .unwrap_or_default();
-        let dims = Dimensions {
-            scope: shared.scope,
-            workload,
-            method,
-            server,
-        };
-        let summary_ctx = match shared.scope {
-            Scope::Call => ctx,
-            Scope::Attempt => None,
-        };
-        ResponseFuture::new(inner, Flight::start(self.shared.clone(), dims, summary_ctx))
+        let flight = Flight::start(self.shared.clone(), method, server, asked, ctx);
+        ResponseFuture::new(self.inner.call(req), flight)
     }
 }
 

@@ -1,16 +1,18 @@
 //! [`SnapshotRecorder`]: in-memory counts and latency percentiles, for tests
-//! and reports. One short lock per event (never held across an await); the
-//! latency histograms have a fixed size whatever the number of calls.
+//! and reports, and the default recorder of the `Stack`: a call that
+//! succeeds is recorded with atomic adds alone; the latency histograms have
+//! a fixed size whatever the number of calls.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use sturdy_core::{Reach, Workload};
 
-use crate::{CallSummary, Dimensions, Outcome, Recorder, Scope};
+use crate::{Ended, Outcome, Recorder, Scope};
 
 /// Largest latency tracked: one hour (longer ones count as one hour).
 pub const MAX_TRACKED: Duration = Duration::from_secs(3600);
@@ -53,8 +55,8 @@ pub struct OutcomeKey {
 
 const MAX_TRACKED_US: u64 = 3_600_000_000;
 
-/// One latency histogram: microseconds, 3 significant figures, 1 µs to 1 h,
-/// a fixed size (about 180 KiB) whatever the number of samples.
+/// One latency histogram as a snapshot holds it: microseconds, 3
+/// significant figures, 1 µs to 1 h.
 fn latency_histogram() -> Histogram<u64> {
     #[allow(clippy::expect_used)]
     Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("constant bounds are valid")
@@ -66,21 +68,67 @@ fn micros(d: Duration) -> u64 {
         .clamp(1, MAX_TRACKED_US)
 }
 
-/// The latencies of one scope.
-#[derive(Clone)]
-struct Latencies([Histogram<u64>; 3]);
+/// Sub-buckets per power of two: a recorded latency is kept within 1/512
+/// (0.2 %) of its value, rounded up (as HDR histograms report a value's
+/// "highest equivalent").
+const SUB_BITS: u32 = 9;
+const SUB: u64 = 1 << SUB_BITS;
+/// Values below `SUB` µs have a bucket each; each power of two above, up to
+/// 2^32 µs (past an hour), has `SUB`.
+const BUCKETS: usize = (SUB + (32 - SUB_BITS as u64) * SUB) as usize;
 
-impl Default for Latencies {
+/// A latency histogram recorded with one atomic add: log-linear buckets
+/// of microseconds, read into an HDR histogram when a snapshot is taken.
+struct AtomicLatencies(Box<[AtomicU64]>);
+
+impl Default for AtomicLatencies {
     fn default() -> Self {
-        Latencies([
-            latency_histogram(),
-            latency_histogram(),
-            latency_histogram(),
-        ])
+        AtomicLatencies((0..BUCKETS).map(|_| AtomicU64::new(0)).collect())
     }
 }
 
-#[derive(Clone, Default)]
+impl AtomicLatencies {
+    fn bucket(us: u64) -> usize {
+        if us < SUB {
+            return us as usize;
+        }
+        let power = 63 - us.leading_zeros() as u64;
+        let shift = power - SUB_BITS as u64;
+        let sub = (us >> shift) - SUB;
+        (SUB + shift * SUB + sub) as usize
+    }
+
+    /// The highest value of bucket `i`, in microseconds.
+    fn value(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB {
+            return i.max(1);
+        }
+        let shift = (i - SUB) / SUB;
+        let sub = (i - SUB) % SUB;
+        ((SUB + sub + 1) << shift) - 1
+    }
+
+    fn record(&self, d: Duration) {
+        if let Some(b) = self.0.get(Self::bucket(micros(d))) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self) -> Histogram<u64> {
+        let mut h = latency_histogram();
+        for (i, b) in self.0.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            if n > 0 {
+                h.saturating_record_n(Self::value(i).min(MAX_TRACKED_US), n);
+            }
+        }
+        h
+    }
+}
+
+/// What a snapshot holds: plain numbers, read from the live counts.
+#[derive(Clone)]
 struct State {
     started: [u64; 2],
     outcomes: BTreeMap<OutcomeKey, u64>,
@@ -89,11 +137,33 @@ struct State {
     budget_refusals: u64,
     possibly_duplicated: u64,
     call_attempts: u64,
-    latencies: [Latencies; 2],
+    latencies: [[Histogram<u64>; 3]; 2],
 }
 
-/// Records into memory; [`SnapshotRecorder::snapshot`] reads a consistent
+/// The live counts. Everything a successful call records is an atomic add;
+/// only failures and retries take a short lock (never held across an
+/// await), to count by label.
+#[derive(Default)]
+struct Live {
+    started: [AtomicU64; 2],
+    ok: [AtomicU64; 2],
+    failures: Mutex<BTreeMap<OutcomeKey, u64>>,
+    by_workload: [[[AtomicU64; 3]; 4]; 2],
+    retries: Mutex<BTreeMap<&'static str, u64>>,
+    budget_refusals: AtomicU64,
+    possibly_duplicated: AtomicU64,
+    call_attempts: AtomicU64,
+    latencies: [[AtomicLatencies; 3]; 2],
+}
+
+/// Records into memory; [`SnapshotRecorder::snapshot`] reads a
 /// [`Snapshot`]. Cloning shares the counts.
+///
+/// Lock-free for every call that succeeds (atomic adds, and latency
+/// histograms of fixed size whatever the number of calls, within 0.2 % of
+/// each value); a failure or a retry takes a short lock to count by label.
+/// A snapshot taken while calls run may see one call's counts only in
+/// part; one taken after they ended is exact.
 ///
 /// ```
 /// use sturdy_metrics::{FailureMetricsLayer, Scope, SnapshotRecorder};
@@ -105,7 +175,12 @@ struct State {
 /// ```
 #[derive(Clone, Default)]
 pub struct SnapshotRecorder {
-    state: Arc<Mutex<State>>,
+    live: Arc<Live>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Updates cannot panic half-way; a poisoned lock holds sound counts.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SnapshotRecorder {
@@ -114,14 +189,44 @@ impl SnapshotRecorder {
         SnapshotRecorder::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Updates cannot panic half-way; a poisoned lock holds sound counts.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A copy of everything recorded so far, taken under one lock.
+    /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Snapshot {
-        let state = self.lock().clone();
+        let l = &*self.live;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut outcomes = lock(&l.failures).clone();
+        let mut by_workload = BTreeMap::new();
+        for scope in Scope::ALL {
+            let ok = get(&l.ok[scope as usize]);
+            if ok > 0 {
+                outcomes.insert(
+                    OutcomeKey {
+                        scope,
+                        outcome: "ok",
+                        reach: Reach::Acknowledged,
+                    },
+                    ok,
+                );
+            }
+            for w in Workload::ALL {
+                for reach in Reach::ALL {
+                    let n = get(&l.by_workload[scope as usize][w as usize][reach as usize]);
+                    if n > 0 {
+                        by_workload.insert((scope, w, reach), n);
+                    }
+                }
+            }
+        }
+        let read = |s: Scope| Timing::ALL.map(|t| l.latencies[s as usize][t as usize].read());
+        let state = State {
+            started: [get(&l.started[0]), get(&l.started[1])],
+            outcomes,
+            by_workload,
+            retries: lock(&l.retries).clone(),
+            budget_refusals: get(&l.budget_refusals),
+            possibly_duplicated: get(&l.possibly_duplicated),
+            call_attempts: get(&l.call_attempts),
+            latencies: [read(Scope::Call), read(Scope::Attempt)],
+        };
         Snapshot {
             state: Arc::new(state),
         }
@@ -135,43 +240,56 @@ impl fmt::Debug for SnapshotRecorder {
 }
 
 impl Recorder for SnapshotRecorder {
-    fn started(&self, dims: &Dimensions) {
-        self.lock().started[dims.scope as usize] += 1;
+    fn started(&self, scope: Scope) {
+        self.live.started[scope as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn head(&self, dims: &Dimensions, elapsed: Duration) {
-        self.lock().latencies[dims.scope as usize].0[Timing::Head as usize]
-            .saturating_record(micros(elapsed));
-    }
-
-    fn first_frame(&self, dims: &Dimensions, elapsed: Duration) {
-        self.lock().latencies[dims.scope as usize].0[Timing::FirstFrame as usize]
-            .saturating_record(micros(elapsed));
-    }
-
-    fn call_summary(&self, _workload: Workload, summary: &CallSummary) {
-        let mut s = self.lock();
-        s.call_attempts += u64::from(summary.attempts);
-        s.budget_refusals += u64::from(summary.budget_refusals);
-        s.possibly_duplicated += u64::from(summary.possibly_duplicated);
-        for reason in &summary.retry_reasons {
-            *s.retries.entry(reason.label()).or_default() += 1;
+    fn finished(&self, ended: &Ended<'_>) {
+        let l = &*self.live;
+        let dims = ended.dims;
+        let scope = dims.scope as usize;
+        let reach = ended.outcome.reach();
+        match ended.outcome {
+            Outcome::Ok => {
+                l.ok[scope].fetch_add(1, Ordering::Relaxed);
+            }
+            outcome @ Outcome::Failed(_) => {
+                let key = OutcomeKey {
+                    scope: dims.scope,
+                    outcome: outcome.label(),
+                    reach,
+                };
+                *lock(&l.failures).entry(key).or_default() += 1;
+            }
         }
-    }
-
-    fn finished(&self, dims: &Dimensions, outcome: Outcome, elapsed: Duration) {
-        let key = OutcomeKey {
-            scope: dims.scope,
-            outcome: outcome.label(),
-            reach: outcome.reach(),
-        };
-        let mut s = self.lock();
-        *s.outcomes.entry(key).or_default() += 1;
-        *s.by_workload
-            .entry((dims.scope, dims.workload, key.reach))
-            .or_default() += 1;
-        s.latencies[dims.scope as usize].0[Timing::Total as usize]
-            .saturating_record(micros(elapsed));
+        l.by_workload[scope][dims.workload as usize][reach as usize]
+            .fetch_add(1, Ordering::Relaxed);
+        let latencies = &l.latencies[scope];
+        latencies[Timing::Total as usize].record(ended.duration);
+        if let Some(d) = ended.time_to_head {
+            latencies[Timing::Head as usize].record(d);
+        }
+        if let Some(d) = ended.time_to_first_frame {
+            latencies[Timing::FirstFrame as usize].record(d);
+        }
+        if let Some(summary) = ended.call {
+            l.call_attempts
+                .fetch_add(u64::from(summary.attempts), Ordering::Relaxed);
+            if summary.budget_refusals > 0 {
+                l.budget_refusals
+                    .fetch_add(u64::from(summary.budget_refusals), Ordering::Relaxed);
+            }
+            if summary.possibly_duplicated > 0 {
+                l.possibly_duplicated
+                    .fetch_add(u64::from(summary.possibly_duplicated), Ordering::Relaxed);
+            }
+            if !summary.retry_reasons.is_empty() {
+                let mut retries = lock(&l.retries);
+                for reason in &summary.retry_reasons {
+                    *retries.entry(reason.label()).or_default() += 1;
+                }
+            }
+        }
     }
 }
 
@@ -274,7 +392,7 @@ impl Snapshot {
 
     /// The latency histogram (microseconds) of one scope and timing.
     pub fn latency(&self, scope: Scope, timing: Timing) -> &Histogram<u64> {
-        &self.state.latencies[scope as usize].0[timing as usize]
+        &self.state.latencies[scope as usize][timing as usize]
     }
 
     /// The `q` quantile (0 to 1) of one scope and timing, `None` without
@@ -300,5 +418,40 @@ impl fmt::Debug for Snapshot {
             .field("budget_refusals", &self.state.budget_refusals)
             .field("possibly_duplicated", &self.state.possibly_duplicated)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_latency_lands_in_a_bucket_whose_value_is_within_a_fifth_of_a_percent_above() {
+        let mut us = 1u64;
+        while us <= MAX_TRACKED_US {
+            let i = AtomicLatencies::bucket(us);
+            assert!(i < BUCKETS, "{us}");
+            let v = AtomicLatencies::value(i);
+            assert!(v >= us && (v - us) * 512 <= us, "{us} -> {v}");
+            assert_eq!(
+                AtomicLatencies::bucket(v),
+                i,
+                "{us}: {v} is its own bucket's"
+            );
+            us = us * 3 / 2 + 1;
+        }
+    }
+
+    #[test]
+    fn the_snapshot_reads_the_same_quantiles_hdr_would() {
+        let l = AtomicLatencies::default();
+        for ms in 1..=100u64 {
+            l.record(Duration::from_millis(ms));
+        }
+        let h = l.read();
+        assert_eq!(h.len(), 100);
+        let p50 = h.value_at_quantile(0.5);
+        assert!((50_000..50_200).contains(&p50), "{p50}");
+        assert!((100_000..100_200).contains(&h.max()), "{}", h.max());
     }
 }

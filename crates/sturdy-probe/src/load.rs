@@ -5,12 +5,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
-use sturdy::{BoxError, RetrySafe, ServerHints, Verdict, Workload, classify_response};
+use sturdy::{BoxError, Classifier, RetrySafe, Verdict, Workload};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
@@ -189,8 +189,9 @@ where
         Err(_) => return CallEnd::Failed,
     };
     let (parts, body) = resp.into_parts();
-    let (verdict, _) = classify_response(parts.status, &parts.headers);
-    let hints = ServerHints::from_headers(&parts.headers, SystemTime::now());
+    // The tables and the server's hints, as the stack judges an answer.
+    let judged = Classifier::tables().judge_response(parts.status, &parts.headers);
+    let (verdict, hints) = (judged.verdict, judged.hints);
     let body_ok = read_to_end(body, || {
         if stream && verdict == Verdict::Success {
             tally.record_ttft(started.elapsed());

@@ -5,23 +5,20 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-use rand::rngs::SmallRng;
-
 use crate::RetryConfigError;
 
 /// A backoff strategy. `n` counts retries from 0 (the first retry waits
-/// `base · 2^0` in the guide's formula); `cap` bounds every delay.
+/// `base · 2^0` in the guide's formula); `cap` bounds every delay. Every
+/// strategy takes one uniform random number in `[0, 1)` per delay, given by
+/// the caller, so a delay is a plain function of its inputs.
 ///
 /// ```
 /// use std::time::Duration;
-/// use rand::{SeedableRng, rngs::SmallRng};
 /// use sturdy_retry::Backoff;
 /// let guide = Backoff::default();
-/// let mut rng = SmallRng::seed_from_u64(7);
-/// let d = guide.delay(2, Duration::ZERO, Duration::from_secs(60), &mut rng);
-/// // 1 s · 2^2 plus up to 1 s of jitter.
-/// assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(5));
+/// let cap = Duration::from_secs(60);
+/// // 1 s · 2^2 plus up to 1 s of jitter: here, a quarter of it.
+/// assert_eq!(guide.delay(2, Duration::ZERO, cap, 0.25), Duration::from_millis(4250));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -110,33 +107,35 @@ impl Backoff {
     }
 
     /// The delay before retry `n` (from 0), given the previous delay (used by
-    /// the decorrelated strategy; pass `Duration::ZERO` before the first),
-    /// never more than `cap`.
-    pub fn delay(&self, n: u32, previous: Duration, cap: Duration, rng: &mut SmallRng) -> Duration {
+    /// the decorrelated strategy; pass `Duration::ZERO` before the first)
+    /// and `uniform`, a random number in `[0, 1)` (clamped into it), never
+    /// more than `cap`.
+    pub fn delay(&self, n: u32, previous: Duration, cap: Duration, uniform: f64) -> Duration {
+        let u = if uniform.is_nan() {
+            0.0
+        } else {
+            uniform.clamp(0.0, 1.0)
+        };
         let capf = cap.as_secs_f64();
         let exp = |base: Duration, factor: f64| {
             // powi saturates to infinity, and min() then picks the cap.
             (base.as_secs_f64() * factor.powi(n.min(i32::MAX as u32) as i32)).min(capf)
         };
         let secs = match *self {
-            Backoff::Guide { base, jitter } => {
-                exp(base, 2.0) + rng.random::<f64>() * jitter.as_secs_f64()
-            }
-            Backoff::FullJitter { base } => rng.random::<f64>() * exp(base, 2.0),
+            Backoff::Guide { base, jitter } => exp(base, 2.0) + u * jitter.as_secs_f64(),
+            Backoff::FullJitter { base } => u * exp(base, 2.0),
             Backoff::EqualJitter { base } => {
                 let half = exp(base, 2.0) / 2.0;
-                half + rng.random::<f64>() * half
+                half + u * half
             }
             Backoff::Decorrelated { base } => {
                 let lo = base.as_secs_f64();
                 // Before the first retry the "previous" delay is the base.
                 let prev = if previous.is_zero() { base } else { previous };
                 let hi = (prev.as_secs_f64() * 3.0).max(lo);
-                lo + rng.random::<f64>() * (hi - lo)
+                lo + u * (hi - lo)
             }
-            Backoff::GrpcStyle { base, multiplier } => {
-                exp(base, multiplier) * (0.8 + 0.4 * rng.random::<f64>())
-            }
+            Backoff::GrpcStyle { base, multiplier } => exp(base, multiplier) * (0.8 + 0.4 * u),
         };
         Duration::try_from_secs_f64(secs.min(capf)).unwrap_or(cap)
     }
@@ -145,7 +144,8 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
 
     const SAMPLES: usize = 10_000;
     const CAP: Duration = Duration::from_secs(60);
@@ -156,7 +156,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(0x5eed + u64::from(n));
         let mut sum = 0.0;
         for _ in 0..SAMPLES {
-            let d = b.delay(n, prev, CAP, &mut rng).as_secs_f64();
+            let d = b.delay(n, prev, CAP, rng.random()).as_secs_f64();
             assert!(
                 d >= lo - 1e-9 && d <= hi + 1e-9,
                 "{b:?} n={n}: {d} outside {lo}..={hi}"
@@ -241,7 +241,7 @@ mod tests {
             },
         ] {
             for n in [10, 64, 1000, u32::MAX] {
-                let d = b.delay(n, Duration::from_secs(1_000_000), cap, &mut rng);
+                let d = b.delay(n, Duration::from_secs(1_000_000), cap, rng.random());
                 assert!(d <= cap, "{b:?} n={n}: {d:?}");
             }
         }

@@ -1,6 +1,8 @@
 //! The response body the retry layer hands over: the inner body as it
 //! streams, or, for a small response read in full before it was handed over
-//! (prefetch), the buffered bytes and trailers.
+//! (prefetch), the buffered bytes and trailers — and, when the read failed
+//! and the failure was not retried, the failure after the bytes that came,
+//! as the caller would have seen it without prefetch.
 
 use std::fmt;
 use std::pin::Pin;
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use sturdy_core::BoxError;
 
 pin_project! {
     /// A response body from [`RetryService`](crate::RetryService).
@@ -29,6 +32,7 @@ pin_project! {
         Buffered {
             data: Option<Bytes>,
             trailers: Option<HeaderMap>,
+            error: Option<BoxError>,
         },
     }
 }
@@ -45,6 +49,18 @@ impl<B> ResponseBody<B> {
             kind: Kind::Buffered {
                 data: (!data.is_empty()).then_some(data),
                 trailers,
+                error: None,
+            },
+        }
+    }
+
+    /// The bytes that came, then the error that ended the read.
+    pub(crate) fn failed(data: Bytes, error: BoxError) -> ResponseBody<B> {
+        ResponseBody {
+            kind: Kind::Buffered {
+                data: (!data.is_empty()).then_some(data),
+                trailers: None,
+                error: Some(error),
             },
         }
     }
@@ -58,19 +74,29 @@ impl<B> ResponseBody<B> {
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            KindProj::Streaming { inner } => inner.poll_frame(cx),
-            KindProj::Buffered { data, trailers } => {
+            KindProj::Streaming { inner } => inner
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            KindProj::Buffered {
+                data,
+                trailers,
+                error,
+            } => {
                 if let Some(d) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                if let Some(e) = error.take() {
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
@@ -80,15 +106,24 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Streaming { inner } => inner.is_end_stream(),
-            Kind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Buffered {
+                data,
+                trailers,
+                error,
+            } => data.is_none() && trailers.is_none() && error.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Streaming { inner } => inner.size_hint(),
-            Kind::Buffered { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            Kind::Buffered { data, error, .. } => {
+                let n = data.as_ref().map_or(0, |d| d.len() as u64);
+                if error.is_some() {
+                    SizeHint::default()
+                } else {
+                    SizeHint::with_exact(n)
+                }
             }
         }
     }

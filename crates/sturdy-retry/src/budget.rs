@@ -13,7 +13,7 @@ use tower::retry::budget::{Budget as _, TpsBudget};
 use crate::RetryConfigError;
 
 /// The numbers of a retry budget: over a sliding `window`, retries may
-/// spend `percent` of the calls made, plus `min_per_sec` per second.
+/// number `retry_ratio` times the calls made, plus `min_per_sec` per second.
 ///
 /// The default is tower's: 20 % of calls plus 10 retries per second over
 /// 10 seconds.
@@ -23,8 +23,9 @@ pub struct BudgetConfig {
     pub window: Duration,
     /// Retries allowed per second whatever the traffic.
     pub min_per_sec: u32,
-    /// Retries allowed per call, as a fraction (0.2 = 20 %; up to 10.0).
-    pub percent: f32,
+    /// Retries allowed per call, as a fraction (0.2: one retry per five
+    /// calls; from 0 to 10).
+    pub retry_ratio: f32,
 }
 
 impl Default for BudgetConfig {
@@ -32,7 +33,7 @@ impl Default for BudgetConfig {
         BudgetConfig {
             window: Duration::from_secs(10),
             min_per_sec: 10,
-            percent: 0.2,
+            retry_ratio: 0.2,
         }
     }
 }
@@ -42,8 +43,8 @@ impl BudgetConfig {
         if self.window < Duration::from_secs(1) || self.window > Duration::from_secs(60) {
             return Err(RetryConfigError::BudgetWindow);
         }
-        if !self.percent.is_finite() || !(0.0..=10.0).contains(&self.percent) {
-            return Err(RetryConfigError::BudgetPercent);
+        if !self.retry_ratio.is_finite() || !(0.0..=10.0).contains(&self.retry_ratio) {
+            return Err(RetryConfigError::BudgetRatio);
         }
         // TpsBudget multiplies this by the window's seconds and the
         // withdrawal amount; keep it far from any overflow.
@@ -64,7 +65,7 @@ impl SharedBudget {
         SharedBudget(Arc::new(TpsBudget::new(
             config.window,
             config.min_per_sec,
-            config.percent,
+            config.retry_ratio,
         )))
     }
 

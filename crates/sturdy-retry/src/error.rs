@@ -82,8 +82,8 @@ pub enum RetryConfigError {
     InvalidFactor(&'static str),
     /// A budget window outside 1..=60 s.
     BudgetWindow,
-    /// A budget percentage outside 0..=1000 % (or not a number).
-    BudgetPercent,
+    /// A budget retry ratio outside 0..=10 (or not a number).
+    BudgetRatio,
     /// A budget floor of retries per second too large.
     BudgetFloor,
     /// A drain time bound of zero with a non-zero drain cap.
@@ -118,8 +118,8 @@ impl fmt::Display for RetryConfigError {
             RetryConfigError::BudgetWindow => {
                 f.write_str("the budget window must be between 1 s and 60 s")
             }
-            RetryConfigError::BudgetPercent => {
-                f.write_str("the budget percentage must be between 0 and 1000 %")
+            RetryConfigError::BudgetRatio => {
+                f.write_str("the budget's retry ratio must be between 0 and 10")
             }
             RetryConfigError::BudgetFloor => {
                 f.write_str("the budget floor of retries per second is too large")

@@ -52,7 +52,7 @@ impl<E> RetryLayer<E> {
 }
 
 impl<E> Default for RetryLayer<E> {
-    /// The default policy (DESIGN.md's numbers).
+    /// The default policy ([`RetryPolicy::default`]).
     fn default() -> Self {
         RetryLayer::new(RetryPolicy::default())
     }

@@ -5,20 +5,26 @@
 //! your own.
 //!
 //! In the request flow it sits below the workload timeout (whose
-//! [`Deadline`](sturdy_core::Deadline) it reads) and above the per-attempt
-//! layers; it writes attempts, retry reasons and budget refusals to the
-//! call's [`CallContext`](sturdy_core::CallContext).
+//! [`Deadline`](sturdy_core::Deadline) it reads from the request's
+//! [`CallPlan`](sturdy_core::CallPlan)) and above the per-attempt layers. It
+//! settles its own part of the plan — whether the request may be sent
+//! again ([`Safety`](sturdy_core::Safety), by the policy's one
+//! [`RetrySafeRule`]) and the [`Classifier`](sturdy_core::Classifier) that
+//! judges answers, which the metrics layers use too — and writes attempts,
+//! retry reasons and budget refusals to the call's
+//! [`CallContext`](sturdy_core::CallContext).
 //!
 //! What is retried, in order:
 //!
-//! 1. The verdict: a user [`Classify`] if it answers, else server hints
-//!    (`x-should-retry`, a negative `grpc-retry-pushback-ms`), else the
-//!    tables (429, 408 and 5xx gateway statuses; gRPC `UNAVAILABLE`,
-//!    `RESOURCE_EXHAUSTED`; transport failures). Hints are read only from
-//!    responses the tables call failures.
-//! 2. Safety by reach: `NotSent` always; `Unknown` only when safe to repeat
-//!    (idempotent method, the idempotency-key header, or
-//!    [`RetrySafe`](sturdy_core::RetrySafe)), see [`RepeatUnknown`];
+//! 1. The verdict: a user [`Classify`](sturdy_core::Classify) if it
+//!    answers, else server hints (`x-should-retry`, a negative
+//!    `grpc-retry-pushback-ms`), else the tables (429, 408 and 5xx gateway
+//!    statuses; gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`; transport
+//!    failures). Hints are read only from responses the tables call
+//!    failures.
+//! 2. Safety by reach: `NotSent` always; `Unknown` only when the
+//!    [`RetrySafeRule`] allows it (by default: an idempotent method, the
+//!    idempotency-key header, or [`RetrySafe`](sturdy_core::RetrySafe));
 //!    `Acknowledged` by the verdict. A response handed to the caller is
 //!    never retried (a gRPC call is committed at its first non-Trailers-Only
 //!    head).
@@ -34,10 +40,12 @@
 //! An attempt's request body can outlive its response: an HTTP/1.1 client
 //! goes on sending it after an early answer (a gateway that rejects from the
 //! headers). A retry decided while an earlier attempt still reads the body
-//! waits, after its backoff, until that attempt lets go of it (within the
-//! call's deadline, which the `Stack` always sets); if the body passed the
-//! replay cap meanwhile, the failure the retry was for is the call's answer. A retry is recorded in the [`CallContext`](sturdy_core::CallContext)
-//! when it is sent, never when it is only decided.
+//! waits, after its backoff, until that attempt lets go of it (never past
+//! the call's deadline: then the call ends with a `total` timeout); if the
+//! body passed the replay cap meanwhile, the failure the retry was for is
+//! the call's answer. A retry is recorded in the
+//! [`CallContext`](sturdy_core::CallContext) when it is sent, never when it
+//! is only decided.
 //!
 //! ```
 //! use std::time::Duration;
@@ -76,13 +84,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attempts;
 mod backoff;
 mod body;
 mod budget;
 mod error;
 mod future;
+mod head;
 mod layer;
 mod policy;
+mod prefetch;
 pub mod replay;
 mod service;
 
@@ -92,8 +103,6 @@ pub use budget::BudgetConfig;
 pub use error::{RetryConfigError, RetryError};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub use policy::{
-    Classify, MAX_RETRIES_LIMIT, Outcome, RepeatUnknown, RetryPolicy, RetryPolicyBuilder,
-};
+pub use policy::{MAX_RETRIES_LIMIT, RetryPolicy, RetryPolicyBuilder, RetrySafeRule};
 pub use replay::ReplayBody;
 pub use service::RetryService;

@@ -1,4 +1,5 @@
-//! The `Service`: wraps the request body for replay, records the first
+//! The `Service`: settles the request's safety and classifier in its plan,
+//! wraps the body for replay, keeps what a retry needs, records the first
 //! attempt, deposits into the budget and starts the response future, all
 //! synchronously inside `call`.
 
@@ -8,17 +9,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
-use sturdy_core::{BoxBody, BoxError, CallContext, InnerBody, RetrySafe};
+use sturdy_core::{BoxBody, BoxError, CallPlan, Deadline, InnerBody, RequestHead, RetrySafe};
 use tower_service::Service;
 
-use crate::future::{Attempts, RequestHead, ResponseFuture, Safety};
+use crate::attempts::Attempts;
+use crate::future::ResponseFuture;
+use crate::head::KeptHead;
 use crate::layer::Shared;
 use crate::replay::ReplayBody;
 use crate::{ResponseBody, RetryLayer, RetryPolicy};
 
 /// Retries failed attempts of `S`. Made by [`RetryLayer`].
+///
+/// `E` is the request body type `S` takes; the caller's body `B` becomes
+/// one through [`InnerBody`]: `BoxBody` (what `sturdy::client()` takes) or
+/// `tonic::body::Body` (a tonic `Channel`, feature `grpc` of sturdy-core).
+/// A client taking another body type, such as hyper-util's
+/// `Client<_, Full<Bytes>>`, needs its body boxed: build it for `BoxBody`.
 pub struct RetryService<S, E = BoxBody> {
     inner: S,
     shared: Arc<Shared>,
@@ -84,14 +93,6 @@ fn fresh_key() -> http::HeaderValue {
     http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
 }
 
-/// Methods that are safe to repeat by definition (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
 impl<S, B, E, RB> Service<Request<B>> for RetryService<S, E>
 where
     S: Service<Request<E>, Response = Response<RB>> + Clone,
@@ -110,72 +111,51 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // The ready service makes this call; the future keeps it for retries.
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
         let policy = &shared.policy;
 
-        let (mut parts, body) = req.into_parts();
-        // The extensions a retry needs, copied before the context goes in:
-        // when this layer is the one adding it (no sturdy layer above), the
-        // success path then clones no map and boxes no context, and a retry
-        // puts the same context back (`Attempts::next_request`).
-        let extensions = (policy.max_retries != 0).then(|| parts.extensions.clone());
-        let ctx = CallContext::get_or_insert(&mut parts.extensions);
+        if let Some(name) = &policy.generated_key
+            && !req.headers().contains_key(name)
+        {
+            req.headers_mut().insert(name.clone(), fresh_key());
+        }
+        // This layer's part of the plan: whether the request may be sent
+        // again, and what judges its answers. Settled before the head is
+        // kept, so every attempt carries them.
+        let marked = req.extensions().get::<RetrySafe>().is_some();
+        let safety = policy.safety(&RequestHead::of(&req), marked);
+        let callers_deadline = Deadline::from_extensions(req.extensions());
+        let plan = CallPlan::of_request(&mut req);
+        let deadline = plan.deadline().or(callers_deadline);
+        plan.settle_safety(safety);
+        if policy.classifier.has_user_classifier() {
+            plan.set_classifier(policy.classifier.clone());
+        }
+        let ctx = plan.context().clone();
+        ctx.mark_attempts_managed();
         ctx.record_attempt();
         if let Some(budget) = &shared.budget {
             budget.deposit();
         }
-        if let Some(name) = &policy.generated_key
-            && !parts.headers.contains_key(name)
-        {
-            parts.headers.insert(name.clone(), fresh_key());
-        }
-        let idempotent = is_idempotent(&parts.method);
-        // Safety only matters once an attempt fails: for a method that is not
-        // idempotent the key and the mark are read from the kept head then,
-        // unless there is no head, or the attempt header (added below, and
-        // so in the head) is the idempotency header itself.
-        let safety = if idempotent {
-            Safety::of(true, false, false)
-        } else if extensions.is_none()
-            || policy.attempt_header.as_ref() == Some(&policy.idempotency_header)
-        {
-            let keyed = parts.headers.contains_key(&policy.idempotency_header);
-            let marked = parts.extensions.get::<RetrySafe>().is_some();
-            Safety::of(false, keyed, marked)
-        } else {
-            Safety::InHead
-        };
         if let Some(name) = &policy.attempt_header {
-            parts
-                .headers
+            req.headers_mut()
                 .insert(name.clone(), http::HeaderValue::from(1u32));
         }
 
+        let (parts, body) = req.into_parts();
         let body = ReplayBody::new(body, policy.replay_cap);
-        let (head, handle) = match extensions {
-            None => (None, None),
-            Some(extensions) => (
-                Some(RequestHead::copy(&parts, extensions)),
-                Some(body.handle()),
-            ),
+        let (head, handle) = if policy.max_retries == 0 {
+            (None, None)
+        } else {
+            (Some(KeptHead::copy(&parts)), Some(body.handle()))
         };
         let req = Request::from_parts(parts, E::from_body(body));
         let fut = service.call(req);
-        let attempts = Attempts {
-            shared,
-            ctx,
-            head,
-            handle,
-            attempts: 1,
-            safety,
-            rng: None,
-            prev_delay: std::time::Duration::ZERO,
-            pending: None,
-        };
+        let attempts = Attempts::new(shared, ctx, head, handle, safety, deadline);
         ResponseFuture::new(fut, service, attempts)
     }
 }

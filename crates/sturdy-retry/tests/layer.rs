@@ -13,11 +13,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use sturdy_core::{
-    BoxBody, BoxError, CallContext, Deadline, FailureKind, RetrySafe, STATUS_TABLE, Verdict,
+    Answer, BoxBody, BoxError, CallContext, Deadline, FailureKind, RetrySafe, STATUS_TABLE, Verdict,
 };
 use sturdy_retry::{
-    Backoff, BudgetConfig, Outcome, RepeatUnknown, RetryConfigError, RetryError, RetryLayer,
-    RetryPolicy,
+    Backoff, BudgetConfig, RetryConfigError, RetryError, RetryLayer, RetryPolicy, RetrySafeRule,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -192,7 +191,7 @@ async fn each_status_in_the_table_is_retried_or_not_as_the_table_says() {
 async fn retries_503_then_succeeds_and_records_the_call() {
     let fake = Fake::new(vec![status(503), status(503), status(200)]);
     let mut req = post();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(fake.attempts(), 3);
@@ -379,7 +378,7 @@ async fn the_budget_refuses_when_empty_and_refills() {
     let budget = BudgetConfig {
         window: Duration::from_secs(1),
         min_per_sec: 1,
-        percent: 0.0,
+        retry_ratio: 0.0,
     };
     let policy = quick().budget(budget).build().unwrap();
     let layer = RetryLayer::new(policy);
@@ -387,7 +386,7 @@ async fn the_budget_refuses_when_empty_and_refills() {
     let svc = layer.layer(fake.clone());
 
     let mut req = get();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(
@@ -397,14 +396,14 @@ async fn the_budget_refuses_when_empty_and_refills() {
 
     // Another clone shares the same, now empty, budget.
     let mut req = get();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     svc.clone().oneshot(req).await.unwrap();
     assert_eq!((ctx.attempts(), ctx.budget_refusals()), (1, 1));
 
     // The spent retry leaves the window: the budget has one again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut req = get();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     svc.clone().oneshot(req).await.unwrap();
     assert_eq!((ctx.attempts(), ctx.retries()), (2, 1));
 }
@@ -416,7 +415,7 @@ async fn not_sent_failures_are_retried_even_for_a_post() {
         status(200),
     ]);
     let mut req = post();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
     assert_eq!((resp.status().as_u16(), fake.attempts()), (200, 2));
     assert_eq!(ctx.retry_reasons(), vec![FailureKind::ConnectRefused]);
@@ -455,7 +454,7 @@ async fn unknown_failures_are_retried_only_when_safe_to_repeat() {
     let fake = reset();
     let mut req = post();
     req.extensions_mut().insert(RetrySafe);
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     send(quick().build().unwrap(), &fake, req).await.unwrap();
     assert_eq!((fake.attempts(), ctx.possibly_duplicated()), (2, 1));
 
@@ -464,23 +463,17 @@ async fn unknown_failures_are_retried_only_when_safe_to_repeat() {
     let mut req = post();
     req.headers_mut()
         .insert("idempotency-key", "k1".parse().unwrap());
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     send(quick().build().unwrap(), &fake, req).await.unwrap();
     assert_eq!((fake.attempts(), ctx.possibly_duplicated()), (2, 0));
 
     // The switch: never (even a GET), always (even a POST).
     let fake = reset();
-    let never = quick()
-        .repeat_unknown(RepeatUnknown::Never)
-        .build()
-        .unwrap();
+    let never = quick().retry_safe(RetrySafeRule::Never).build().unwrap();
     assert!(send(never, &fake, get()).await.is_err());
     assert_eq!(fake.attempts(), 1);
     let fake = reset();
-    let always = quick()
-        .repeat_unknown(RepeatUnknown::Always)
-        .build()
-        .unwrap();
+    let always = quick().retry_safe(RetrySafeRule::All).build().unwrap();
     send(always, &fake, post()).await.unwrap();
     assert_eq!(fake.attempts(), 2);
 }
@@ -524,11 +517,28 @@ async fn a_response_cut_mid_body_is_retried_when_prefetch_allows() {
     assert_eq!(fake.attempts(), 1);
     assert!(resp.into_body().collect().await.is_err());
 
-    // A POST cut mid-body is not safe to repeat unless marked.
+    // A POST cut mid-body is not safe to repeat unless marked: the caller
+    // gets it as it would have without prefetch, the head, the bytes that
+    // came and the failure, and the call's record says one attempt.
     let fake = Fake::new(vec![Reply::BrokenBody, status(200)]);
     let policy = quick().prefetch_up_to(1024).build().unwrap();
-    let err = send(policy, &fake, post()).await.unwrap_err();
-    assert_eq!(err.downcast::<RetryError>().unwrap().attempts(), 1);
+    let mut req = post();
+    let ctx = CallContext::attach(&mut req);
+    let resp = send(policy, &fake, req).await.unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), fake.attempts(), ctx.attempts()),
+        (200, 1, 1)
+    );
+    let mut body = resp.into_body();
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "hello"
+    );
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(
+        sturdy_core::classify_body_error(&*err),
+        FailureKind::ResponseBody
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -598,10 +608,10 @@ async fn a_small_error_body_is_drained_before_the_retry() {
 #[tokio::test(start_paused = true)]
 async fn a_user_classifier_overrides_the_table() {
     let policy = quick()
-        .classifier(|o: Outcome<'_>| match o {
-            Outcome::Response(s, _) if s == StatusCode::CONFLICT => Some(Verdict::Retryable),
-            Outcome::Response(s, _) if s == StatusCode::SERVICE_UNAVAILABLE => Some(Verdict::Fatal),
-            Outcome::Error(_) => Some(Verdict::Fatal),
+        .classifier(|o: Answer<'_>| match o {
+            Answer::Response(s, _) if s == StatusCode::CONFLICT => Some(Verdict::Retryable),
+            Answer::Response(s, _) if s == StatusCode::SERVICE_UNAVAILABLE => Some(Verdict::Fatal),
+            Answer::Error(_) => Some(Verdict::Fatal),
             _ => None,
         })
         .build()
@@ -664,7 +674,7 @@ async fn a_dropped_call_leaves_nothing_running() {
 async fn an_http2_refused_stream_is_retried_as_not_sent() {
     let fake = Fake::new(vec![Reply::Refused, status(200)]);
     let mut req = post();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
     assert_eq!((resp.status().as_u16(), fake.attempts()), (200, 2));
     assert_eq!(ctx.retry_reasons(), vec![FailureKind::RefusedStream]);
@@ -701,7 +711,7 @@ async fn a_generated_idempotency_key_is_the_same_on_every_attempt_and_makes_a_po
         .build()
         .unwrap();
     let mut req = post();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     send(policy.clone(), &fake, req).await.unwrap();
     let keys: Vec<String> = fake
         .bodies
@@ -754,17 +764,17 @@ fn invalid_configurations_are_errors() {
         b().hint_cap(Duration::ZERO).build().unwrap_err(),
         RetryConfigError::ZeroHintCap
     );
-    let budget = |window: u64, percent: f32, min_per_sec: u32| BudgetConfig {
+    let budget = |window: u64, ratio: f32, min_per_sec: u32| BudgetConfig {
         window: Duration::from_secs(window),
         min_per_sec,
-        percent,
+        retry_ratio: ratio,
     };
     for (cfg, want) in [
         (budget(0, 0.2, 10), RetryConfigError::BudgetWindow),
         (budget(61, 0.2, 10), RetryConfigError::BudgetWindow),
-        (budget(10, f32::NAN, 10), RetryConfigError::BudgetPercent),
-        (budget(10, -0.1, 10), RetryConfigError::BudgetPercent),
-        (budget(10, 10.5, 10), RetryConfigError::BudgetPercent),
+        (budget(10, f32::NAN, 10), RetryConfigError::BudgetRatio),
+        (budget(10, -0.1, 10), RetryConfigError::BudgetRatio),
+        (budget(10, 10.5, 10), RetryConfigError::BudgetRatio),
         (budget(10, 0.2, u32::MAX), RetryConfigError::BudgetFloor),
     ] {
         assert_eq!(b().budget(cfg).build().unwrap_err(), want, "{cfg:?}");
@@ -829,7 +839,7 @@ fn invalid_configurations_are_errors() {
 fn debug_output_never_shows_header_values() {
     let mut h = HeaderMap::new();
     h.insert("authorization", "Bearer sk-secret".parse().unwrap());
-    let o = Outcome::Response(StatusCode::OK, &h);
+    let o = Answer::Response(StatusCode::OK, &h);
     assert!(!format!("{o:?}").contains("sk-secret"));
     let policy = RetryPolicy::default();
     assert!(format!("{policy:?}").contains("max_retries: 5"));
@@ -886,10 +896,7 @@ async fn a_retry_carries_the_callers_extensions_and_the_one_call_context() {
         let mut n = c.lock().unwrap();
         *n += 1;
         let status = if *n == 1 { 503 } else { 200 };
-        let ctx = req
-            .extensions()
-            .get::<CallContext>()
-            .map(CallContext::attempts);
+        let ctx = CallContext::from_extensions(req.extensions()).map(|c| c.attempts());
         s.lock()
             .unwrap()
             .push((req.extensions().get::<Marker>().cloned(), ctx));
@@ -925,7 +932,7 @@ async fn a_retry_carries_the_callers_extensions_and_the_one_call_context() {
         let status = if *n == 1 { 503 } else { 200 };
         s.lock()
             .unwrap()
-            .push(req.extensions().get::<CallContext>().cloned());
+            .push(CallContext::from_extensions(req.extensions()));
         async move {
             Ok::<_, BoxError>(
                 Response::builder()
@@ -936,7 +943,7 @@ async fn a_retry_carries_the_callers_extensions_and_the_one_call_context() {
         }
     });
     let mut req = get();
-    let ctx = CallContext::get_or_insert(req.extensions_mut());
+    let ctx = CallContext::attach(&mut req);
     let svc = RetryLayer::new(quick().build().unwrap()).layer(inner);
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(ctx.attempts(), 2);
@@ -1100,9 +1107,8 @@ async fn a_body_spoiled_during_the_backoff_returns_the_failure_the_retry_was_for
     // the retry waits for the reading attempt rather than race it.
     let inner = reading_on_after_failure(Duration::from_millis(20), calls.clone(), bodies.clone());
     let policy = quick().replay_cap(10).build().unwrap();
-    let ctx = CallContext::new();
     let mut req = chunked_post(5);
-    req.extensions_mut().insert(ctx.clone());
+    let ctx = CallContext::attach(&mut req);
     let err = RetryLayer::new(policy)
         .layer(inner)
         .oneshot(req)
@@ -1148,9 +1154,8 @@ async fn a_retry_is_counted_when_it_is_sent_not_when_it_is_decided() {
         ))
         .build()
         .unwrap();
-    let ctx = CallContext::new();
     let mut req = get();
-    req.extensions_mut().insert(ctx.clone());
+    let ctx = CallContext::attach(&mut req);
     let svc = RetryLayer::new(policy).layer(fake.clone());
     // The caller gives up during the 1 s backoff.
     let gave_up = tokio::time::timeout(Duration::from_millis(500), svc.oneshot(req)).await;

@@ -5,31 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Uri};
-use sturdy_core::Workload;
-
-/// The parts of a request a classifier may look at.
-///
-/// Its `Debug` output never shows header values (they may hold an API key).
-#[derive(Clone, Copy)]
-pub struct RequestHead<'a> {
-    /// The request method.
-    pub method: &'a Method,
-    /// The request URI.
-    pub uri: &'a Uri,
-    /// The request headers.
-    pub headers: &'a HeaderMap,
-}
-
-impl fmt::Debug for RequestHead<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestHead")
-            .field("method", self.method)
-            .field("path", &self.uri.path())
-            .field("headers", &self.headers.len())
-            .finish()
-    }
-}
+use sturdy_core::{RequestHead, Workload};
 
 /// Picks the workload of a request that carries no [`Workload`] extension.
 /// `None` leaves it to the default, [`Workload::Interactive`].
@@ -140,22 +116,6 @@ impl ClassifyWorkload for PathClassifier {
     }
 }
 
-/// The default rules of [`PathClassifier`] applied to a path: OpenAI's batch
-/// endpoints are [`Workload::Batch`], anything else is unrecognised.
-///
-/// ```
-/// use sturdy_core::Workload;
-/// assert_eq!(sturdy_timeout::classify_by_path("/v1/batches"), Some(Workload::Batch));
-/// assert_eq!(sturdy_timeout::classify_by_path("/v1/chat/completions"), None);
-/// ```
-pub fn classify_by_path(path: &str) -> Option<Workload> {
-    if path_is_under(path, "/v1/batches") || path_is_under(path, "/batches") {
-        Some(Workload::Batch)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +133,6 @@ mod tests {
             ("/", None),
         ] {
             assert_eq!(c.classify_path(path), expect, "{path}");
-            assert_eq!(classify_by_path(path), expect, "{path}");
         }
     }
 
@@ -189,20 +148,5 @@ mod tests {
         assert_eq!(c.classify_path("/v1/chat"), Some(Workload::Batch));
         let all = PathClassifier::empty().with_prefix("/", Workload::Agentic);
         assert_eq!(all.classify_path("/anything"), Some(Workload::Agentic));
-    }
-
-    #[test]
-    fn request_head_debug_hides_header_values() {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Bearer sk-secret".parse().unwrap());
-        let uri: Uri = "http://h/v1/chat?key=sk-secret".parse().unwrap();
-        let head = RequestHead {
-            method: &Method::POST,
-            uri: &uri,
-            headers: &headers,
-        };
-        let shown = format!("{head:?}");
-        assert!(!shown.contains("sk-secret"), "{shown}");
-        assert!(shown.contains("/v1/chat"), "{shown}");
     }
 }

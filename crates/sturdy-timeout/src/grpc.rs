@@ -1,21 +1,9 @@
 //! How timeouts speak gRPC: the `grpc-timeout` request header, and timeout
 //! errors shaped as `tonic::Status` so generated clients see
-//! `DEADLINE_EXCEEDED` (feature `grpc`). Without the feature every request
-//! is treated as plain HTTP.
+//! `DEADLINE_EXCEEDED` (feature `grpc`; without it the error is the plain
+//! `TimeoutError`).
 
 use sturdy_core::{BoxError, TimeoutError};
-
-/// Whether a request is gRPC and gets gRPC-shaped errors and `grpc-timeout`.
-#[cfg(feature = "grpc")]
-pub(crate) fn is_grpc_request(headers: &http::HeaderMap) -> bool {
-    sturdy_core::is_grpc(headers)
-}
-
-/// Without the `grpc` feature no request is treated as gRPC.
-#[cfg(not(feature = "grpc"))]
-pub(crate) fn is_grpc_request(_: &http::HeaderMap) -> bool {
-    false
-}
 
 /// The error a timeout is returned as: the [`TimeoutError`] itself, or for
 /// a gRPC request a `tonic::Status` `DEADLINE_EXCEEDED` whose source is it.

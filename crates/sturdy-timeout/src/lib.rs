@@ -7,18 +7,23 @@
 //!
 //! - [`WorkloadTimeoutLayer`], outermost (above retry): picks the request's
 //!   [`Workload`](sturdy_core::Workload) (its extension, else a
-//!   [classifier](ClassifyWorkload) over the head, else `Interactive`), looks
+//!   [classifier](ClassifyWorkload) over the head, else the default), looks
 //!   up its [`Profile`](sturdy_core::Profile) (a per-request `Profile`
-//!   extension wins), puts the `Workload` and a
-//!   [`Deadline`](sturdy_core::Deadline) into the request extensions and the
-//!   workload into the [`CallContext`](sturdy_core::CallContext), and
-//!   enforces `ready` (waiting for the inner service's capacity) and `total`
-//!   (the whole call, **the response body included**).
+//!   extension wins), settles both and the
+//!   [`Deadline`](sturdy_core::Deadline) in the request's
+//!   [`CallPlan`](sturdy_core::CallPlan) (the workload reaches the
+//!   [`CallContext`](sturdy_core::CallContext) too), and enforces `ready`
+//!   (waiting for the inner service's capacity) and `total` (the whole call,
+//!   **the response body included**).
 //! - [`AttemptTimeoutLayer`], innermost (at the client): limits each
 //!   attempt's wait for the response head (`headers`) and every silence in
 //!   its body (`read`, the wait for the first frame included: time to first
-//!   token for an SSE stream), never past the `Deadline`. For gRPC requests
-//!   (feature `grpc`) it also sets `grpc-timeout`.
+//!   token for an SSE stream), never past the `Deadline`, with the profile
+//!   the plan holds. For gRPC requests it also sets `grpc-timeout`.
+//!
+//! Each works alone: the attempt layer without a plan uses its own
+//! profiles, and the workload layer with nothing below that makes attempts
+//! enforces `headers` and `read` itself (the call is then one attempt).
 //!
 //! Every timeout is a [`TimeoutError`](sturdy_core::TimeoutError) naming its
 //! phase, workload, limit and [`Reach`](sturdy_core::Reach), so
@@ -43,8 +48,9 @@
 //! Cheap on the hot path: a timer is made only when a phase actually has to
 //! wait (a response that is ready at once makes none), the timers live
 //! pinned inside the futures and bodies (no boxed future), the body's one
-//! `read` timer is moved with `reset`, and nothing is put into the request
-//! extensions but two small `Copy` values and the call context.
+//! timer is moved with `reset`, the workload layer makes none while the
+//! attempt layer below enforces its deadline, and the only extension is
+//! the plan.
 //!
 //! `WorkloadTimeout` needs a `Clone` inner service: see
 //! [`WorkloadTimeout`] for what that means for backpressure.
@@ -53,7 +59,7 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Full};
-//! use sturdy_core::{BoxError, CallContext, Workload};
+//! use sturdy_core::{BoxError, CallContext, CallPlan, Workload};
 //! use sturdy_timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
@@ -62,20 +68,20 @@
 //! let workloads = WorkloadTimeoutLayer::builder()
 //!     .total(Workload::Interactive, Duration::from_secs(30))
 //!     .build()?;
-//! let attempts = AttemptTimeoutLayer::builder()
-//!     .profiles(*workloads.profiles())
-//!     .build()?;
+//! // It reads the profile the workload layer settles: nothing to repeat.
+//! let attempts = AttemptTimeoutLayer::new();
 //! let svc = ServiceBuilder::new()
 //!     .layer(workloads)
 //!     .layer(attempts)
 //!     .service_fn(|req: http::Request<()>| async move {
 //!         // Layers below see the workload the outer layer chose.
-//!         assert_eq!(req.extensions().get::<Workload>(), Some(&Workload::Batch));
+//!         let plan = CallPlan::from_extensions(req.extensions()).unwrap();
+//!         assert_eq!(plan.workload(), Some(Workload::Batch));
 //!         Ok::<_, BoxError>(http::Response::new(Full::new(Bytes::from_static(b"done"))))
 //!     });
 //!
 //! let mut req = http::Request::post("http://api.test/v1/batches").body(())?;
-//! let ctx = CallContext::get_or_insert(req.extensions_mut());
+//! let ctx = CallContext::attach(&mut req);
 //! let res = svc.oneshot(req).await?;
 //! assert_eq!(res.into_body().collect().await?.to_bytes(), "done");
 //! assert_eq!(ctx.workload(), Some(Workload::Batch));
@@ -87,19 +93,22 @@
 #![deny(missing_docs)]
 
 mod attempt;
+mod body;
 mod classify;
 mod grpc;
 mod workload;
 
 pub use attempt::{
-    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, ReadBody,
-    ResponseFuture as AttemptFuture,
+    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, ResponseFuture as AttemptFuture,
 };
-pub use classify::{
-    ClassifyWorkload, FnClassifier, NoClassifier, PathClassifier, RequestHead, classify_by_path,
-};
+pub use body::TimeoutBody;
+pub use classify::{ClassifyWorkload, FnClassifier, NoClassifier, PathClassifier};
 pub use grpc::grpc_timeout;
 pub use workload::{
-    ResponseFuture as WorkloadFuture, TotalBody, WorkloadTimeout, WorkloadTimeoutBuilder,
-    WorkloadTimeoutLayer,
+    ResponseFuture as WorkloadFuture, WorkloadTimeout, WorkloadTimeoutBuilder, WorkloadTimeoutLayer,
 };
+
+/// Roughly thirty years ahead: tokio's own choice for "never".
+pub(crate) fn far_future(now: tokio::time::Instant) -> tokio::time::Instant {
+    now + std::time::Duration::from_secs(86_400 * 365 * 30)
+}

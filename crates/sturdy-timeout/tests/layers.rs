@@ -14,7 +14,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use sturdy_core::{
-    BoxError, CallContext, Deadline, FailureKind, Phase, Profile, Reach, TimeoutError, Workload,
+    BoxError, CallPlan, Deadline, FailureKind, Phase, Profile, Reach, TimeoutError, Workload,
     classify_body_error, classify_error,
 };
 use sturdy_timeout::{AttemptTimeoutLayer, NoClassifier, WorkloadTimeoutLayer};
@@ -429,12 +429,9 @@ async fn the_layer_sets_workload_deadline_and_call_context() {
     let seen = Arc::new(std::sync::Mutex::new(None));
     let seen2 = seen.clone();
     let inner = service_fn(move |req: Request<()>| {
-        let ext = req.extensions();
-        *seen2.lock().unwrap() = Some((
-            ext.get::<Workload>().copied(),
-            ext.get::<Deadline>().copied(),
-            CallContext::from_extensions(ext).and_then(|c| c.workload()),
-        ));
+        let plan = CallPlan::from_extensions(req.extensions()).unwrap();
+        *seen2.lock().unwrap() =
+            Some((plan.workload(), plan.deadline(), plan.context().workload()));
         async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
     });
     let workloads = WorkloadTimeoutLayer::builder()

@@ -12,8 +12,8 @@ use pin_project_lite::pin_project;
 use sturdy_core::{BoxError, InvalidProfile, Phase, Reach, TimeoutError};
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use super::ReadBody;
 use super::service::AttemptLimits;
+use crate::TimeoutBody;
 use crate::grpc::{is_tonic_timeout, timeout_error};
 
 pin_project! {
@@ -77,7 +77,7 @@ where
     F: Future<Output = Result<Response<ResB>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<Response<ReadBody<ResB>>, BoxError>;
+    type Output = Result<Response<TimeoutBody<ResB>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -97,7 +97,9 @@ where
             }
         };
         let tonic_fired = match fut.poll(cx) {
-            Poll::Ready(Ok(res)) => return Poll::Ready(Ok(res.map(|b| ReadBody::new(b, limits)))),
+            Poll::Ready(Ok(res)) => {
+                return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, limits.body()))));
+            }
             Poll::Ready(Err(e)) => {
                 let e = e.into();
                 if !is_tonic_timeout(&e) {
@@ -132,10 +134,11 @@ where
             }
             (false, _) => TimeoutError::new(Phase::Headers, limits.headers, reach),
         };
-        Poll::Ready(Err(timeout_error(
-            err.with_workload(limits.workload),
-            limits.grpc,
-        )))
+        let err = match limits.workload {
+            Some(w) => err.with_workload(w),
+            None => err,
+        };
+        Poll::Ready(Err(timeout_error(err, limits.grpc)))
     }
 }
 

@@ -12,10 +12,16 @@ use super::AttemptTimeout;
 /// each cut short by the request's [`Deadline`](sturdy_core::Deadline) (see
 /// the [crate docs](crate)).
 ///
-/// The limits come from the request's [`Profile`] extension if it has one,
-/// else from this layer's profile of its [`Workload`] extension (set by
-/// [`WorkloadTimeoutLayer`](crate::WorkloadTimeoutLayer)), else from the
-/// [`Workload::Interactive`] profile.
+/// The limits come from the profile a
+/// [`WorkloadTimeoutLayer`](crate::WorkloadTimeoutLayer) above settled in the
+/// request's [`CallPlan`](sturdy_core::CallPlan), and the deadline from
+/// there too; a `headers` or `read` phase set on this layer's builder caps
+/// the plan's (the smaller wins), so it takes effect either way. Used
+/// without a plan, this layer makes them from its own configuration: the
+/// request's [`Profile`] extension if it has one, else this layer's profile
+/// of its [`Workload`] extension, else the [`Workload::Interactive`]
+/// profile; the deadline from a [`Deadline`](sturdy_core::Deadline)
+/// extension.
 ///
 /// ```
 /// use std::time::Duration;
@@ -30,15 +36,57 @@ use super::AttemptTimeout;
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptTimeoutLayer {
-    profiles: Profiles,
+    own: OwnLimits,
     capture_connection: bool,
 }
 
+/// This layer's own profiles, and which of their per-attempt phases were
+/// set on purpose (those cap a plan's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnLimits {
+    pub(crate) profiles: Profiles,
+    /// Bit `2·workload` for `headers`, `2·workload + 1` for `read`.
+    set: u8,
+}
+
+const HEADERS: u8 = 0;
+const READ: u8 = 1;
+
+impl OwnLimits {
+    fn mark(&mut self, workload: Workload, phase: u8) {
+        self.set |= 1 << (2 * workload as u8 + phase);
+    }
+
+    fn is_set(&self, workload: Workload, phase: u8) -> bool {
+        self.set & (1 << (2 * workload as u8 + phase)) != 0
+    }
+
+    /// `planned`, with every phase set on this layer for `workload` capping
+    /// the plan's.
+    pub(crate) fn cap(&self, workload: Option<Workload>, mut planned: Profile) -> Profile {
+        let Some(w) = workload.filter(|_| self.set != 0) else {
+            return planned;
+        };
+        let own = self.profiles.get(w);
+        if self.is_set(w, HEADERS) {
+            planned.headers = planned.headers.min(own.headers);
+        }
+        if self.is_set(w, READ) {
+            planned.read = planned.read.min(own.read);
+        }
+        planned
+    }
+}
+
 impl AttemptTimeoutLayer {
-    /// DESIGN.md's default profiles; no connection capture.
+    /// The default profiles ([`Profile::for_workload`]); no connection
+    /// capture.
     pub fn new() -> AttemptTimeoutLayer {
         AttemptTimeoutLayer {
-            profiles: Profiles::default(),
+            own: OwnLimits {
+                profiles: Profiles::default(),
+                set: 0,
+            },
             capture_connection: false,
         }
     }
@@ -57,7 +105,7 @@ impl AttemptTimeoutLayer {
 
     /// The profiles this layer falls back on.
     pub fn profiles(&self) -> &Profiles {
-        &self.profiles
+        &self.own.profiles
     }
 }
 
@@ -71,7 +119,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
     type Service = AttemptTimeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AttemptTimeout::from_parts(inner, self.profiles, self.capture_connection)
+        AttemptTimeout::from_parts(inner, self.own, self.capture_connection)
     }
 }
 
@@ -83,35 +131,44 @@ pub struct AttemptTimeoutBuilder {
 }
 
 impl AttemptTimeoutBuilder {
-    /// Replaces every profile.
+    /// Replaces every profile (its `headers` and `read` cap a plan's).
     pub fn profiles(mut self, profiles: Profiles) -> Self {
-        self.layer.profiles = profiles;
+        for w in Workload::ALL {
+            self = self.profile(w, *profiles.get(w));
+        }
         self
     }
 
-    /// Replaces the profile of one workload.
+    /// Replaces the profile of one workload (its `headers` and `read` cap a
+    /// plan's).
     pub fn profile(mut self, workload: Workload, profile: Profile) -> Self {
-        *self.layer.profiles.get_mut(workload) = profile;
+        *self.layer.own.profiles.get_mut(workload) = profile;
+        self.layer.own.mark(workload, HEADERS);
+        self.layer.own.mark(workload, READ);
         self
     }
 
-    /// Sets how long an attempt of `workload` may wait for its response head.
+    /// Sets how long an attempt of `workload` may wait for its response
+    /// head (capping a plan's).
     pub fn headers(mut self, workload: Workload, limit: Duration) -> Self {
-        self.layer.profiles.get_mut(workload).headers = limit;
+        self.layer.own.profiles.get_mut(workload).headers = limit;
+        self.layer.own.mark(workload, HEADERS);
         self
     }
 
-    /// Sets the longest silence in the response body of `workload`.
+    /// Sets the longest silence in the response body of `workload` (capping
+    /// a plan's).
     pub fn read(mut self, workload: Workload, limit: Duration) -> Self {
-        self.layer.profiles.get_mut(workload).read = limit;
+        self.layer.own.profiles.get_mut(workload).read = limit;
+        self.layer.own.mark(workload, READ);
         self
     }
 
-    /// Sets the `total` phase of `workload`: this layer uses it only to
-    /// bound `grpc-timeout` and to name the limit in a timeout that the
-    /// deadline cut short.
+    /// Sets the `total` phase of `workload`, used without a plan: this
+    /// layer uses it only to bound `grpc-timeout` and to name the limit in
+    /// a timeout that the deadline cut short.
     pub fn total(mut self, workload: Workload, limit: Duration) -> Self {
-        self.layer.profiles.get_mut(workload).total = limit;
+        self.layer.own.profiles.get_mut(workload).total = limit;
         self
     }
 
@@ -132,7 +189,7 @@ impl AttemptTimeoutBuilder {
 
     /// The layer, or the first zero phase found.
     pub fn build(self) -> Result<AttemptTimeoutLayer, InvalidProfile> {
-        self.layer.profiles.validate()?;
+        self.layer.own.profiles.validate()?;
         Ok(self.layer)
     }
 }

@@ -3,12 +3,10 @@
 //! (`headers`) and every silence in its body (`read`), never past the call's
 //! [`Deadline`](sturdy_core::Deadline).
 
-mod body;
 mod future;
 mod layer;
 mod service;
 
-pub use body::ReadBody;
 pub use future::ResponseFuture;
 pub use layer::{AttemptTimeoutBuilder, AttemptTimeoutLayer};
 pub use service::AttemptTimeout;

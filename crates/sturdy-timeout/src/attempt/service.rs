@@ -1,29 +1,31 @@
-//! The attempt service's `call`: reads the limits from the request (its
-//! `Profile`, `Workload` and `Deadline`), sets `grpc-timeout` for gRPC, and
+//! The attempt service's `call`: reads the limits from the request's plan
+//! (else from this layer's own profiles), sets `grpc-timeout` for gRPC, and
 //! arms the `headers` limit.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use sturdy_core::{BoxError, Deadline, Profile, Profiles, Workload, attempt_limit};
+use sturdy_core::{BoxError, CallPlan, Deadline, Profile, Workload, attempt_limit};
 use tower_service::Service;
 
-use super::{ReadBody, ResponseFuture};
-use crate::grpc::is_grpc_request;
+use super::ResponseFuture;
+use super::layer::OwnLimits;
+use crate::TimeoutBody;
+use crate::body::BodyLimits;
 
 /// The service made by [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer).
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
-    profiles: Profiles,
+    own: OwnLimits,
     capture_connection: bool,
 }
 
 /// What an attempt enforces, fixed when it is made.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttemptLimits {
-    pub(crate) workload: Workload,
+    pub(crate) workload: Option<Workload>,
     pub(crate) headers: Duration,
     pub(crate) read: Duration,
     pub(crate) total: Duration,
@@ -34,11 +36,24 @@ pub(crate) struct AttemptLimits {
     pub(crate) callers_grpc_timeout: Option<Duration>,
 }
 
+impl AttemptLimits {
+    /// What the attempt's body enforces: `read`, and the deadline.
+    pub(crate) fn body(&self) -> BodyLimits {
+        BodyLimits {
+            read: Some(self.read),
+            deadline: self.deadline.map(|d| d.instant()),
+            total: self.total,
+            workload: self.workload,
+            grpc: self.grpc,
+        }
+    }
+}
+
 impl<S> AttemptTimeout<S> {
-    pub(crate) fn from_parts(inner: S, profiles: Profiles, capture_connection: bool) -> Self {
+    pub(crate) fn from_parts(inner: S, own: OwnLimits, capture_connection: bool) -> Self {
         AttemptTimeout {
             inner,
-            profiles,
+            own,
             capture_connection,
         }
     }
@@ -64,7 +79,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
-    type Response = Response<ReadBody<ResB>>;
+    type Response = Response<TimeoutBody<ResB>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
@@ -73,23 +88,34 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let plan = CallPlan::of_request(&mut req);
+        plan.context().mark_phases_enforced();
+        let (settled, deadline, grpc) = (plan.profile().copied(), plan.deadline(), plan.is_grpc());
+        let workload = plan.workload();
         let ext = req.extensions();
-        let workload = Workload::from_extensions(ext).unwrap_or_default();
-        let profile = ext
-            .get::<Profile>()
-            .copied()
-            .unwrap_or(*self.profiles.get(workload));
-        if let Err(invalid) = profile.validate() {
-            return ResponseFuture::invalid(invalid);
-        }
-        let deadline = Deadline::from_extensions(ext);
+        // The workload layer's profile when it settled one; else this
+        // layer's own, checked when it was built, or the caller's.
+        let (workload, profile) = match settled {
+            Some(p) => (workload, self.own.cap(workload, p)),
+            None => {
+                let w = Workload::from_extensions(ext).unwrap_or_default();
+                match ext.get::<Profile>() {
+                    Some(own) => match own.validate() {
+                        Ok(()) => (Some(w), *own),
+                        Err(invalid) => return ResponseFuture::invalid(invalid),
+                    },
+                    None => (Some(w), *self.own.profiles.get(w)),
+                }
+            }
+        };
+        let deadline = deadline.or_else(|| Deadline::from_extensions(ext));
         let mut limits = AttemptLimits {
             workload,
             headers: profile.headers,
             read: profile.read,
             total: profile.total,
             deadline,
-            grpc: is_grpc_request(req.headers()),
+            grpc,
             callers_grpc_timeout: None,
         };
         if limits.grpc {
@@ -135,7 +161,7 @@ mod tests {
 
     fn limits(headers: u64, deadline: Option<Deadline>) -> AttemptLimits {
         AttemptLimits {
-            workload: Workload::Interactive,
+            workload: Some(Workload::Interactive),
             headers: Duration::from_millis(headers),
             read: Duration::from_secs(60),
             total: Duration::from_secs(60),

@@ -1,28 +1,30 @@
 //! The outer response future: the wait for capacity (`ready`), then the
-//! inner call, both under the call's deadline (`total`).
+//! inner call, both under the call's deadline (`total`); and, when nothing
+//! below makes attempts, the one attempt's `headers`.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use http::Response;
 use pin_project_lite::pin_project;
-use sturdy_core::{BoxError, InvalidProfile, Phase, Reach, TimeoutError, Workload};
+use sturdy_core::{
+    BoxError, CallContext, InvalidProfile, Phase, Profile, Reach, TimeoutError, Workload,
+};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use super::TotalBody;
+use crate::body::{BodyLimits, TimeoutBody};
 use crate::grpc::timeout_error;
 
 /// What the future enforces, fixed when the call is made.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) workload: Workload,
-    pub(crate) ready: Duration,
+    pub(crate) profile: Profile,
     pub(crate) ready_at: Instant,
-    pub(crate) total: Duration,
+    pub(crate) headers_at: Instant,
     pub(crate) deadline: Instant,
     pub(crate) grpc: bool,
 }
@@ -30,13 +32,45 @@ pub(crate) struct Limits {
 impl Limits {
     fn error(&self, phase: Phase, reach: Reach) -> BoxError {
         let limit = match phase {
-            Phase::Ready => self.ready,
-            _ => self.total,
+            Phase::Ready => self.profile.ready,
+            Phase::Headers => self.profile.headers,
+            _ => self.profile.total,
         };
         timeout_error(
             TimeoutError::new(phase, limit, reach).with_workload(self.workload),
             self.grpc,
         )
+    }
+
+    /// What a wait for the response head is bounded by, given what the
+    /// layers below said they enforce (read when the wait starts, and again
+    /// when a `headers` limit comes, for layers behind a queue): nothing
+    /// more when an attempt timeout below enforces the deadline on every
+    /// attempt; the deadline when a retry layer below makes attempts (a
+    /// `headers` limit across attempts would be wrong); else, the call
+    /// being one attempt, `headers` too.
+    fn head_wait(&self, ctx: &CallContext) -> Option<(Instant, Phase)> {
+        if ctx.phases_enforced() {
+            None
+        } else if ctx.attempts_managed() || self.deadline <= self.headers_at {
+            Some((self.deadline, Phase::Total))
+        } else {
+            Some((self.headers_at, Phase::Headers))
+        }
+    }
+
+    /// What the response body is bounded by, by the same rule.
+    fn body(&self, ctx: &CallContext) -> BodyLimits {
+        if ctx.phases_enforced() {
+            return BodyLimits::none();
+        }
+        BodyLimits {
+            read: (!ctx.attempts_managed()).then_some(self.profile.read),
+            deadline: Some(self.deadline),
+            total: self.profile.total,
+            workload: Some(self.workload),
+            grpc: self.grpc,
+        }
     }
 }
 
@@ -44,10 +78,11 @@ pin_project! {
     /// The response future of [`WorkloadTimeout`](crate::WorkloadTimeout):
     /// waits, when it was not ready at once, for the inner service to be
     /// ready (under `ready`), calls it, and waits for the response head
-    /// (under `total`).
+    /// (under `total`, and `headers` when the call is one attempt).
     ///
     /// One timer at most, made only when the inner service or its future is
-    /// not ready at once, and moved from the `ready` to the `total` instant.
+    /// not ready at once, moved from one limit to the next; none at all
+    /// while an attempt timeout below enforces the deadline.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -56,9 +91,10 @@ pin_project! {
         state: State<S, Req>,
         #[pin]
         sleep: Option<Sleep>,
-        // Whether `sleep` is set for the ready phase (else for the deadline).
-        sleep_for_ready: bool,
+        // What `sleep` is set for, once set.
+        armed: Option<Phase>,
         limits: Option<Limits>,
+        ctx: Option<CallContext>,
     }
 }
 
@@ -81,45 +117,33 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-    pub(crate) fn new(svc: S, req: Req, limits: Limits) -> Self {
+    fn with(state: State<S, Req>, limits: Option<Limits>, ctx: Option<CallContext>) -> Self {
         ResponseFuture {
-            state: State::Ready {
-                svc,
-                req: Some(req),
-            },
+            state,
             sleep: None,
-            sleep_for_ready: false,
-            limits: Some(limits),
+            armed: None,
+            limits,
+            ctx,
         }
+    }
+
+    pub(crate) fn new(svc: S, req: Req, limits: Limits, ctx: CallContext) -> Self {
+        let req = Some(req);
+        Self::with(State::Ready { svc, req }, Some(limits), Some(ctx))
     }
 
     /// The inner service was ready at once and has the request.
-    pub(crate) fn called(fut: S::Future, limits: Limits) -> Self {
-        ResponseFuture {
-            state: State::Called { fut },
-            sleep: None,
-            sleep_for_ready: false,
-            limits: Some(limits),
-        }
+    pub(crate) fn called(fut: S::Future, limits: Limits, ctx: CallContext) -> Self {
+        Self::with(State::Called { fut }, Some(limits), Some(ctx))
     }
 
     /// The inner service's `poll_ready` failed when the call was made.
-    pub(crate) fn failed(err: S::Error, limits: Limits) -> Self {
-        ResponseFuture {
-            state: State::Failed { err: Some(err) },
-            sleep: None,
-            sleep_for_ready: false,
-            limits: Some(limits),
-        }
+    pub(crate) fn failed(err: S::Error, limits: Limits, ctx: CallContext) -> Self {
+        Self::with(State::Failed { err: Some(err) }, Some(limits), Some(ctx))
     }
 
     pub(crate) fn invalid(err: InvalidProfile) -> Self {
-        ResponseFuture {
-            state: State::Invalid { err: Some(err) },
-            sleep: None,
-            sleep_for_ready: false,
-            limits: None,
-        }
+        Self::with(State::Invalid { err: Some(err) }, None, None)
     }
 }
 
@@ -128,17 +152,17 @@ where
     S: Service<Req, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
-    type Output = Result<Response<TotalBody<ResB>>, BoxError>;
+    type Output = Result<Response<TimeoutBody<ResB>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let Some(limits) = *this.limits else {
+        let (Some(limits), Some(ctx)) = (*this.limits, this.ctx.as_ref()) else {
             return Poll::Ready(Err(match this.state.as_mut().project() {
                 StateProj::Invalid { err } => match err.take() {
                     Some(e) => Box::new(e),
-                    None => "polled after completion".into(),
+                    None => polled_after_completion(),
                 },
-                _ => "polled after completion".into(),
+                _ => polled_after_completion(),
             }));
         };
         loop {
@@ -147,81 +171,93 @@ where
                     Poll::Ready(Ok(())) => {
                         let Some(req) = req.take() else {
                             this.state.set(State::Done);
-                            return Poll::Ready(Err("polled after completion".into()));
+                            return Poll::Ready(Err(polled_after_completion()));
                         };
                         let fut = svc.call(req);
                         this.state.set(State::Called { fut });
-                        if *this.sleep_for_ready {
-                            *this.sleep_for_ready = false;
-                            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                                sleep.reset(limits.deadline);
-                            }
-                        }
+                        // The next wait is the head's, bounded otherwise.
+                        this.sleep.set(None);
+                        *this.armed = None;
                     }
                     Poll::Ready(Err(e)) => {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
                     Poll::Pending => {
-                        if this.sleep.is_none() {
-                            *this.sleep_for_ready = limits.ready_at < limits.deadline;
-                            let at = limits.ready_at.min(limits.deadline);
+                        if this.armed.is_none() {
+                            let (at, phase) = if limits.ready_at < limits.deadline {
+                                (limits.ready_at, Phase::Ready)
+                            } else {
+                                (limits.deadline, Phase::Total)
+                            };
+                            *this.armed = Some(phase);
                             this.sleep.set(Some(sleep_until(at)));
                         }
                         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
                             ready!(sleep.poll(cx));
                         }
-                        let phase = if *this.sleep_for_ready {
-                            Phase::Ready
-                        } else {
-                            Phase::Total
-                        };
+                        let phase = this.armed.unwrap_or(Phase::Total);
                         this.state.set(State::Done);
                         return Poll::Ready(Err(limits.error(phase, Reach::NotSent)));
                     }
                 },
                 StateProj::Called { fut } => {
-                    match fut.poll(cx) {
-                        Poll::Ready(result) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(match result {
-                                Ok(res) => Ok(res.map(|body| {
-                                    TotalBody::new(
-                                        body,
-                                        limits.deadline,
-                                        limits.total,
-                                        limits.workload,
-                                        limits.grpc,
-                                    )
-                                })),
-                                Err(e) => Err(e.into()),
-                            });
+                    if let Poll::Ready(result) = fut.poll(cx) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(match result {
+                            Ok(res) => {
+                                let body = limits.body(ctx);
+                                Ok(res.map(|b| TimeoutBody::new(b, body)))
+                            }
+                            Err(e) => Err(e.into()),
+                        });
+                    }
+                    loop {
+                        if this.armed.is_none() {
+                            let Some((at, phase)) = limits.head_wait(ctx) else {
+                                return Poll::Pending;
+                            };
+                            *this.armed = Some(phase);
+                            match this.sleep.as_mut().as_pin_mut() {
+                                Some(sleep) => sleep.reset(at),
+                                None => this.sleep.set(Some(sleep_until(at))),
+                            }
                         }
-                        Poll::Pending => {}
+                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                            ready!(sleep.poll(cx));
+                        }
+                        let phase = this.armed.unwrap_or(Phase::Total);
+                        // A `headers` limit is this layer's only while
+                        // nothing below makes attempts; look again, for
+                        // layers that a queue reached late.
+                        if phase == Phase::Headers
+                            && limits.head_wait(ctx).map(|w| w.1) != Some(phase)
+                        {
+                            *this.armed = None;
+                            continue;
+                        }
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(limits.error(phase, Reach::Unknown)));
                     }
-                    if this.sleep.is_none() {
-                        this.sleep.set(Some(sleep_until(limits.deadline)));
-                    }
-                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                        ready!(sleep.poll(cx));
-                    }
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(limits.error(Phase::Total, Reach::Unknown)));
                 }
                 StateProj::Failed { err } => {
                     let err = err.take();
                     this.state.set(State::Done);
                     return Poll::Ready(Err(match err {
                         Some(e) => e.into(),
-                        None => "polled after completion".into(),
+                        None => polled_after_completion(),
                     }));
                 }
                 StateProj::Invalid { .. } | StateProj::Done => {
-                    return Poll::Ready(Err("polled after completion".into()));
+                    return Poll::Ready(Err(polled_after_completion()));
                 }
             }
         }
     }
+}
+
+fn polled_after_completion() -> BoxError {
+    "polled after completion".into()
 }
 
 impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {

@@ -1,17 +1,25 @@
-//! The `Layer` and its builder: the profiles per workload and the classifier,
-//! checked once when the layer is built.
+//! The `Layer` and its builder: the profiles per workload, the classifier
+//! and the default workload, checked once when the layer is built.
 
 use std::time::Duration;
 
-use sturdy_core::{InvalidProfile, Profile, Profiles, Workload};
+use sturdy_core::{InvalidProfile, Profile, Profiles, RequestHead, Workload};
 use tower_layer::Layer;
 
 use super::WorkloadTimeout;
-use crate::classify::{ClassifyWorkload, FnClassifier, PathClassifier, RequestHead};
+use crate::classify::{ClassifyWorkload, FnClassifier, PathClassifier};
 
 /// The outer, per-call timeout layer: picks each request's [`Workload`] and
-/// [`Profile`], sets its [`Deadline`](sturdy_core::Deadline), and enforces
-/// `ready` and `total` (see the [crate docs](crate)).
+/// [`Profile`], settles them and the [`Deadline`](sturdy_core::Deadline) in
+/// the request's [`CallPlan`](sturdy_core::CallPlan), and enforces `ready`
+/// and `total` (see the [crate docs](crate)).
+///
+/// Its `headers` and `read` phases are per attempt: an
+/// [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer) below enforces them
+/// on every attempt, reading this layer's profile from the plan. With
+/// nothing below that makes attempts (no retry layer, no attempt timeout)
+/// the call is one attempt and this layer enforces them itself, so every
+/// phase set here takes effect when the layer is used alone.
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,15 +37,18 @@ use crate::classify::{ClassifyWorkload, FnClassifier, PathClassifier, RequestHea
 pub struct WorkloadTimeoutLayer<C = PathClassifier> {
     profiles: Profiles,
     classifier: C,
+    default_workload: Workload,
 }
 
 impl WorkloadTimeoutLayer {
-    /// DESIGN.md's default profiles, and the default [`PathClassifier`]
-    /// (OpenAI's batch endpoints are [`Workload::Batch`]).
+    /// The default profiles ([`Profile::for_workload`]), the default
+    /// [`PathClassifier`] (OpenAI's batch endpoints are
+    /// [`Workload::Batch`]) and [`Workload::Interactive`] for the rest.
     pub fn new() -> WorkloadTimeoutLayer {
         WorkloadTimeoutLayer {
             profiles: Profiles::default(),
             classifier: PathClassifier::default(),
+            default_workload: Workload::Interactive,
         }
     }
 
@@ -46,6 +57,7 @@ impl WorkloadTimeoutLayer {
         WorkloadTimeoutBuilder {
             profiles: Profiles::default(),
             classifier: PathClassifier::default(),
+            default_workload: Workload::Interactive,
         }
     }
 
@@ -71,13 +83,24 @@ impl<C> WorkloadTimeoutLayer<C> {
     pub fn classifier(&self) -> &C {
         &self.classifier
     }
+
+    /// The workload of a request that neither the caller nor the
+    /// classifier placed.
+    pub fn default_workload(&self) -> Workload {
+        self.default_workload
+    }
 }
 
 impl<S, C: Clone> Layer<S> for WorkloadTimeoutLayer<C> {
     type Service = WorkloadTimeout<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WorkloadTimeout::from_parts(inner, self.profiles, self.classifier.clone())
+        WorkloadTimeout::from_parts(
+            inner,
+            self.profiles,
+            self.classifier.clone(),
+            self.default_workload,
+        )
     }
 }
 
@@ -87,6 +110,7 @@ impl<S, C: Clone> Layer<S> for WorkloadTimeoutLayer<C> {
 pub struct WorkloadTimeoutBuilder<C = PathClassifier> {
     profiles: Profiles,
     classifier: C,
+    default_workload: Workload,
 }
 
 impl<C> WorkloadTimeoutBuilder<C> {
@@ -109,17 +133,17 @@ impl<C> WorkloadTimeoutBuilder<C> {
         self
     }
 
-    /// Sets the `headers` phase of `workload` (enforced by
-    /// [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer), which reads the
-    /// [`Profile`] this layer does not put in the request: give both layers
-    /// the same profiles).
+    /// Sets the `headers` phase of `workload`: per attempt, by an
+    /// [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer) below (which
+    /// reads it from the plan), else by this layer (see the type's docs).
     pub fn headers(mut self, workload: Workload, limit: Duration) -> Self {
         self.profiles.get_mut(workload).headers = limit;
         self
     }
 
-    /// Sets the `read` phase of `workload` (enforced by
-    /// [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer)).
+    /// Sets the `read` phase of `workload`: per attempt, by an
+    /// [`AttemptTimeoutLayer`](crate::AttemptTimeoutLayer) below, else by
+    /// this layer.
     pub fn read(mut self, workload: Workload, limit: Duration) -> Self {
         self.profiles.get_mut(workload).read = limit;
         self
@@ -138,7 +162,16 @@ impl<C> WorkloadTimeoutBuilder<C> {
         WorkloadTimeoutBuilder {
             profiles: self.profiles,
             classifier,
+            default_workload: self.default_workload,
         }
+    }
+
+    /// The workload of a request that neither the caller (a [`Workload`]
+    /// extension) nor the classifier placed (default
+    /// [`Workload::Interactive`]).
+    pub fn default_workload(mut self, workload: Workload) -> Self {
+        self.default_workload = workload;
+        self
     }
 
     /// Uses a closure over the request head as the classifier.
@@ -155,6 +188,7 @@ impl<C> WorkloadTimeoutBuilder<C> {
         Ok(WorkloadTimeoutLayer {
             profiles: self.profiles,
             classifier: self.classifier,
+            default_workload: self.default_workload,
         })
     }
 }

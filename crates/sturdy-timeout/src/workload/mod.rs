@@ -1,14 +1,13 @@
 //! The outer, per-call timeout: [`WorkloadTimeoutLayer`]. It sits above
-//! retry, so its `total` covers every attempt and the whole response body,
-//! and its [`Deadline`](sturdy_core::Deadline) tells every layer below when
-//! the call must be over.
+//! retry, so its `total` covers every attempt and the whole response body;
+//! it settles the call's workload, profile and
+//! [`Deadline`](sturdy_core::Deadline) in the request's
+//! [`CallPlan`](sturdy_core::CallPlan), where every layer below reads them.
 
-mod body;
 mod future;
 mod layer;
 mod service;
 
-pub use body::TotalBody;
 pub use future::ResponseFuture;
 pub use layer::{WorkloadTimeoutBuilder, WorkloadTimeoutLayer};
 pub use service::WorkloadTimeout;

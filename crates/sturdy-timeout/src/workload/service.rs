@@ -1,17 +1,18 @@
-//! The outer service's `call`: chooses the workload and profile, writes
-//! `Workload`, `Deadline` and the `CallContext` into the request, and calls
-//! the inner service at once when it is ready, or else hands the inner
-//! service to the response future (keeping a clone for the next call).
+//! The outer service's `call`: chooses the workload and profile, settles
+//! them and the deadline in the request's plan, and calls the inner service
+//! at once when it is ready, or else hands the inner service to the
+//! response future (keeping a clone for the next call).
 
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use sturdy_core::{BoxError, CallContext, Deadline, Profile, Profiles, Workload};
+use sturdy_core::{BoxError, CallPlan, Deadline, Profile, Profiles, RequestHead, Workload};
 use tower_service::Service;
 
-use super::{ResponseFuture, TotalBody};
-use crate::classify::{ClassifyWorkload, PathClassifier, RequestHead};
-use crate::grpc::is_grpc_request;
+use super::ResponseFuture;
+use super::future::Limits;
+use crate::TimeoutBody;
+use crate::classify::{ClassifyWorkload, PathClassifier};
 
 /// The service made by [`WorkloadTimeoutLayer`](crate::WorkloadTimeoutLayer).
 ///
@@ -29,14 +30,21 @@ pub struct WorkloadTimeout<S, C = PathClassifier> {
     inner: S,
     profiles: Profiles,
     classifier: C,
+    default_workload: Workload,
 }
 
 impl<S, C> WorkloadTimeout<S, C> {
-    pub(crate) fn from_parts(inner: S, profiles: Profiles, classifier: C) -> Self {
+    pub(crate) fn from_parts(
+        inner: S,
+        profiles: Profiles,
+        classifier: C,
+        default_workload: Workload,
+    ) -> Self {
         WorkloadTimeout {
             inner,
             profiles,
             classifier,
+            default_workload,
         }
     }
 
@@ -62,7 +70,7 @@ where
     S::Error: Into<BoxError>,
     C: ClassifyWorkload,
 {
-    type Response = Response<TotalBody<ResB>>;
+    type Response = Response<TimeoutBody<ResB>>;
     type Error = BoxError;
     type Future = ResponseFuture<S, Request<ReqB>>;
 
@@ -71,60 +79,51 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let callers_workload = Workload::from_extensions(req.extensions());
-        let workload = callers_workload
-            .or_else(|| {
-                self.classifier.classify(&RequestHead {
-                    method: req.method(),
-                    uri: req.uri(),
-                    headers: req.headers(),
-                })
-            })
-            .unwrap_or_default();
-        let profile = req
-            .extensions()
-            .get::<Profile>()
-            .copied()
-            .unwrap_or(*self.profiles.get(workload));
-        if let Err(invalid) = profile.validate() {
-            return ResponseFuture::invalid(invalid);
-        }
-        let grpc = is_grpc_request(req.headers());
+        let ext = req.extensions();
+        // The caller's word first, then a workload an outer layer settled,
+        // then the classifier, then the default.
+        let workload = Workload::from_extensions(ext)
+            .or_else(|| CallPlan::from_extensions(ext).and_then(CallPlan::workload))
+            .or_else(|| self.classifier.classify(&RequestHead::of(&req)))
+            .unwrap_or(self.default_workload);
+        let ext = req.extensions();
+        // The table's profiles were checked when the layer was built; only
+        // a caller's own is checked per request.
+        let profile = match ext.get::<Profile>() {
+            Some(own) => match own.validate() {
+                Ok(()) => *own,
+                Err(invalid) => return ResponseFuture::invalid(invalid),
+            },
+            None => *self.profiles.get(workload),
+        };
+        let callers_deadline = Deadline::from_extensions(ext);
         let start = tokio::time::Instant::now();
         let own = Deadline(
             start
                 .checked_add(profile.total)
-                .unwrap_or_else(|| far_future(start)),
+                .unwrap_or_else(|| crate::far_future(start)),
         );
-        // An outer layer's earlier deadline stays in force.
-        let outer = Deadline::from_extensions(req.extensions());
-        let deadline = match outer {
-            Some(outer) if outer < own => outer,
-            _ => own,
-        };
-        let ready_at = start
-            .checked_add(profile.ready)
-            .unwrap_or_else(|| far_future(start));
-        let ext = req.extensions_mut();
-        // A caller's own `Workload` is left as it is (no second allocation).
-        if callers_workload.is_none() {
-            ext.insert(workload);
-        }
-        // Likewise an outer deadline that stays in force.
-        if outer != Some(deadline) {
-            ext.insert(deadline);
-        }
-        // The record itself, without a clone of its `Arc`.
-        ext.get_or_insert_with(CallContext::new)
-            .set_workload(workload);
-        let limits = super::future::Limits {
+        let plan = CallPlan::of_request(&mut req);
+        // An earlier deadline, the caller's or an outer layer's, stays in
+        // force.
+        let deadline = [callers_deadline, plan.deadline()]
+            .into_iter()
+            .flatten()
+            .fold(own, Ord::min);
+        plan.settle_workload(workload, profile, deadline);
+        let limits = Limits {
             workload,
-            ready: profile.ready,
-            ready_at,
-            total: profile.total,
+            profile,
+            ready_at: start
+                .checked_add(profile.ready)
+                .unwrap_or_else(|| crate::far_future(start)),
+            headers_at: start
+                .checked_add(profile.headers)
+                .unwrap_or_else(|| crate::far_future(start)),
             deadline: deadline.instant(),
-            grpc,
+            grpc: plan.is_grpc(),
         };
+        let ctx = plan.context().clone();
         // The common case first: the inner service has capacity at once, so
         // it takes the request here, with no clone and no wait. A poll with a
         // no-op waker is fine: when the service is not ready, the very
@@ -135,21 +134,17 @@ where
         // `call` on the same service, as tower's contract requires.
         let mut noop = Context::from_waker(std::task::Waker::noop());
         match self.inner.poll_ready(&mut noop) {
-            Poll::Ready(Ok(())) => ResponseFuture::called(self.inner.call(req), limits),
+            Poll::Ready(Ok(())) => ResponseFuture::called(self.inner.call(req), limits, ctx),
             Poll::Ready(Err(e)) => {
                 let fresh = self.inner.clone();
                 drop(std::mem::replace(&mut self.inner, fresh));
-                ResponseFuture::failed(e, limits)
+                ResponseFuture::failed(e, limits, ctx)
             }
             Poll::Pending => {
                 let fresh = self.inner.clone();
                 let polled = std::mem::replace(&mut self.inner, fresh);
-                ResponseFuture::new(polled, req, limits)
+                ResponseFuture::new(polled, req, limits, ctx)
             }
         }
     }
-}
-
-fn far_future(now: tokio::time::Instant) -> tokio::time::Instant {
-    now + std::time::Duration::from_secs(86_400 * 365 * 30)
 }

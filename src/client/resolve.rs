@@ -1,17 +1,39 @@
-//! The resolver wrapper that makes DNS failures typed. hyper-util hides its
-//! connector's error type, so a DNS failure would otherwise be an opaque
-//! "dns error" string; wrapping the resolver handed to
-//! `HttpConnector::new_with_resolver` makes it a [`DnsError`] in the chain.
+//! Resolvers the client can use, named once ([`Resolve`]), and the wrapper
+//! that makes their failures typed ([`TypedResolver`]): a DNS failure would
+//! otherwise be an opaque string; wrapped, it is a [`DnsError`] in the
+//! chain that `classify_error` labels `dns`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::dns::Name;
+use sturdy_core::{BoxError, DnsError};
 use tower_service::Service;
 
-use crate::{BoxError, DnsError};
+/// A resolver `sturdy::client()` can use: any `tower::Service<Name>` that
+/// answers socket addresses, is `Clone + Send + Sync + 'static`, and has a
+/// `Send` future (hyper-util's `GaiResolver`, or a resolver of your own).
+/// Implemented for every such service (and only by them): it names the
+/// bound once.
+pub trait Resolve:
+    Service<Name, Response: Iterator<Item = SocketAddr>, Error: Into<BoxError>, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<R> Resolve for R
+where
+    R: Service<Name> + Clone + Send + Sync + 'static,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<BoxError>,
+    R::Future: Send,
+{
+}
 
 /// Wraps a resolver (a `tower::Service<Name>`) so that every failure, and an
 /// answer with no address, is a [`DnsError`] naming the host.
@@ -19,7 +41,7 @@ use crate::{BoxError, DnsError};
 /// ```
 /// use hyper_util::client::legacy::connect::dns::GaiResolver;
 /// use hyper_util::client::legacy::connect::HttpConnector;
-/// use sturdy_core::TypedResolver;
+/// use sturdy::TypedResolver;
 /// let connector = HttpConnector::new_with_resolver(TypedResolver::new(GaiResolver::new()));
 /// # drop(connector);
 /// ```

@@ -1,0 +1,361 @@
+//! Every decision of the retry layer, in one place: what an answer means
+//! (the plan's classifier), whether to retry and when, and what the caller
+//! gets when it gives up. The state machine in [`future`](crate::future)
+//! only carries them out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use sturdy_core::{
+    BoxError, CallContext, Deadline, FailureKind, InnerBody, Phase, Reach, Safety, TimeoutError,
+    Verdict, is_grpc,
+};
+use tokio::time::Instant;
+
+use crate::head::KeptHead;
+use crate::layer::Shared;
+use crate::replay::{NotReplayable, ReplayBody};
+use crate::{ResponseBody, RetryError};
+
+/// The per-call retry state that is not a pinned future.
+pub(crate) struct Attempts<B> {
+    pub(crate) shared: Arc<Shared>,
+    ctx: CallContext,
+    /// `None` when no retry is allowed at all (max_retries 0).
+    head: Option<KeptHead>,
+    handle: Option<ReplayBody<B>>,
+    /// Attempts made so far, the first included.
+    pub(crate) attempts: u32,
+    safety: Safety,
+    /// The call's deadline, as the plan (or the caller) set it.
+    deadline: Option<Deadline>,
+    /// Made when a first backoff is needed: the success path draws no
+    /// randomness.
+    rng: Option<SmallRng>,
+    prev_delay: Duration,
+    /// The retry decided on and not yet sent: its reason, and whether it
+    /// may run twice on the server. Recorded in the context when the next
+    /// attempt goes out, so that a call dropped during its backoff, or one
+    /// whose body turned unreplayable, counts no retry it never made.
+    pending: Option<(FailureKind, bool)>,
+}
+
+/// The failure a retry was decided on, kept through the backoff while the
+/// request body may still turn unreplayable (an earlier attempt is still
+/// reading it). If it does, this failure is the call's answer: the caller
+/// gets the real `429` or error, not a `NotReplayable` of sturdy's making.
+pub(crate) enum Kept<RB> {
+    Error(BoxError),
+    /// Boxed: kept only in that rare case, and the state stays small.
+    Response(Box<Response<ResponseBody<RB>>>),
+}
+
+/// What the state machine does next.
+pub(crate) enum Next<RB> {
+    Return(Result<Response<ResponseBody<RB>>, BoxError>),
+    Prefetch(http::response::Parts, RB),
+    Drain(RB, Instant),
+    Wait(Instant, Option<Kept<RB>>),
+}
+
+impl<B> Attempts<B>
+where
+    B: Body<Data = Bytes>,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        ctx: CallContext,
+        head: Option<KeptHead>,
+        handle: Option<ReplayBody<B>>,
+        safety: Safety,
+        deadline: Option<Deadline>,
+    ) -> Self {
+        Attempts {
+            shared,
+            ctx,
+            head,
+            handle,
+            attempts: 1,
+            safety,
+            deadline,
+            rng: None,
+            prev_delay: Duration::ZERO,
+            pending: None,
+        }
+    }
+
+    pub(crate) fn on_response<RB>(&mut self, resp: Response<RB>) -> Next<RB>
+    where
+        RB: Body<Data = Bytes>,
+    {
+        let policy = &self.shared.policy;
+        let judged = policy
+            .classifier
+            .judge_response(resp.status(), resp.headers());
+        let Some(kind) = judged.failure else {
+            return self.deliver(resp);
+        };
+        match self.decide(
+            kind,
+            judged.verdict,
+            Reach::Acknowledged,
+            judged.hints.delay(),
+        ) {
+            // Not drained: the connection is still sending the request.
+            Some(wake_at) if self.body_may_spoil() => Next::Wait(
+                wake_at,
+                Some(Kept::Response(Box::new(resp.map(ResponseBody::streaming)))),
+            ),
+            Some(wake_at) => {
+                let body = resp.into_body();
+                let drain = body.size_hint().exact();
+                let cap = self.shared.policy.drain_cap;
+                if !body.is_end_stream() && drain.is_some_and(|n| n <= cap) {
+                    Next::Drain(body, wake_at)
+                } else {
+                    Next::Wait(wake_at, None)
+                }
+            }
+            None => Next::Return(Ok(resp.map(ResponseBody::streaming))),
+        }
+    }
+
+    /// Hands a final response over, reading it first when it is small,
+    /// of known length, and not a stream.
+    fn deliver<RB>(&self, resp: Response<RB>) -> Next<RB>
+    where
+        RB: Body<Data = Bytes>,
+    {
+        let prefetch = self.shared.policy.prefetch_cap.is_some_and(|cap| {
+            let body = resp.body();
+            !body.is_end_stream()
+                && body.size_hint().exact().is_some_and(|n| n <= cap)
+                && !is_grpc(resp.headers())
+                && !is_event_stream(resp.headers())
+                && self.head.is_some()
+        });
+        if prefetch {
+            let (parts, body) = resp.into_parts();
+            Next::Prefetch(parts, body)
+        } else {
+            Next::Return(Ok(resp.map(ResponseBody::streaming)))
+        }
+    }
+
+    /// An attempt failed with `err`: a retry, or the error (with the
+    /// attempt count) as the call's answer.
+    pub(crate) fn on_error<RB>(&mut self, err: BoxError) -> Next<RB> {
+        match self.retry_after(err, false) {
+            Ok(next) => next,
+            Err(err) => Next::Return(Err(RetryError::new(self.attempts, err).into())),
+        }
+    }
+
+    /// The body of a response being prefetched failed with `err`: a retry,
+    /// or `err` back to be handed to the caller inside the body. The caller
+    /// never saw the response, so the attempt is judged like one whose fate
+    /// is unknown.
+    pub(crate) fn on_prefetch_error<RB>(&mut self, err: BoxError) -> Result<Next<RB>, BoxError> {
+        self.retry_after(err, true)
+    }
+
+    fn retry_after<RB>(&mut self, err: BoxError, in_body: bool) -> Result<Next<RB>, BoxError> {
+        let classifier = &self.shared.policy.classifier;
+        let judged = if in_body {
+            classifier.judge_body_error(&*err)
+        } else {
+            classifier.judge_error(&*err)
+        };
+        let kind = judged.failure.unwrap_or(FailureKind::Other);
+        let reach = if in_body {
+            Reach::Unknown
+        } else {
+            judged.reach
+        };
+        match self.decide(kind, judged.verdict, reach, None) {
+            Some(wake_at) => {
+                let kept = self.body_may_spoil().then_some(Kept::Error(err));
+                Ok(Next::Wait(wake_at, kept))
+            }
+            None => Err(err),
+        }
+    }
+
+    /// Whether the request body may still turn unreplayable before the
+    /// next attempt takes it.
+    fn body_may_spoil(&self) -> bool {
+        self.handle.as_ref().is_some_and(ReplayBody::may_spoil)
+    }
+
+    /// The call's answer when the next attempt cannot be made because the
+    /// body turned unreplayable during the backoff: the failure the retry
+    /// was decided on, if it was kept.
+    pub(crate) fn unreplayable<RB>(&self, kept: Option<Kept<RB>>) -> Next<RB> {
+        Next::Return(match kept {
+            Some(Kept::Response(resp)) => Ok(*resp),
+            Some(Kept::Error(err)) => Err(RetryError::new(self.attempts, err).into()),
+            None => Err(RetryError::new(self.attempts, NotReplayable.into()).into()),
+        })
+    }
+
+    /// The call's answer when its deadline passed while the next attempt
+    /// waited to be sent (for the body, or for the inner service): a
+    /// `total` timeout, nothing sent.
+    pub(crate) fn out_of_time<RB>(&self) -> Next<RB> {
+        let total = self
+            .head
+            .as_ref()
+            .and_then(KeptHead::plan)
+            .and_then(|p| p.profile().map(|p| p.total))
+            .unwrap_or_default();
+        let mut err = TimeoutError::new(Phase::Total, total, Reach::NotSent);
+        if let Some(w) = self.ctx.workload() {
+            err = err.with_workload(w);
+        }
+        Next::Return(Err(RetryError::new(self.attempts, err.into()).into()))
+    }
+
+    /// Whether to retry, and when: every rule in one place, in order.
+    /// Records a budget refusal in the call's context, and keeps a retry as
+    /// pending until the next attempt is sent.
+    fn decide(
+        &mut self,
+        kind: FailureKind,
+        verdict: Verdict,
+        reach: Reach,
+        hint: Option<Duration>,
+    ) -> Option<Instant> {
+        let policy = &self.shared.policy;
+        let attempt = self.attempts;
+        let give_up = |why: &'static str| {
+            tracing::debug!(
+                attempt,
+                reason = kind.label(),
+                reach = reach.label(),
+                why,
+                "not retrying"
+            );
+            None
+        };
+        if verdict != Verdict::Retryable {
+            return give_up("not retryable");
+        }
+        if reach == Reach::Unknown && !self.safety.is_repeatable() {
+            return give_up("not safe to repeat");
+        }
+        if attempt > policy.max_retries || self.head.is_none() {
+            return give_up("retries spent");
+        }
+        if !self.handle.as_ref().is_some_and(ReplayBody::is_replayable) {
+            return give_up("body not replayable");
+        }
+        let delay = match hint {
+            Some(d) if d > policy.hint_cap => return give_up("hint beyond cap"),
+            Some(d) => d,
+            None => {
+                let shared = &self.shared;
+                let rng = self.rng.get_or_insert_with(|| {
+                    SmallRng::seed_from_u64(shared.seeds.fetch_add(1, Ordering::Relaxed))
+                });
+                let d = policy.backoff.delay(
+                    attempt - 1,
+                    self.prev_delay,
+                    policy.max_delay,
+                    rng.random(),
+                );
+                self.prev_delay = d;
+                d
+            }
+        };
+        let Some(wake_at) = Instant::now().checked_add(delay) else {
+            return give_up("past deadline");
+        };
+        if self.deadline().is_some_and(|d| wake_at >= d.instant()) {
+            return give_up("past deadline");
+        }
+        if let Some(budget) = &self.shared.budget
+            && !budget.withdraw()
+        {
+            self.ctx.record_budget_refusal();
+            return give_up("budget exhausted");
+        }
+        let duplicated = self.safety.possibly_duplicated(reach);
+        self.pending = Some((kind, duplicated));
+        tracing::debug!(
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            reason = kind.label(),
+            reach = reach.label(),
+            possibly_duplicated = duplicated,
+            "retrying"
+        );
+        Some(wake_at)
+    }
+
+    /// The next attempt's body once it is certain to replay, `None` if it
+    /// cannot be (see [`ReplayBody::poll_replay`]).
+    pub(crate) fn poll_replay(&self, cx: &mut Context<'_>) -> Poll<Option<ReplayBody<B>>> {
+        match &self.handle {
+            Some(handle) => handle.poll_replay(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    /// The next attempt's request around `body`; `None` without a kept head
+    /// (never: no retry is decided without one).
+    pub(crate) fn next_request<E: InnerBody>(&mut self, body: ReplayBody<B>) -> Option<Request<E>>
+    where
+        B: Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let head = self.head.as_ref()?;
+        if let Some((reason, duplicated)) = self.pending.take() {
+            self.ctx.record_retry(reason, duplicated);
+        }
+        self.attempts += 1;
+        self.ctx.record_attempt();
+        let mut req = head.request(E::from_body(body));
+        let policy = &self.shared.policy;
+        if let Some(name) = &policy.attempt_header {
+            req.headers_mut()
+                .insert(name.clone(), http::HeaderValue::from(self.attempts));
+        }
+        if policy.grpc_previous_attempts {
+            req.headers_mut().insert(
+                http::HeaderName::from_static("grpc-previous-rpc-attempts"),
+                http::HeaderValue::from(self.attempts - 1),
+            );
+        }
+        Some(req)
+    }
+
+    /// The call's deadline.
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+
+    /// How long a drain may take: the policy's bound, never past the deadline.
+    pub(crate) fn drain_until(&self) -> Instant {
+        let now = Instant::now();
+        let bound = now
+            .checked_add(self.shared.policy.drain_time)
+            .unwrap_or(now + Duration::from_secs(60));
+        match self.deadline() {
+            Some(d) if d.instant() < bound => d.instant(),
+            _ => bound,
+        }
+    }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
