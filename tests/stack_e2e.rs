@@ -114,7 +114,6 @@ async fn the_stack_recovers_what_the_bare_client_loses_and_accounts_for_everythi
                     Duration::from_millis(2),
                     Duration::from_millis(2),
                 ))
-                .prefetch_up_to(sturdy::DEFAULT_PREFETCH)
                 .no_budget(),
         )
         .build()

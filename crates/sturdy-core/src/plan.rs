@@ -85,6 +85,10 @@ pub struct Safety {
 }
 
 impl Safety {
+    /// What "possibly duplicated" counts, in one sentence: the help text of
+    /// the metric and the words of every doc that names it.
+    pub const POSSIBLY_DUPLICATED: &'static str = "Retries sent after an attempt of unknown reach (sent, no response head), of a request whose method is not idempotent and that carries no idempotency key: the server may have processed it twice";
+
     /// `repeatable`: it may be sent again after an unknown reach;
     /// `deduplicated`: a repeat is harmless (idempotent method) or
     /// recognisable (an idempotency key).

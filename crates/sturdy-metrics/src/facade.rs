@@ -54,7 +54,7 @@ impl MetricsFacadeRecorder {
         );
         metrics::describe_counter!(
             "sturdy_client_possibly_duplicated_total",
-            "Retries that may have sent a request twice."
+            sturdy_core::Safety::POSSIBLY_DUPLICATED
         );
         metrics::describe_counter!(
             "sturdy_client_call_attempts_total",

@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use sturdy_core::Workload;
+use sturdy_core::{Safety, Workload};
 
 use crate::{CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
 
@@ -369,7 +369,7 @@ impl PrometheusRecorder {
         );
         registry.register(
             "sturdy_client_possibly_duplicated",
-            "Retries after an unknown-reach failure of a non-idempotent request: the server may have processed it twice",
+            Safety::POSSIBLY_DUPLICATED,
             m.possibly_duplicated.clone(),
         );
         registry.register(

@@ -91,7 +91,6 @@ fn demo_retry() -> sturdy::retry::RetryPolicyBuilder {
         ))
         .max_delay(Duration::from_millis(600))
         .hint_cap(config::EMBEDDED_HINT)
-        .prefetch_up_to(sturdy::DEFAULT_PREFETCH)
 }
 
 async fn run(config: Config) -> Result<(), String> {
@@ -99,7 +98,7 @@ async fn run(config: Config) -> Result<(), String> {
         Target::Embedded { .. } => (demo_profiles(), demo_retry(), config::EMBEDDED_HINT),
         Target::Remote { .. } => (
             Profiles::default(),
-            RetryPolicy::builder().prefetch_up_to(sturdy::DEFAULT_PREFETCH),
+            RetryPolicy::builder(),
             Duration::from_secs(120),
         ),
     };

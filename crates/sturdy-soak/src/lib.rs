@@ -680,8 +680,7 @@ where
                     Duration::from_millis(5),
                 ))
                 .max_delay(Duration::from_millis(200))
-                .hint_cap(Duration::from_millis(500))
-                .prefetch_up_to(sturdy::DEFAULT_PREFETCH),
+                .hint_cap(Duration::from_millis(500)),
         )
         .recorder(recorder)
         .build()

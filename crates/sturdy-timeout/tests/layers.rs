@@ -252,6 +252,80 @@ async fn the_deadline_shortens_read_and_reports_total() {
     assert_eq!((t.phase(), t.reach()), (Phase::Total, Reach::Acknowledged));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_workload_layer_alone_enforces_its_headers_and_read_phases() {
+    // Nothing below makes attempts: the call is one attempt, and the
+    // phases set on this layer are its to enforce.
+    let layer = WorkloadTimeoutLayer::builder()
+        .headers(Workload::Interactive, ms(300))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(slow_service(ms(5000), vec![]));
+    let start = Instant::now();
+    let err = svc.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(300));
+    let t = timeout_of(&err);
+    assert_eq!(
+        (t.phase(), t.reach(), t.limit(), t.workload()),
+        (
+            Phase::Headers,
+            Reach::Unknown,
+            ms(300),
+            Some(Workload::Interactive)
+        )
+    );
+
+    let layer = WorkloadTimeoutLayer::builder()
+        .read(Workload::Interactive, ms(300))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(slow_service(ms(0), vec![ms(100), ms(5000)]));
+    let start = Instant::now();
+    let res = svc.oneshot(Request::new(())).await.unwrap();
+    let (seen, err) = drain(res.into_body()).await;
+    assert_eq!(seen, "chunk0;");
+    assert_eq!(start.elapsed(), ms(400));
+    let t = timeout_of(&err.expect("read fires"));
+    assert_eq!((t.phase(), t.limit()), (Phase::Read, ms(300)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_layer_below_enforces_the_workload_layers_phases_and_its_own_caps_them() {
+    // The profile is set once, on the workload layer; the attempt layer
+    // reads it from the plan.
+    let layer = WorkloadTimeoutLayer::builder()
+        .headers(Workload::Interactive, ms(300))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(AttemptTimeoutLayer::new())
+        .service(slow_service(ms(5000), vec![]));
+    let start = Instant::now();
+    let err = svc.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(300));
+    assert_eq!(timeout_of(&err).phase(), Phase::Headers);
+    // A phase set on the attempt layer itself takes effect too: the
+    // smaller one wins.
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .layer(
+            AttemptTimeoutLayer::builder()
+                .headers(Workload::Interactive, ms(100))
+                .build()
+                .unwrap(),
+        )
+        .service(slow_service(ms(5000), vec![]));
+    let start = Instant::now();
+    let err = svc.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(timeout_of(&err).limit(), ms(100));
+}
+
 /// Both layers, as the preset stack has them (retry would sit between).
 fn stack<S>(
     workloads: WorkloadTimeoutLayer,
