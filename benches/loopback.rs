@@ -42,13 +42,14 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 7] = [
+const VARIANTS: [&str; 8] = [
     "bare",
     "workload_timeout",
     "attempt_timeout",
     "retry",
     "metrics_attempts",
     "stack",
+    "stack_prometheus",
     "tower_timeout_retry",
 ];
 const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#;
@@ -260,6 +261,12 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
             v.visit(svc, &uri).await
         }
         "stack" => {
+            let stack = Stack::builder()
+                .build()
+                .expect("the default stack is valid");
+            v.visit(stack.layer(client), &uri).await
+        }
+        "stack_prometheus" => {
             let mut registry = Registry::default();
             let stack = Stack::builder()
                 .recorder(PrometheusRecorder::new(&mut registry))
@@ -392,7 +399,7 @@ fn callgrind(url: &str, n1: u64, n2: u64) {
     let mut rows = Vec::new();
     for name in VARIANTS {
         match overhead::callgrind_per_call("loopback", name, n1, n2, &["--server", url]) {
-            Ok(ipc) => rows.push((name, ipc)),
+            Ok(pc) => rows.push((name, pc)),
             Err(e) => {
                 eprintln!("{e}");
                 return;
@@ -400,11 +407,21 @@ fn callgrind(url: &str, n1: u64, n2: u64) {
         }
     }
     println!(
-        "loopback instructions per call (callgrind, client process only, (Ir({n2}) - Ir({n1})) / {}):",
+        "loopback instructions and allocations per call (callgrind, client process only, (X({n2}) - X({n1})) / {}):",
         n2 - n1
     );
-    println!("{:<22} {:>12} {:>8}", "variant", "Ir/call", "x bare");
-    for (name, ipc) in &rows {
-        println!("{name:<22} {ipc:>12.0} {:>8.3}", ipc / rows[0].1);
+    println!(
+        "{:<22} {:>12} {:>8} {:>10} {:>10}",
+        "variant", "Ir/call", "x bare", "allocs", "- bare"
+    );
+    let bare = rows[0].1;
+    for (name, pc) in &rows {
+        println!(
+            "{name:<22} {:>12.0} {:>8.3} {:>10.1} {:>10.1}",
+            pc.ir,
+            pc.ir / bare.ir,
+            pc.allocs,
+            pc.allocs - bare.allocs
+        );
     }
 }

@@ -400,7 +400,7 @@ fn callgrind(args: &[String]) {
     let mut per_call = Vec::new();
     for name in VARIANTS {
         match callgrind_per_call("overhead", name, n1, n2, &[]) {
-            Ok(ipc) => per_call.push((name, ipc)),
+            Ok(pc) => per_call.push((name, pc)),
             Err(e) => {
                 eprintln!("{e}");
                 return;
@@ -409,18 +409,37 @@ fn callgrind(args: &[String]) {
     }
     let bare = per_call[0].1;
     println!(
-        "instructions per call (callgrind, (Ir({n2}) - Ir({n1})) / {}):",
+        "instructions and allocations per call (callgrind, (X({n2}) - X({n1})) / {}):",
         n2 - n1
     );
-    println!("{:<22} {:>12} {:>8}", "variant", "Ir/call", "x bare");
-    for (name, ipc) in per_call {
-        println!("{name:<22} {ipc:>12.0} {:>8.2}", ipc / bare);
+    println!(
+        "{:<22} {:>12} {:>8} {:>10} {:>10}",
+        "variant", "Ir/call", "x bare", "allocs", "- bare"
+    );
+    for (name, pc) in per_call {
+        println!(
+            "{name:<22} {:>12.0} {:>8.2} {:>10.1} {:>10.1}",
+            pc.ir,
+            pc.ir / bare.ir,
+            pc.allocs,
+            pc.allocs - bare.allocs
+        );
     }
 }
 
-/// Instructions per call of one variant: this bench binary re-run under
-/// `valgrind --tool=callgrind` with `--variant NAME --calls N` (plus
-/// `extra`) for N1 and N2 calls; (Ir(N2) - Ir(N1)) / (N2 - N1) cancels
+/// What one call of a variant costs under callgrind.
+#[derive(Debug, Clone, Copy)]
+pub struct PerCall {
+    /// Instructions.
+    pub ir: f64,
+    /// Heap allocations (calls to `malloc`, `calloc`, `realloc` and
+    /// `posix_memalign`).
+    pub allocs: f64,
+}
+
+/// Instructions and allocations per call of one variant: this bench binary
+/// re-run under `valgrind --tool=callgrind` with `--variant NAME --calls N`
+/// (plus `extra`) for N1 and N2 calls; (X(N2) - X(N1)) / (N2 - N1) cancels
 /// start-up and warm-up. `tag` names the temporary output files.
 pub fn callgrind_per_call(
     tag: &str,
@@ -428,9 +447,9 @@ pub fn callgrind_per_call(
     n1: u64,
     n2: u64,
     extra: &[&str],
-) -> Result<f64, BoxError> {
+) -> Result<PerCall, BoxError> {
     let exe = std::env::current_exe()?;
-    let ir = |n: u64| -> Result<u64, BoxError> {
+    let run = |n: u64| -> Result<(u64, u64), BoxError> {
         let out = std::env::temp_dir().join(format!(
             "sturdy-{tag}-{name}-{n}-{}.callgrind",
             std::process::id()
@@ -438,6 +457,7 @@ pub fn callgrind_per_call(
         let status = Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg("--trace-children=no")
+            .arg("--compress-strings=no")
             .arg(format!("--callgrind-out-file={}", out.display()))
             .arg(&exe)
             .args(["--variant", name, "--calls", &n.to_string()])
@@ -448,25 +468,48 @@ pub fn callgrind_per_call(
         if !status.success() {
             return Err(format!("valgrind failed for {name}: {status}").into());
         }
-        let total = callgrind_total(&out)?;
+        let counts = callgrind_counts(&out)?;
         let _ = std::fs::remove_file(&out);
-        Ok(total)
+        Ok(counts)
     };
-    let (a, b) = (ir(n1)?, ir(n2)?);
-    Ok((b as f64 - a as f64) / (n2 - n1) as f64)
+    let ((ir1, al1), (ir2, al2)) = (run(n1)?, run(n2)?);
+    let per = |a: u64, b: u64| (b as f64 - a as f64) / (n2 - n1) as f64;
+    Ok(PerCall {
+        ir: per(ir1, ir2),
+        allocs: per(al1, al2),
+    })
 }
 
-/// The `summary:` (or `totals:`) line of a callgrind output file.
-fn callgrind_total(path: &std::path::Path) -> Result<u64, BoxError> {
+/// The total instructions (the `summary:` or `totals:` line) of a callgrind
+/// output file written with `--compress-strings=no`, and the calls it
+/// records into the allocator's entry points.
+fn callgrind_counts(path: &std::path::Path) -> Result<(u64, u64), BoxError> {
+    const ALLOCATORS: [&str; 4] = ["malloc", "calloc", "realloc", "posix_memalign"];
     let text = std::fs::read_to_string(path)?;
+    let mut total = None;
+    let mut allocs = 0u64;
+    let mut calling_allocator = false;
     for line in text.lines() {
         if let Some(rest) = line
             .strip_prefix("summary:")
             .or_else(|| line.strip_prefix("totals:"))
         {
             let first = rest.split_whitespace().next().unwrap_or("");
-            return Ok(first.parse()?);
+            total = Some(first.parse()?);
+        } else if let Some(callee) = line.strip_prefix("cfn=") {
+            // `cfn=NAME`, maybe followed by a recursion depth (`'2`).
+            let callee = callee.split('\'').next().unwrap_or(callee);
+            calling_allocator = ALLOCATORS.contains(&callee);
+        } else if let Some(rest) = line.strip_prefix("calls=") {
+            if calling_allocator {
+                let n = rest.split_whitespace().next().unwrap_or("0");
+                allocs += n.parse::<u64>()?;
+            }
+            calling_allocator = false;
         }
     }
-    Err(format!("no totals in {}", path.display()).into())
+    match total {
+        Some(t) => Ok((t, allocs)),
+        None => Err(format!("no totals in {}", path.display()).into()),
+    }
 }

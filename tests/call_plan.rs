@@ -209,3 +209,72 @@ async fn possibly_duplicated_means_one_thing_in_the_context_the_snapshot_and_pro
     assert!(Safety::POSSIBLY_DUPLICATED.contains("idempotency key"));
     server.shutdown().await;
 }
+
+/// A resolver that never answers: connecting stalls before anything is sent.
+fn silent_resolver() -> impl tower::Service<
+    sturdy::Name,
+    Response = std::vec::IntoIter<std::net::SocketAddr>,
+    Error = std::convert::Infallible,
+    Future = std::future::Pending<
+        Result<std::vec::IntoIter<std::net::SocketAddr>, std::convert::Infallible>,
+    >,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|_: sturdy::Name| std::future::pending())
+}
+
+#[tokio::test]
+async fn the_stack_tells_a_timeout_before_the_connection_from_one_after_the_request_went_out() {
+    let server = FaultServer::start().await.expect("fault server");
+    let profile = sturdy::Profile {
+        ready: Duration::from_secs(1),
+        headers: Duration::from_millis(200),
+        read: Duration::from_secs(5),
+        total: Duration::from_secs(8),
+    };
+    let stack = Stack::builder()
+        .profile(Workload::Interactive, profile)
+        .retry_policy(quick_retry().max_retries(0))
+        .build()
+        .expect("a valid stack");
+    // Connecting never ends: the request never left.
+    let stalled = sturdy::client()
+        .no_proxy()
+        .resolver(silent_resolver())
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .expect("a valid client");
+    let req = chat("http://sturdy-never-resolves.test:8080", "", "", false);
+    assert!(call(stack.layer(stalled), req).await.is_err());
+    // The server took the request and is slow to answer, over HTTP/1.1 and
+    // HTTP/2: it was sent.
+    for h2 in [false, true] {
+        let client = sturdy::client()
+            .no_proxy()
+            .http2_only(h2)
+            .build()
+            .expect("a valid client");
+        let req = chat(
+            &server.base_url(),
+            &format!("slow-{h2}"),
+            "delay;ms=3000",
+            false,
+        );
+        assert!(call(stack.layer(client), req).await.is_err());
+    }
+    let s = stack.recorder().snapshot();
+    assert_eq!(
+        s.count(Scope::Attempt, "connect_timeout", Reach::NotSent),
+        1,
+        "{s:?}"
+    );
+    assert_eq!(
+        s.count(Scope::Attempt, "headers_timeout", Reach::Unknown),
+        2,
+        "{s:?}"
+    );
+    assert_eq!(server.dashboard().received, 2);
+    server.shutdown().await;
+}

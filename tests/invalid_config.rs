@@ -173,6 +173,7 @@ async fn values_at_the_edge_of_their_range_build_and_serve() {
         .max_delay(ms(2))
         .hint_cap(Duration::from_nanos(1))
         .replay_cap(1)
+        .replay_in_memory_up_to(1)
         .budget(BudgetConfig {
             window: Duration::from_secs(60),
             min_per_sec: 1_000_000,
@@ -189,7 +190,7 @@ async fn values_at_the_edge_of_their_range_build_and_serve() {
         .build()
         .expect("a valid client");
     let svc = stack.layer(client);
-    // The request body is over the 1-byte replay cap, and the first attempt
+    // The request body is over both 1-byte replay caps, and the first attempt
     // sent it: its 503 cannot be retried and is the answer.
     let resp = svc
         .clone()

@@ -38,6 +38,12 @@ struct Inner {
     /// [`MANAGES_ATTEMPTS`] and [`ENFORCES_PHASES`], as layers below set them.
     below: AtomicU8,
     attempts: AtomicU32,
+    /// The latest attempt whose request a connection took up (see
+    /// [`CallContext::record_sending`]); 0 before any.
+    sending: AtomicU32,
+    /// The latest attempt whose request body reports being taken up (the
+    /// retry layer arms each attempt's body once it is built).
+    armed: AtomicU32,
     budget_refusals: AtomicU32,
     possibly_duplicated: AtomicU32,
     retry_reasons: Mutex<Vec<FailureKind>>,
@@ -96,6 +102,36 @@ impl CallContext {
     /// (and the deadline) on every attempt.
     pub fn mark_phases_enforced(&self) {
         self.0.below.fetch_or(ENFORCES_PHASES, Ordering::Relaxed);
+    }
+
+    /// Arms the request body of `attempt` to record when a connection
+    /// takes it up (see [`record_sending`](CallContext::record_sending)).
+    /// The retry layer arms each attempt's body once it is built, so that a
+    /// wrapper that inspects the body on the way (tonic's checks whether it
+    /// is empty) does not count.
+    pub fn arm_sending(&self, attempt: u32) {
+        self.0.armed.fetch_max(attempt, Ordering::Relaxed);
+    }
+
+    /// Records that a connection took up the request of `attempt`: its body
+    /// was asked for its length or its first frame, which hyper does only
+    /// once it writes the request on a connection (HTTP/1.1 and HTTP/2). No
+    /// byte of an attempt below this mark can have reached a server.
+    pub fn record_sending(&self, attempt: u32) {
+        if self.0.armed.load(Ordering::Relaxed) >= attempt
+            && self.0.sending.load(Ordering::Relaxed) < attempt
+        {
+            self.0.sending.fetch_max(attempt, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a connection took up the request of `attempt` (when the
+    /// retry layer arms the bodies; `None` when nobody does).
+    pub fn was_sending(&self, attempt: u32) -> Option<bool> {
+        if attempt == 0 || self.0.armed.load(Ordering::Relaxed) < attempt {
+            return None;
+        }
+        Some(self.0.sending.load(Ordering::Relaxed) >= attempt)
     }
 
     /// Whether a retry layer below makes the attempts.
@@ -223,6 +259,16 @@ mod tests {
             false,
         );
         b.record_budget_refusal();
+        assert_eq!(a.was_sending(1), None, "nobody armed the bodies");
+        a.record_sending(1);
+        a.arm_sending(1);
+        assert_eq!(
+            a.was_sending(1),
+            Some(false),
+            "taken up before it was armed"
+        );
+        b.record_sending(1);
+        assert_eq!((a.was_sending(1), a.was_sending(2)), (Some(true), None));
         assert_eq!(a.workload(), Some(Workload::Batch));
         assert_eq!(a.attempts(), 2);
         assert_eq!(a.retries(), 2);

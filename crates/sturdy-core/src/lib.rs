@@ -47,7 +47,7 @@ pub use context::{CallContext, RetrySafe};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};
 pub use failure::{FailureKind, GrpcCode, Reach, status_label};
 pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};
-pub use plan::{CallPlan, RequestHead, Safety};
+pub use plan::{CallPlan, Markers, RequestHead, Safety};
 pub use verdict::{Answer, Classifier, Classify, Judgement};
 pub use workload::{
     Deadline, InvalidProfile, Profile, Profiles, UnknownWorkload, Workload, attempt_limit,

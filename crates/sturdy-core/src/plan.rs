@@ -164,6 +164,21 @@ impl CallPlan {
         ext.get::<CallPlan>()
     }
 
+    /// The caller's marker extensions (`Workload`, `Profile`, `Deadline`,
+    /// `RetrySafe`), looked up only when the request carries something
+    /// beside its plan: a request that carries only its plan costs no
+    /// lookup per marker.
+    pub fn markers(ext: &http::Extensions) -> Markers<'_> {
+        let others = match ext.len() {
+            0 => false,
+            1 => ext.get::<CallPlan>().is_none(),
+            _ => true,
+        };
+        Markers {
+            ext: others.then_some(ext),
+        }
+    }
+
     /// The call's workload, once a workload layer has settled it.
     pub fn workload(&self) -> Option<Workload> {
         self.workload
@@ -218,6 +233,20 @@ impl CallPlan {
     /// part; the first one set stays).
     pub fn set_classifier(&self, classifier: Classifier) {
         self.context.set_classifier(classifier);
+    }
+}
+
+/// The caller's marker extensions of one request: see
+/// [`CallPlan::markers`].
+#[derive(Debug, Clone, Copy)]
+pub struct Markers<'a> {
+    ext: Option<&'a http::Extensions>,
+}
+
+impl<'a> Markers<'a> {
+    /// The marker of type `T`, if the caller set one.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&'a T> {
+        self.ext?.get::<T>()
     }
 }
 

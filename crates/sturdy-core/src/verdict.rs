@@ -16,7 +16,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::{
     FailureKind, Reach, ServerHints, Verdict, classify_body_error, classify_error,
-    classify_response, verdict_of,
+    classify_response, classify_status, verdict_of,
 };
 
 /// What an attempt came back with, as a [`Classify`] sees it.
@@ -50,7 +50,7 @@ impl fmt::Debug for Answer<'_> {
 ///     Answer::Response(s, _) if s.as_u16() == 409 => Some(Verdict::Retryable),
 ///     _ => None,
 /// });
-/// let j = classifier.judge_response(http::StatusCode::CONFLICT, &http::HeaderMap::new());
+/// let j = classifier.judge_response(http::StatusCode::CONFLICT, &http::HeaderMap::new(), false);
 /// assert_eq!(j.verdict, Verdict::Retryable);
 /// assert_eq!(j.failure.unwrap().label(), "409");
 /// ```
@@ -122,10 +122,19 @@ impl Classifier {
     /// Judges a response head: the user's verdict if it gives one; else
     /// `x-should-retry` or a negative gRPC pushback, read only from a head
     /// the tables call a failure (either way: the server's own word
-    /// overrides the table); else the tables ([`classify_response`], which
-    /// reads a Trailers-Only gRPC answer's `grpc-status`).
-    pub fn judge_response(&self, status: StatusCode, headers: &HeaderMap) -> Judgement {
-        let (table, failure) = classify_response(status, headers);
+    /// overrides the table); else the tables. `grpc` says whether the call
+    /// is gRPC ([`CallPlan::is_grpc`](crate::CallPlan::is_grpc)): only then
+    /// is a gRPC answer judged by its `grpc-status`
+    /// ([`classify_response`]); any other answer, by its HTTP status.
+    pub fn judge_response(&self, status: StatusCode, headers: &HeaderMap, grpc: bool) -> Judgement {
+        let (table, failure) = if grpc {
+            classify_response(status, headers)
+        } else {
+            match classify_status(status) {
+                Verdict::Success => (Verdict::Success, None),
+                v => (v, Some(FailureKind::Status(status))),
+            }
+        };
         let user = self
             .user
             .as_ref()
@@ -194,7 +203,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-should-retry", "false".parse().unwrap());
         let tables = Classifier::tables();
-        let j = tables.judge_response(StatusCode::SERVICE_UNAVAILABLE, &h);
+        let j = tables.judge_response(StatusCode::SERVICE_UNAVAILABLE, &h, false);
         assert_eq!(
             j.verdict,
             Verdict::Fatal,
@@ -207,19 +216,28 @@ mod tests {
             Answer::Response(s, _) if s.as_u16() == 503 => Some(Verdict::Retryable),
             _ => None,
         });
-        let j = user.judge_response(StatusCode::SERVICE_UNAVAILABLE, &h);
+        let j = user.judge_response(StatusCode::SERVICE_UNAVAILABLE, &h, false);
         assert_eq!(
             j.verdict,
             Verdict::Retryable,
             "the user's word beats the server's"
         );
-        let j = user.judge_response(StatusCode::OK, &HeaderMap::new());
+        let j = user.judge_response(StatusCode::OK, &HeaderMap::new(), false);
         assert_eq!(
             (j.verdict, j.failure.map(|f| f.label()), j.reach),
             (Verdict::Retryable, Some("200"), Reach::Acknowledged)
         );
-        let j = tables.judge_response(StatusCode::OK, &HeaderMap::new());
+        let j = tables.judge_response(StatusCode::OK, &HeaderMap::new(), false);
         assert_eq!((j.verdict, j.failure), (Verdict::Success, None));
+        // A gRPC call is judged by the grpc-status of a Trailers-Only head;
+        // any other call, by its HTTP status.
+        let mut grpc = HeaderMap::new();
+        grpc.insert("content-type", "application/grpc".parse().unwrap());
+        grpc.insert("grpc-status", "14".parse().unwrap());
+        let j = tables.judge_response(StatusCode::OK, &grpc, true);
+        assert_eq!(j.failure.map(|f| f.label()), Some("grpc_unavailable"));
+        let j = tables.judge_response(StatusCode::OK, &grpc, false);
+        assert_eq!(j.verdict, Verdict::Success);
     }
 
     #[test]

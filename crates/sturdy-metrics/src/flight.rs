@@ -31,6 +31,8 @@ pub(crate) struct Flight<R: Recorder> {
     /// The call's record: always for `calls()`, which creates it; for
     /// `attempts()` when a layer above did.
     ctx: Option<CallContext>,
+    /// Whether the call is gRPC: its answers end with a `grpc-status`.
+    pub(crate) grpc: bool,
     start: Instant,
     head: Option<Duration>,
     first_frame: Option<Duration>,
@@ -48,6 +50,7 @@ impl<R: Recorder> Flight<R> {
         server: ServerAddress,
         workload: Workload,
         ctx: Option<CallContext>,
+        grpc: bool,
     ) -> Self {
         shared.recorder.started(shared.scope);
         Flight {
@@ -56,6 +59,7 @@ impl<R: Recorder> Flight<R> {
             server,
             workload,
             ctx,
+            grpc,
             start: Instant::now(),
             head: None,
             first_frame: None,

@@ -70,13 +70,17 @@ where
                 let (parts, body) = res.into_parts();
                 // A gRPC answer ends with its grpc-status: the head's (a
                 // Trailers-Only answer) unless the trailers bring one.
-                let grpc = is_grpc_answer(parts.status, &parts.headers)
+                let grpc = flight
+                    .as_ref()
+                    .is_some_and(|f| f.grpc && is_grpc_answer(parts.status, &parts.headers))
                     .then(|| GrpcCode::from_headers(&parts.headers));
                 if let Some(flight) = flight.as_mut() {
                     flight.head();
-                    let judged = flight
-                        .classifier()
-                        .judge_response(parts.status, &parts.headers);
+                    let judged = flight.classifier().judge_response(
+                        parts.status,
+                        &parts.headers,
+                        flight.grpc,
+                    );
                     if let Some(kind) = judged.failure {
                         flight.finish(Outcome::Failed(kind));
                     }

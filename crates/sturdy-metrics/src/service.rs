@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use sturdy_core::{BoxError, CallPlan, Workload};
+use sturdy_core::{BoxError, CallPlan, Workload, is_grpc};
 use tower_service::Service;
 
 use crate::flight::Flight;
@@ -83,16 +83,21 @@ where
         let shared = &self.shared;
         // The call scope creates the plan (and its record) when no layer
         // above did; the attempt scope only reads one.
-        let ctx = match shared.scope {
-            Scope::Call => Some(CallPlan::of_request(&mut req).context().clone()),
-            Scope::Attempt => {
-                CallPlan::from_extensions(req.extensions()).map(|p| p.context().clone())
-            }
+        let plan = match shared.scope {
+            Scope::Call => Some(&*CallPlan::of_request(&mut req)),
+            Scope::Attempt => CallPlan::from_extensions(req.extensions()),
         };
-        let asked = Workload::from_extensions(req.extensions()).unwrap_or_default();
+        let (ctx, grpc) = match plan {
+            Some(p) => (Some(p.context().clone()), p.is_grpc()),
+            None => (None, is_grpc(req.headers())),
+        };
+        let asked = CallPlan::markers(req.extensions())
+            .get::<Workload>()
+            .copied()
+            .unwrap_or_default();
         let method = method_label(shared, &req);
         let server = shared.labels.server(&req, shared.server_label.as_ref());
-        let flight = Flight::start(self.shared.clone(), method, server, asked, ctx);
+        let flight = Flight::start(self.shared.clone(), method, server, asked, ctx, grpc);
         ResponseFuture::new(self.inner.call(req), flight)
     }
 }

@@ -52,6 +52,14 @@ fn req() -> http::Request<Empty<Bytes>> {
         .unwrap()
 }
 
+/// A gRPC request, as tonic sends it: its answers end with a grpc-status.
+fn grpc_req() -> http::Request<Empty<Bytes>> {
+    http::Request::post("http://127.0.0.1:9/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .body(Empty::new())
+        .unwrap()
+}
+
 fn counts(s: &Snapshot, scope: Scope) -> Vec<(&'static str, Reach, u64)> {
     s.outcomes(scope).collect()
 }
@@ -517,7 +525,7 @@ async fn grpc_outcomes_come_from_trailers_and_a_missing_status_is_a_failure() {
             tx.send(f).await.unwrap();
         }
         drop(tx);
-        let res = svc.ready().await.unwrap().call(req()).await.unwrap();
+        let res = svc.ready().await.unwrap().call(grpc_req()).await.unwrap();
         res.into_body().collect().await.unwrap();
         assert_eq!(
             rec.snapshot()
@@ -548,7 +556,7 @@ async fn outcome_of(
     });
     let res = FailureMetricsLayer::calls(rec.clone())
         .layer(svc)
-        .oneshot(req())
+        .oneshot(grpc_req())
         .await
         .unwrap();
     res.into_body().collect().await.unwrap();

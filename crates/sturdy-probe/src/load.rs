@@ -190,7 +190,7 @@ where
     };
     let (parts, body) = resp.into_parts();
     // The tables and the server's hints, as the stack judges an answer.
-    let judged = Classifier::tables().judge_response(parts.status, &parts.headers);
+    let judged = Classifier::tables().judge_response(parts.status, &parts.headers, false);
     let (verdict, hints) = (judged.verdict, judged.hints);
     let body_ok = read_to_end(body, || {
         if stream && verdict == Verdict::Success {

@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sturdy_core::{
     BoxError, CallContext, Deadline, FailureKind, InnerBody, Phase, Reach, Safety, TimeoutError,
-    Verdict, is_grpc,
+    Verdict,
 };
 use tokio::time::Instant;
 
@@ -28,12 +28,15 @@ use crate::{ResponseBody, RetryError};
 pub(crate) struct Attempts<B> {
     pub(crate) shared: Arc<Shared>,
     ctx: CallContext,
-    /// `None` when no retry is allowed at all (max_retries 0).
-    head: Option<KeptHead>,
+    /// `None` when no retry is allowed at all (max_retries 0). Boxed: the
+    /// future that holds it is moved whole through every layer above.
+    head: Option<Box<KeptHead>>,
     handle: Option<ReplayBody<B>>,
     /// Attempts made so far, the first included.
     pub(crate) attempts: u32,
     safety: Safety,
+    /// Whether the call is gRPC (its answers are judged by `grpc-status`).
+    grpc: bool,
     /// The call's deadline, as the plan (or the caller) set it.
     deadline: Option<Deadline>,
     /// Made when a first backoff is needed: the success path draws no
@@ -72,9 +75,10 @@ where
     pub(crate) fn new(
         shared: Arc<Shared>,
         ctx: CallContext,
-        head: Option<KeptHead>,
+        head: Option<Box<KeptHead>>,
         handle: Option<ReplayBody<B>>,
         safety: Safety,
+        grpc: bool,
         deadline: Option<Deadline>,
     ) -> Self {
         Attempts {
@@ -84,6 +88,7 @@ where
             handle,
             attempts: 1,
             safety,
+            grpc,
             deadline,
             rng: None,
             prev_delay: Duration::ZERO,
@@ -98,7 +103,7 @@ where
         let policy = &self.shared.policy;
         let judged = policy
             .classifier
-            .judge_response(resp.status(), resp.headers());
+            .judge_response(resp.status(), resp.headers(), self.grpc);
         let Some(kind) = judged.failure else {
             return self.deliver(resp);
         };
@@ -137,9 +142,8 @@ where
             let body = resp.body();
             !body.is_end_stream()
                 && body.size_hint().exact().is_some_and(|n| n <= cap)
-                && !is_grpc(resp.headers())
-                && !is_event_stream(resp.headers())
                 && self.head.is_some()
+                && !streams(resp.headers())
         });
         if prefetch {
             let (parts, body) = resp.into_parts();
@@ -212,7 +216,7 @@ where
         let total = self
             .head
             .as_ref()
-            .and_then(KeptHead::plan)
+            .and_then(|h| h.plan())
             .and_then(|p| p.profile().map(|p| p.total))
             .unwrap_or_default();
         let mut err = TimeoutError::new(Phase::Total, total, Reach::NotSent);
@@ -321,7 +325,9 @@ where
         }
         self.attempts += 1;
         self.ctx.record_attempt();
+        let body = body.reporting_sending(self.ctx.clone(), self.attempts);
         let mut req = head.request(E::from_body(body));
+        self.ctx.arm_sending(self.attempts);
         let policy = &self.shared.policy;
         if let Some(name) = &policy.attempt_header {
             req.headers_mut()
@@ -354,8 +360,11 @@ where
     }
 }
 
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+/// Whether a response is a stream by its content type: server-sent events
+/// or gRPC (one header lookup).
+fn streams(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"text/event-stream") || v.starts_with(b"application/grpc")
+    })
 }

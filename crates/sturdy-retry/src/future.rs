@@ -75,8 +75,9 @@ pin_project! {
     {
         #[pin]
         state: State<F, RB>,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: set only on the way to a retry, and the future is moved
+        // whole through every layer above.
+        sleep: Option<Pin<Box<Sleep>>>,
         service: S,
         attempts: Attempts<B>,
         _body: PhantomData<fn(E)>,
@@ -110,16 +111,18 @@ where
 }
 
 /// Sets the one timer to `at`.
-fn set(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
-    match sleep.as_mut().as_pin_mut() {
-        Some(s) => s.reset(at),
-        None => sleep.set(Some(sleep_until(at))),
+fn set(sleep: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match sleep {
+        Some(s) => s.as_mut().reset(at),
+        None => *sleep = Some(Box::pin(sleep_until(at))),
     }
 }
 
 /// Whether the timer has fired (registering the task's waker if not).
-fn fired(sleep: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
-    sleep.as_pin_mut().is_some_and(|s| s.poll(cx).is_ready())
+fn fired(sleep: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    sleep
+        .as_mut()
+        .is_some_and(|s| s.as_mut().poll(cx).is_ready())
 }
 
 impl<F, S, B, E, RB> Future for ResponseFuture<F, S, B, E, RB>
@@ -194,19 +197,19 @@ where
                             Poll::Pending => break false,
                         }
                     };
-                    if !finished && !fired(this.sleep.as_mut(), cx) {
+                    if !finished && !fired(this.sleep, cx) {
                         return Poll::Pending;
                     }
                     Next::Wait(*wake_at, None)
                 }
                 StateProj::Waiting { kept } => {
-                    if !fired(this.sleep.as_mut(), cx) {
+                    if !fired(this.sleep, cx) {
                         return Poll::Pending;
                     }
                     let kept = kept.take();
                     let bounded = match this.attempts.deadline() {
                         Some(d) => {
-                            set(this.sleep.as_mut(), d.instant());
+                            set(this.sleep, d.instant());
                             true
                         }
                         None => false,
@@ -218,7 +221,7 @@ where
                 // earlier attempt still reads the body.
                 StateProj::Ready { kept, bounded } => match this.attempts.poll_replay(cx) {
                     Poll::Pending => {
-                        if *bounded && fired(this.sleep.as_mut(), cx) {
+                        if *bounded && fired(this.sleep, cx) {
                             this.attempts.out_of_time()
                         } else {
                             return Poll::Pending;
@@ -227,7 +230,7 @@ where
                     Poll::Ready(None) => this.attempts.unreplayable(kept.take()),
                     Poll::Ready(Some(body)) => match this.service.poll_ready(cx) {
                         Poll::Pending => {
-                            if *bounded && fired(this.sleep.as_mut(), cx) {
+                            if *bounded && fired(this.sleep, cx) {
                                 this.attempts.out_of_time()
                             } else {
                                 return Poll::Pending;
@@ -260,7 +263,7 @@ where
                     buf: Prefetched::default(),
                 }),
                 Next::Drain(body, wake_at) => {
-                    set(this.sleep.as_mut(), this.attempts.drain_until());
+                    set(this.sleep, this.attempts.drain_until());
                     this.state.set(State::Draining {
                         body,
                         drained: 0,
@@ -268,7 +271,7 @@ where
                     });
                 }
                 Next::Wait(at, kept) => {
-                    set(this.sleep.as_mut(), at);
+                    set(this.sleep, at);
                     this.state.set(State::Waiting { kept });
                 }
             }

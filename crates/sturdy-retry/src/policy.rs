@@ -90,6 +90,7 @@ pub struct RetryPolicy {
     pub(crate) retry_safe: RetrySafeRule,
     pub(crate) idempotency_header: HeaderName,
     pub(crate) replay_cap: usize,
+    pub(crate) in_memory_cap: usize,
     pub(crate) prefetch_cap: Option<u64>,
     pub(crate) drain_cap: u64,
     pub(crate) drain_time: Duration,
@@ -102,8 +103,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// The defaults: the tables, 5 retries, the guide's backoff (base 1 s,
     /// up to 1 s jitter, 60 s cap), hints up to 120 s, the default budget,
-    /// the standard safety rule, a 64 KiB replay cap, no prefetch, 64 KiB /
-    /// 1 s drain.
+    /// the standard safety rule, request bodies in memory kept whole up to
+    /// 16 MiB and streamed ones up to 64 KiB, no prefetch, 64 KiB / 1 s
+    /// drain.
     fn default() -> Self {
         RetryPolicy {
             max_retries: 5,
@@ -115,6 +117,7 @@ impl Default for RetryPolicy {
             retry_safe: RetrySafeRule::Standard,
             idempotency_header: HeaderName::from_static("idempotency-key"),
             replay_cap: 64 * 1024,
+            in_memory_cap: 16 * 1024 * 1024,
             prefetch_cap: None,
             drain_cap: 64 * 1024,
             drain_time: Duration::from_secs(1),
@@ -138,6 +141,7 @@ impl fmt::Debug for RetryPolicy {
             .field("retry_safe", &self.retry_safe)
             .field("idempotency_header", &self.idempotency_header)
             .field("replay_cap", &self.replay_cap)
+            .field("in_memory_cap", &self.in_memory_cap)
             .field("prefetch_cap", &self.prefetch_cap)
             .field("drain_cap", &self.drain_cap)
             .field("drain_time", &self.drain_time)
@@ -219,6 +223,7 @@ pub struct RetryPolicyBuilder {
     retry_safe: Set<RetrySafeRule>,
     idempotency_header: Set<Result<HeaderName, ()>>,
     replay_cap: Set<usize>,
+    in_memory_cap: Set<usize>,
     prefetch_cap: Set<Option<u64>>,
     drain: Set<(u64, Duration)>,
     attempt_header: Set<Result<HeaderName, ()>>,
@@ -301,11 +306,19 @@ impl RetryPolicyBuilder {
         self
     }
 
-    /// How much of a request body is kept for replay (default 64 KiB; at
-    /// least 1 byte: to retry nothing, set [`max_retries`](Self::max_retries)
-    /// to 0).
+    /// How much of a streamed request body (one not all in memory) is kept
+    /// for replay as it is sent (default 64 KiB; at least 1 byte: to retry
+    /// nothing, set [`max_retries`](Self::max_retries) to 0).
     pub fn replay_cap(mut self, bytes: usize) -> Self {
         self.replay_cap = Some(bytes);
+        self
+    }
+
+    /// The largest request body all in memory (`Full<Bytes>`, `String`)
+    /// kept whole for replay, by reference, without a copy (default 16
+    /// MiB); a larger one is replayed as a streamed body.
+    pub fn replay_in_memory_up_to(mut self, bytes: usize) -> Self {
+        self.in_memory_cap = Some(bytes);
         self
     }
 
@@ -378,6 +391,7 @@ impl RetryPolicyBuilder {
             retry_safe: self.retry_safe.or(defaults.retry_safe),
             idempotency_header: self.idempotency_header.or(defaults.idempotency_header),
             replay_cap: self.replay_cap.or(defaults.replay_cap),
+            in_memory_cap: self.in_memory_cap.or(defaults.in_memory_cap),
             prefetch_cap: self.prefetch_cap.or(defaults.prefetch_cap),
             drain: self.drain.or(defaults.drain),
             attempt_header: self.attempt_header.or(defaults.attempt_header),
@@ -417,6 +431,7 @@ impl RetryPolicyBuilder {
             retry_safe: self.retry_safe.unwrap_or(d.retry_safe),
             idempotency_header,
             replay_cap: self.replay_cap.unwrap_or(d.replay_cap),
+            in_memory_cap: self.in_memory_cap.unwrap_or(d.in_memory_cap),
             prefetch_cap: self.prefetch_cap.unwrap_or(d.prefetch_cap),
             drain_cap,
             drain_time,

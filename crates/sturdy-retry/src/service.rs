@@ -18,7 +18,7 @@ use crate::attempts::Attempts;
 use crate::future::ResponseFuture;
 use crate::head::KeptHead;
 use crate::layer::Shared;
-use crate::replay::ReplayBody;
+use crate::replay::{ReplayBody, ReplayCaps};
 use crate::{ResponseBody, RetryLayer, RetryPolicy};
 
 /// Retries failed attempts of `S`. Made by [`RetryLayer`].
@@ -126,11 +126,13 @@ where
         // This layer's part of the plan: whether the request may be sent
         // again, and what judges its answers. Settled before the head is
         // kept, so every attempt carries them.
-        let marked = req.extensions().get::<RetrySafe>().is_some();
+        let markers = CallPlan::markers(req.extensions());
+        let marked = markers.get::<RetrySafe>().is_some();
+        let callers_deadline = markers.get::<Deadline>().copied();
         let safety = policy.safety(&RequestHead::of(&req), marked);
-        let callers_deadline = Deadline::from_extensions(req.extensions());
         let plan = CallPlan::of_request(&mut req);
         let deadline = plan.deadline().or(callers_deadline);
+        let grpc = plan.is_grpc();
         plan.settle_safety(safety);
         if policy.classifier.has_user_classifier() {
             plan.set_classifier(policy.classifier.clone());
@@ -147,15 +149,20 @@ where
         }
 
         let (parts, body) = req.into_parts();
-        let body = ReplayBody::new(body, policy.replay_cap);
+        let caps = ReplayCaps {
+            in_memory: policy.in_memory_cap,
+            streamed: policy.replay_cap,
+        };
+        let body = ReplayBody::with_caps(body, caps).reporting_sending(ctx.clone(), 1);
         let (head, handle) = if policy.max_retries == 0 {
             (None, None)
         } else {
-            (Some(KeptHead::copy(&parts)), Some(body.handle()))
+            (Some(Box::new(KeptHead::copy(&parts))), Some(body.handle()))
         };
         let req = Request::from_parts(parts, E::from_body(body));
+        ctx.arm_sending(1);
         let fut = service.call(req);
-        let attempts = Attempts::new(shared, ctx, head, handle, safety, deadline);
+        let attempts = Attempts::new(shared, ctx, head, handle, safety, grpc, deadline);
         ResponseFuture::new(fut, service, attempts)
     }
 }

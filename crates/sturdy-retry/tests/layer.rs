@@ -144,6 +144,14 @@ fn get() -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// A gRPC call, as tonic sends it: its answers are judged by grpc-status.
+fn grpc_call() -> Request<Full<Bytes>> {
+    Request::post("http://127.0.0.1/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap()
+}
+
 fn post() -> Request<Full<Bytes>> {
     Request::post("http://127.0.0.1/v1/chat/completions")
         .body(Full::new(Bytes::from_static(b"{\"model\":\"m\"}")))
@@ -252,14 +260,15 @@ async fn each_hint_sets_the_delay() {
         ),
     ];
     for (headers, want) in cases {
-        let code = if headers.iter().any(|h| h.0 == "grpc-status") {
-            200
+        let grpc = headers.iter().any(|h| h.0 == "grpc-status");
+        let (code, req) = if grpc {
+            (200, grpc_call())
         } else {
-            429
+            (429, get())
         };
         let fake = Fake::new(vec![with(code, headers), status(200)]);
         let start = Instant::now();
-        let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+        let resp = send(quick().build().unwrap(), &fake, req).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(fake.attempts(), 2);
         assert_eq!(start.elapsed(), want, "{headers:?}");
@@ -349,7 +358,9 @@ async fn a_negative_grpc_pushback_stops() {
         ("grpc-retry-pushback-ms", "-1"),
     ];
     let fake = Fake::new(vec![with(200, headers), status(200)]);
-    let resp = send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    let resp = send(quick().build().unwrap(), &fake, grpc_call())
+        .await
+        .unwrap();
     assert_eq!(fake.attempts(), 1);
     assert_eq!(resp.headers()["grpc-status"], "14");
 }
@@ -360,7 +371,9 @@ async fn a_grpc_call_is_committed_once_a_normal_head_arrives() {
     let unavailable: &[(&str, &str)] =
         &[("content-type", "application/grpc"), ("grpc-status", "14")];
     let fake = Fake::new(vec![with(200, unavailable), status(200)]);
-    send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    send(quick().build().unwrap(), &fake, grpc_call())
+        .await
+        .unwrap();
     assert_eq!(fake.attempts(), 2);
     // ...a head without grpc-status is handed over: the outcome is in the
     // trailers, after the caller has the response.
@@ -368,7 +381,9 @@ async fn a_grpc_call_is_committed_once_a_normal_head_arrives() {
         with(200, &[("content-type", "application/grpc")]),
         status(200),
     ]);
-    send(quick().build().unwrap(), &fake, get()).await.unwrap();
+    send(quick().build().unwrap(), &fake, grpc_call())
+        .await
+        .unwrap();
     assert_eq!(fake.attempts(), 1);
 }
 
@@ -495,10 +510,58 @@ async fn spent_retries_on_errors_return_the_last_error_with_the_count() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_body_over_the_cap_read_by_the_first_attempt_is_not_retried() {
+    // Over both caps: the body streams, and past the cap it is gone.
     let fake = Fake::new(vec![status(503), status(200)]);
-    let policy = quick().replay_cap(3).build().unwrap();
+    let policy = quick()
+        .replay_cap(3)
+        .replay_in_memory_up_to(3)
+        .build()
+        .unwrap();
     let resp = send(policy, &fake, get()).await.unwrap();
     assert_eq!((resp.status().as_u16(), fake.attempts()), (503, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_all_in_memory_is_replayed_whole_whatever_the_streamed_cap() {
+    // A long prompt: 1 MiB of JSON in a `Full`, far over the streamed cap.
+    let prompt = Bytes::from(vec![b'x'; 1 << 20]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(Mutex::new(0));
+    let (s, c) = (seen.clone(), calls.clone());
+    let inner = tower::service_fn(move |req: Request<BoxBody>| {
+        let (s, c) = (s.clone(), c.clone());
+        async move {
+            let n = {
+                let mut n = c.lock().unwrap();
+                *n += 1;
+                *n
+            };
+            let body = req.into_body().collect().await?.to_bytes();
+            s.lock().unwrap().push(body);
+            let status = if n == 1 { 503 } else { 200 };
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+        }
+    });
+    let req = Request::post("http://127.0.0.1/v1/chat/completions")
+        .body(Full::new(prompt.clone()))
+        .unwrap();
+    let policy = quick().replay_cap(1024).build().unwrap();
+    let resp = RetryLayer::new(policy)
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|b| *b == prompt), "byte-identical, twice");
+    // Kept by reference: the very bytes the caller gave, not a copy.
+    assert!(seen.iter().all(|b| b.as_ptr() == prompt.as_ptr()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -870,7 +933,11 @@ async fn a_body_over_the_cap_is_retried_when_the_failed_attempt_never_read_it() 
             Ok(Response::new(Full::new(Bytes::new())))
         }
     });
-    let policy = quick().replay_cap(3).build().unwrap();
+    let policy = quick()
+        .replay_cap(3)
+        .replay_in_memory_up_to(3)
+        .build()
+        .unwrap();
     let resp = RetryLayer::new(policy)
         .layer(inner)
         .oneshot(post())

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use hyper_util::client::legacy::connect::CaptureConnection;
 use pin_project_lite::pin_project;
-use sturdy_core::{BoxError, InvalidProfile, Phase, Reach, TimeoutError};
+use sturdy_core::{BoxError, CallContext, InvalidProfile, Phase, Reach, TimeoutError};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::service::AttemptLimits;
@@ -29,6 +29,30 @@ pin_project! {
     }
 }
 
+/// How a timeout learns whether anything was sent.
+pub(crate) enum Sent {
+    /// The retry layer's request body records when a connection takes up
+    /// this attempt (number `.1`).
+    Tracked(CallContext, u32),
+    /// hyper-util reports the connection as soon as it has one.
+    Captured(CaptureConnection),
+    /// Nothing tells.
+    Unknown,
+}
+
+impl Sent {
+    /// How far an attempt got whose response head has not come.
+    fn reach(&self) -> Reach {
+        match self {
+            Sent::Tracked(ctx, attempt) if ctx.was_sending(*attempt) == Some(false) => {
+                Reach::NotSent
+            }
+            Sent::Captured(c) if c.connection_metadata().is_none() => Reach::NotSent,
+            _ => Reach::Unknown,
+        }
+    }
+}
+
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
@@ -38,7 +62,7 @@ pin_project! {
             headers_at: Instant,
             by_deadline: bool,
             limits: AttemptLimits,
-            capture: Option<CaptureConnection>,
+            sent: Sent,
         },
         Invalid { err: Option<InvalidProfile> },
     }
@@ -50,7 +74,7 @@ impl<F> ResponseFuture<F> {
         headers_at: Instant,
         by_deadline: bool,
         limits: AttemptLimits,
-        capture: Option<CaptureConnection>,
+        sent: Sent,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
@@ -58,7 +82,7 @@ impl<F> ResponseFuture<F> {
                 headers_at,
                 by_deadline,
                 limits,
-                capture,
+                sent,
             },
             sleep: None,
         }
@@ -81,14 +105,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let (fut, headers_at, by_deadline, limits, capture) = match this.kind.project() {
+        let (fut, headers_at, by_deadline, limits, sent) = match this.kind.project() {
             KindProj::Called {
                 fut,
                 headers_at,
                 by_deadline,
                 limits,
-                capture,
-            } => (fut, *headers_at, *by_deadline, *limits, capture),
+                sent,
+            } => (fut, *headers_at, *by_deadline, *limits, sent),
             KindProj::Invalid { err } => {
                 return Poll::Ready(Err(match err.take() {
                     Some(e) => Box::new(e),
@@ -119,12 +143,7 @@ where
                 ready!(sleep.poll(cx));
             }
         }
-        // hyper-util reports the connection as soon as it has one; without
-        // it nothing can have been sent.
-        let reach = match capture {
-            Some(c) if c.connection_metadata().is_none() => Reach::NotSent,
-            _ => Reach::Unknown,
-        };
+        let reach = sent.reach();
         let err = match (by_deadline, limits.callers_grpc_timeout) {
             (true, _) => TimeoutError::new(Phase::Total, limits.total, reach),
             // Only tonic's timer could fire this early: the caller's own,

@@ -1,6 +1,7 @@
 //! The `Layer` and its builder: the profiles the attempt limits fall back on,
 //! and whether to ask hyper-util where the attempt got.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sturdy_core::{InvalidProfile, Profile, Profiles, Workload};
@@ -119,7 +120,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
     type Service = AttemptTimeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AttemptTimeout::from_parts(inner, self.own, self.capture_connection)
+        AttemptTimeout::from_parts(inner, Arc::new(self.own), self.capture_connection)
     }
 }
 

@@ -2,6 +2,7 @@
 //! (else from this layer's own profiles), sets `grpc-timeout` for gRPC, and
 //! arms the `headers` limit.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use sturdy_core::{BoxError, CallPlan, Deadline, Profile, Workload, attempt_limit
 use tower_service::Service;
 
 use super::ResponseFuture;
+use super::future::Sent;
 use super::layer::OwnLimits;
 use crate::TimeoutBody;
 use crate::body::BodyLimits;
@@ -18,7 +20,8 @@ use crate::body::BodyLimits;
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
-    own: OwnLimits,
+    // Shared, not copied: every retry clones this service.
+    own: Arc<OwnLimits>,
     capture_connection: bool,
 }
 
@@ -50,7 +53,7 @@ impl AttemptLimits {
 }
 
 impl<S> AttemptTimeout<S> {
-    pub(crate) fn from_parts(inner: S, own: OwnLimits, capture_connection: bool) -> Self {
+    pub(crate) fn from_parts(inner: S, own: Arc<OwnLimits>, capture_connection: bool) -> Self {
         AttemptTimeout {
             inner,
             own,
@@ -89,7 +92,8 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let plan = CallPlan::of_request(&mut req);
-        plan.context().mark_phases_enforced();
+        let ctx = plan.context().clone();
+        ctx.mark_phases_enforced();
         let (settled, deadline, grpc) = (plan.profile().copied(), plan.deadline(), plan.is_grpc());
         let workload = plan.workload();
         let ext = req.extensions();
@@ -122,17 +126,21 @@ where
             limits.callers_grpc_timeout =
                 set_grpc_timeout(req.headers_mut(), &limits).filter(|kept| *kept < limits.headers);
         }
-        let capture = self
-            .capture_connection
-            .then(|| hyper_util::client::legacy::connect::capture_connection(&mut req));
+        // Whether anything was sent when a timeout fires: the retry layer's
+        // bodies tell when a connection takes them up; without one, ask
+        // hyper-util (when told to), else nobody knows.
+        let attempt = ctx.attempts();
+        let sent = if ctx.was_sending(attempt).is_some() {
+            Sent::Tracked(ctx, attempt)
+        } else if self.capture_connection {
+            Sent::Captured(hyper_util::client::legacy::connect::capture_connection(
+                &mut req,
+            ))
+        } else {
+            Sent::Unknown
+        };
         let (headers_at, by_deadline) = attempt_limit(profile.headers, deadline);
-        ResponseFuture::new(
-            self.inner.call(req),
-            headers_at,
-            by_deadline,
-            limits,
-            capture,
-        )
+        ResponseFuture::new(self.inner.call(req), headers_at, by_deadline, limits, sent)
     }
 }
 

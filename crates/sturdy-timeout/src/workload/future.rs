@@ -89,8 +89,10 @@ pin_project! {
     {
         #[pin]
         state: State<S, Req>,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: in the `Stack` it is never set (the attempt timeout below
+        // enforces the deadline), and the future is moved whole through
+        // the layers above.
+        sleep: Option<Pin<Box<Sleep>>>,
         // What `sleep` is set for, once set.
         armed: Option<Phase>,
         limits: Option<Limits>,
@@ -176,7 +178,7 @@ where
                         let fut = svc.call(req);
                         this.state.set(State::Called { fut });
                         // The next wait is the head's, bounded otherwise.
-                        this.sleep.set(None);
+                        *this.sleep = None;
                         *this.armed = None;
                     }
                     Poll::Ready(Err(e)) => {
@@ -191,10 +193,10 @@ where
                                 (limits.deadline, Phase::Total)
                             };
                             *this.armed = Some(phase);
-                            this.sleep.set(Some(sleep_until(at)));
+                            *this.sleep = Some(Box::pin(sleep_until(at)));
                         }
-                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                            ready!(sleep.poll(cx));
+                        if let Some(sleep) = this.sleep.as_mut() {
+                            ready!(sleep.as_mut().poll(cx));
                         }
                         let phase = this.armed.unwrap_or(Phase::Total);
                         this.state.set(State::Done);
@@ -218,13 +220,13 @@ where
                                 return Poll::Pending;
                             };
                             *this.armed = Some(phase);
-                            match this.sleep.as_mut().as_pin_mut() {
-                                Some(sleep) => sleep.reset(at),
-                                None => this.sleep.set(Some(sleep_until(at))),
+                            match this.sleep.as_mut() {
+                                Some(sleep) => sleep.as_mut().reset(at),
+                                None => *this.sleep = Some(Box::pin(sleep_until(at))),
                             }
                         }
-                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                            ready!(sleep.poll(cx));
+                        if let Some(sleep) = this.sleep.as_mut() {
+                            ready!(sleep.as_mut().poll(cx));
                         }
                         let phase = this.armed.unwrap_or(Phase::Total);
                         // A `headers` limit is this layer's only while

@@ -3,6 +3,7 @@
 //! at once when it is ready, or else hands the inner service to the
 //! response future (keeping a clone for the next call).
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -28,7 +29,7 @@ use crate::classify::{ClassifyWorkload, PathClassifier};
 #[derive(Debug, Clone)]
 pub struct WorkloadTimeout<S, C = PathClassifier> {
     inner: S,
-    profiles: Profiles,
+    profiles: Arc<Profiles>,
     classifier: C,
     default_workload: Workload,
 }
@@ -42,7 +43,7 @@ impl<S, C> WorkloadTimeout<S, C> {
     ) -> Self {
         WorkloadTimeout {
             inner,
-            profiles,
+            profiles: Arc::new(profiles),
             classifier,
             default_workload,
         }
@@ -80,23 +81,25 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let ext = req.extensions();
+        let markers = CallPlan::markers(ext);
         // The caller's word first, then a workload an outer layer settled,
         // then the classifier, then the default.
-        let workload = Workload::from_extensions(ext)
+        let workload = markers
+            .get::<Workload>()
+            .copied()
             .or_else(|| CallPlan::from_extensions(ext).and_then(CallPlan::workload))
             .or_else(|| self.classifier.classify(&RequestHead::of(&req)))
             .unwrap_or(self.default_workload);
-        let ext = req.extensions();
         // The table's profiles were checked when the layer was built; only
         // a caller's own is checked per request.
-        let profile = match ext.get::<Profile>() {
+        let profile = match markers.get::<Profile>() {
             Some(own) => match own.validate() {
                 Ok(()) => *own,
                 Err(invalid) => return ResponseFuture::invalid(invalid),
             },
             None => *self.profiles.get(workload),
         };
-        let callers_deadline = Deadline::from_extensions(ext);
+        let callers_deadline = markers.get::<Deadline>().copied();
         let start = tokio::time::Instant::now();
         let own = Deadline(
             start

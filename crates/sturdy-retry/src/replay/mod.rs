@@ -1,202 +1,211 @@
-//! Replayable request bodies. The first attempt streams the caller's body
-//! straight through while a copy of each chunk (and the trailers) is kept,
-//! up to a cap; a retry's body replays the kept chunks, then goes on reading
-//! the original where the previous attempt stopped.
+//! Replayable request bodies: what lets the retry layer send a request
+//! again.
 //!
-//! The state (kept chunks plus the rest of the original body) has a single
-//! owner at a time: the body that is being polled. A retry's body takes it
-//! on its first poll and waits, without panicking, while an earlier attempt
-//! still holds it (hyper's HTTP/2 client may keep a body in a task of its
-//! own for a while); dropping a body gives the state back and wakes the
-//! waiter. No lock is taken per frame, only on hand-over.
+//! - A body all in memory — `Full<Bytes>`, `String`, `Empty<Bytes>` — is
+//!   kept whole, by reference (a `Bytes` refcount, no copy), up to the
+//!   in-memory cap (16 MiB by default: long-context prompts are 100 KB to
+//!   several MB of JSON). Every attempt sends the same bytes; nothing is
+//!   shared but them, nothing is locked.
+//! - Any other body streams through the first attempt while a copy of each
+//!   chunk is kept, up to the streamed cap; a retry replays the kept chunks,
+//!   then goes on reading the original where the previous attempt stopped
+//!   (see the `streamed` module). Past the cap, it can no longer be
+//!   replayed.
 //!
-//! Each body counts the chunks it has replayed, so a chunk is never sent
-//! twice (linkerd2-proxy's bug, where a retry re-sent the first chunk after
-//! catching up with the original, is pinned by a test below).
+//! Each attempt's body also tells the call's context when a connection
+//! takes it up (see [`CallContext::record_sending`]), so that a timeout can
+//! tell "nothing was sent" from "sent, no answer".
 
-use std::error::Error as StdError;
+mod streamed;
+
+use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use sturdy_core::BoxError;
+use http_body_util::{Empty, Full};
+use sturdy_core::{BoxError, CallContext};
+
+pub use streamed::NotReplayable;
+use streamed::Streamed;
+
+/// How much of a request body is kept so it can be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCaps {
+    /// A body all in memory up to this many bytes is kept whole, by
+    /// reference.
+    pub in_memory: usize,
+    /// Of any other body, this many bytes are kept as it streams.
+    pub streamed: usize,
+}
 
 /// A request body that can be sent again, up to a cap. Made by the retry
 /// layer; public so that a body type can be named.
 pub struct ReplayBody<B> {
-    /// The state, while this body owns it.
-    state: Option<State<B>>,
-    shared: Arc<Shared<B>>,
-    /// Kept chunks already sent by this body.
-    pos: usize,
-    trailers_sent: bool,
-    /// This body read past the cap: it streams the original, keeping nothing.
-    past_cap: bool,
+    kind: Kind<B>,
+    /// The call and attempt this body tells when a connection takes it up.
+    sending: Option<(CallContext, u32)>,
 }
 
-struct Shared<B> {
-    slot: Mutex<Slot<B>>,
-    size_hint: SizeHint,
-    cap: usize,
-    /// Set once the body cannot be replayed (read past the cap, or failed).
-    spoiled: AtomicBool,
-    /// Set once replayability can no longer change: the original ended
-    /// within the cap, or the body is spoiled.
-    settled: AtomicBool,
+enum Kind<B> {
+    /// All in memory: the bytes, and whether this attempt sent them.
+    Whole {
+        bytes: Bytes,
+        sent: bool,
+    },
+    Streamed(Streamed<B>),
 }
 
-struct Slot<B> {
-    state: Option<State<B>>,
-    waiter: Option<Waker>,
-}
-
-struct State<B> {
-    kept: Vec<Bytes>,
-    kept_len: usize,
-    trailers: Option<HeaderMap>,
-    /// The rest of the original body; `None` once it has ended.
-    rest: Option<Pin<Box<B>>>,
-    read_any: bool,
-    spoiled: bool,
-}
-
-/// A replayed body was asked for after the original could no longer be
-/// replayed (the retry layer never does this).
-#[derive(Debug)]
-pub struct NotReplayable;
-
-impl fmt::Display for NotReplayable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request body cannot be replayed")
+/// The bytes of a body that is all in memory, or the body back.
+fn whole<B: Body<Data = Bytes> + 'static>(body: B) -> Result<Bytes, B> {
+    let mut slot = Some(body);
+    let any = &mut slot as &mut dyn Any;
+    if let Some(Some(full)) = any.downcast_mut::<Option<Full<Bytes>>>() {
+        // A `Full` yields its one frame at once, whatever the context.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        return Ok(match Pin::new(full).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
+        });
+    }
+    if let Some(s) = any.downcast_mut::<Option<String>>() {
+        return Ok(Bytes::from(s.take().unwrap_or_default()));
+    }
+    if any.is::<Option<Empty<Bytes>>>() {
+        return Ok(Bytes::new());
+    }
+    match slot {
+        Some(body) => Err(body),
+        None => Ok(Bytes::new()),
     }
 }
 
-impl StdError for NotReplayable {}
+impl<B> ReplayBody<B>
+where
+    B: Body<Data = Bytes> + 'static,
+{
+    /// Wraps `body`, keeping up to `cap` bytes of it for replay (both
+    /// caps). The returned body is the first attempt's.
+    pub fn new(body: B, cap: usize) -> ReplayBody<B> {
+        ReplayBody::with_caps(
+            body,
+            ReplayCaps {
+                in_memory: cap,
+                streamed: cap,
+            },
+        )
+    }
+
+    /// Wraps `body` under `caps`: whole when it is all in memory and within
+    /// `caps.in_memory`, else streamed under `caps.streamed`.
+    pub fn with_caps(body: B, caps: ReplayCaps) -> ReplayBody<B> {
+        let kind = match body.size_hint().exact() {
+            Some(len) if len <= caps.in_memory as u64 => match whole(body) {
+                Ok(bytes) => Kind::Whole { bytes, sent: false },
+                Err(body) => Kind::Streamed(Streamed::new(body, caps.streamed)),
+            },
+            _ => Kind::Streamed(Streamed::new(body, caps.streamed)),
+        };
+        ReplayBody {
+            kind,
+            sending: None,
+        }
+    }
+}
 
 impl<B> ReplayBody<B>
 where
     B: Body<Data = Bytes>,
 {
-    /// Wraps `body`, keeping up to `cap` bytes for replay. The returned body
-    /// is the first attempt's; it owns the state from the start and never
-    /// waits.
-    pub fn new(body: B, cap: usize) -> ReplayBody<B> {
-        let size_hint = body.size_hint();
-        let end = body.is_end_stream();
-        let state = State {
-            kept: Vec::new(),
-            kept_len: 0,
-            trailers: None,
-            rest: if end { None } else { Some(Box::pin(body)) },
-            read_any: false,
-            spoiled: false,
-        };
-        ReplayBody {
-            state: Some(state),
-            shared: Arc::new(Shared {
-                slot: Mutex::new(Slot {
-                    state: None,
-                    waiter: None,
-                }),
-                size_hint,
-                cap,
-                spoiled: AtomicBool::new(false),
-                settled: AtomicBool::new(end),
-            }),
-            pos: 0,
-            trailers_sent: false,
-            past_cap: false,
-        }
-    }
-
     /// A body for the next attempt, or `None` when the body can no longer
     /// be replayed (it was read past the cap, or it failed).
     pub fn replay(&self) -> Option<ReplayBody<B>> {
-        if self.shared.spoiled.load(Ordering::Acquire) {
-            return None;
-        }
-        Some(self.handle())
+        let kind = match &self.kind {
+            Kind::Whole { bytes, .. } => Kind::Whole {
+                bytes: bytes.clone(),
+                sent: false,
+            },
+            Kind::Streamed(s) => Kind::Streamed(s.replay()?),
+        };
+        Some(ReplayBody {
+            kind,
+            sending: None,
+        })
     }
 
     /// A body that shares the state but is not meant to be polled: the
     /// retry future keeps one to make the next attempt's body.
     pub(crate) fn handle(&self) -> ReplayBody<B> {
         ReplayBody {
-            state: None,
-            shared: Arc::clone(&self.shared),
-            pos: 0,
-            trailers_sent: false,
-            past_cap: false,
+            kind: match &self.kind {
+                Kind::Whole { bytes, .. } => Kind::Whole {
+                    bytes: bytes.clone(),
+                    sent: false,
+                },
+                Kind::Streamed(s) => Kind::Streamed(s.handle()),
+            },
+            sending: None,
         }
+    }
+
+    /// This body, telling `ctx` (once armed: see
+    /// [`CallContext::arm_sending`]) when a connection takes up `attempt`'s
+    /// request: the first time it is asked for a frame, its length or its
+    /// end.
+    pub(crate) fn reporting_sending(mut self, ctx: CallContext, attempt: u32) -> Self {
+        self.sending = Some((ctx, attempt));
+        self
+    }
+
+    fn taken_up(&self) {
+        if let Some((ctx, attempt)) = &self.sending {
+            ctx.record_sending(*attempt);
+        }
+    }
+
+    /// Whether the body is kept whole, by reference.
+    pub fn is_whole(&self) -> bool {
+        matches!(self.kind, Kind::Whole { .. })
     }
 
     /// Whether a further attempt could still replay this body.
     pub fn is_replayable(&self) -> bool {
-        !self.shared.spoiled.load(Ordering::Acquire)
+        match &self.kind {
+            Kind::Whole { .. } => true,
+            Kind::Streamed(s) => s.is_replayable(),
+        }
     }
 
     /// Whether [`is_replayable`](Self::is_replayable) may still turn false
-    /// before the next attempt: the original has not ended and an earlier
-    /// attempt still holds the body, so it may read it past the cap (an
-    /// attempt's body can outlive its response: an HTTP/1.1 client goes on
-    /// sending it after an early answer).
+    /// before the next attempt (see the streamed body).
     pub(crate) fn may_spoil(&self) -> bool {
-        !self.shared.settled.load(Ordering::Acquire) && lock(&self.shared.slot).state.is_none()
+        match &self.kind {
+            Kind::Whole { .. } => false,
+            Kind::Streamed(s) => s.may_spoil(),
+        }
     }
 
-    /// A body for the next attempt once it is certain to replay: the body
-    /// has settled, or no earlier attempt is reading it any more (the next
-    /// one will be its only reader). `None` once it can no longer be
-    /// replayed. Until then the task is woken when the reading attempt lets
-    /// go of the body or spoils it. Without this wait an attempt could be
-    /// sent whose body an earlier one spoils a moment later.
+    /// A body for the next attempt once it is certain to replay; `None`
+    /// once it can no longer be (see the streamed body).
     pub(crate) fn poll_replay(&self, cx: &mut Context<'_>) -> Poll<Option<ReplayBody<B>>> {
-        if self.shared.settled.load(Ordering::Acquire) {
-            return Poll::Ready(self.replay());
-        }
-        let mut slot = lock(&self.shared.slot);
-        // Checked again under the lock `spoil` takes to wake us: the holder
-        // may have spoiled the body, and let go of it, since the check above.
-        if self.shared.spoiled.load(Ordering::Acquire) {
-            return Poll::Ready(None);
-        }
-        if slot.state.is_some() {
-            // Back in the slot unspoiled: the next attempt will be its only
-            // reader.
-            drop(slot);
-            return Poll::Ready(Some(self.handle()));
-        }
-        slot.waiter = Some(cx.waker().clone());
-        Poll::Pending
+        let kind = match &self.kind {
+            Kind::Whole { bytes, .. } => Kind::Whole {
+                bytes: bytes.clone(),
+                sent: false,
+            },
+            Kind::Streamed(s) => match s.poll_replay(cx) {
+                Poll::Ready(Some(s)) => Kind::Streamed(s),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        Poll::Ready(Some(ReplayBody {
+            kind,
+            sending: None,
+        }))
     }
-}
-
-impl<B> Shared<B> {
-    /// Records that replayability can no longer change.
-    fn settle(&self) {
-        self.settled.store(true, Ordering::Release);
-    }
-
-    /// Marks the body unreplayable and wakes whoever waits for it.
-    fn spoil(&self) {
-        self.spoiled.store(true, Ordering::Release);
-        self.settle();
-        let waiter = lock(&self.slot).waiter.take();
-        if let Some(w) = waiter {
-            w.wake();
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the slot consistent: it is only
-    // ever swapped whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<B> Body for ReplayBody<B>
@@ -211,139 +220,58 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.state.is_none() {
-            let mut slot = lock(&this.shared.slot);
-            match slot.state.take() {
-                Some(s) => this.state = Some(s),
-                None => {
-                    // An earlier attempt still holds it; its drop wakes us.
-                    slot.waiter = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
+        self.taken_up();
+        match &mut self.kind {
+            Kind::Whole { bytes, sent } => {
+                let first = !std::mem::replace(sent, true);
+                Poll::Ready((first && !bytes.is_empty()).then(|| Ok(Frame::data(bytes.clone()))))
             }
+            Kind::Streamed(s) => Pin::new(s).poll_frame(cx),
         }
-        let Some(state) = this.state.as_mut() else {
-            return Poll::Pending;
-        };
-        if state.spoiled && !this.past_cap {
-            return Poll::Ready(Some(Err(NotReplayable.into())));
-        }
-        if let Some(chunk) = state.kept.get(this.pos) {
-            this.pos += 1;
-            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
-        }
-        if let Some(rest) = state.rest.as_mut() {
-            match rest.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    // A body that says it has ended is often never polled
-                    // to its `None`: what this frame leaves is all there is.
-                    if rest.is_end_stream() {
-                        this.shared.settle();
-                    }
-                    let frame = match frame.into_data() {
-                        Ok(data) => {
-                            state.read_any = true;
-                            if !this.past_cap {
-                                if state.kept_len.saturating_add(data.len()) > this.shared.cap {
-                                    // From here on this attempt streams the
-                                    // original alone; no later one can replay.
-                                    state.spoiled = true;
-                                    state.kept = Vec::new();
-                                    state.kept_len = 0;
-                                    this.past_cap = true;
-                                    this.shared.spoil();
-                                } else {
-                                    state.kept_len += data.len();
-                                    state.kept.push(data.clone());
-                                    this.pos = state.kept.len();
-                                }
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        Err(frame) => frame,
-                    };
-                    if let Some(t) = frame.trailers_ref() {
-                        state.trailers = Some(t.clone());
-                        this.trailers_sent = true;
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    state.rest = None;
-                    state.spoiled = true;
-                    this.past_cap = true;
-                    this.shared.spoil();
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-                Poll::Ready(None) => {
-                    state.rest = None;
-                    this.shared.settle();
-                }
-            }
-        }
-        if !this.trailers_sent
-            && let Some(t) = &state.trailers
-        {
-            this.trailers_sent = true;
-            return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
-        }
-        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        let ended = |state: &State<B>, pos: usize, trailers_sent: bool| {
-            pos >= state.kept.len()
-                && state.rest.as_ref().is_none_or(|r| r.is_end_stream())
-                && (trailers_sent || state.trailers.is_none())
-        };
-        match &self.state {
-            Some(state) => ended(state, self.pos, self.trailers_sent),
-            None => lock(&self.shared.slot)
-                .state
-                .as_ref()
-                .is_some_and(|s| ended(s, 0, false)),
+        self.taken_up();
+        match &self.kind {
+            Kind::Whole { bytes, sent } => *sent || bytes.is_empty(),
+            Kind::Streamed(s) => s.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared.size_hint
-    }
-}
-
-impl<B> Drop for ReplayBody<B> {
-    fn drop(&mut self) {
-        if let Some(state) = self.state.take() {
-            let waiter = {
-                let mut slot = lock(&self.shared.slot);
-                slot.state = Some(state);
-                slot.waiter.take()
-            };
-            if let Some(w) = waiter {
-                w.wake();
+        self.taken_up();
+        match &self.kind {
+            Kind::Whole { bytes, sent } => {
+                SizeHint::with_exact(if *sent { 0 } else { bytes.len() as u64 })
             }
+            Kind::Streamed(s) => s.size_hint(),
         }
     }
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReplayBody")
-            .field("cap", &self.shared.cap)
-            .field("pos", &self.pos)
-            .field("holds_state", &self.state.is_some())
-            .finish()
+        match &self.kind {
+            Kind::Whole { bytes, .. } => f
+                .debug_struct("ReplayBody")
+                .field("whole", &bytes.len())
+                .finish(),
+            Kind::Streamed(s) => fmt::Debug::fmt(s, f),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use http_body_util::{BodyExt, Empty, Full};
     use proptest::prelude::*;
     use std::collections::VecDeque;
     use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Waker;
 
     /// A body that yields the given frames, one per poll.
     struct Frames(VecDeque<Frame<Bytes>>);
