@@ -46,6 +46,8 @@ struct Inner {
     armed: AtomicU32,
     budget_refusals: AtomicU32,
     possibly_duplicated: AtomicU32,
+    /// Retries taken: the length of `retry_reasons`, read without its lock.
+    retries: AtomicU32,
     retry_reasons: Mutex<Vec<FailureKind>>,
     /// The classifier the retry layer judges with, which the metrics
     /// layers, above and below it, judge with too.
@@ -182,10 +184,15 @@ impl CallContext {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         reasons.push(reason);
+        self.0.retries.fetch_add(1, Ordering::Release);
     }
 
-    /// The reason of every retry taken, in order.
+    /// The reason of every retry taken, in order (no lock taken when there
+    /// was none).
     pub fn retry_reasons(&self) -> Vec<FailureKind> {
+        if self.retries() == 0 {
+            return Vec::new();
+        }
         self.0
             .retry_reasons
             .lock()
@@ -195,12 +202,7 @@ impl CallContext {
 
     /// Retries taken.
     pub fn retries(&self) -> u32 {
-        let reasons = self
-            .0
-            .retry_reasons
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        u32::try_from(reasons.len()).unwrap_or(u32::MAX)
+        self.0.retries.load(Ordering::Acquire)
     }
 
     /// Records that the retry budget refused a retry.

@@ -25,13 +25,11 @@ use crate::replay::{NotReplayable, ReplayBody};
 use crate::{ResponseBody, RetryError};
 
 /// The per-call retry state that is not a pinned future.
-pub(crate) struct Attempts<B> {
+pub(crate) struct Attempts<S, B> {
     pub(crate) shared: Arc<Shared>,
     ctx: CallContext,
-    /// `None` when no retry is allowed at all (max_retries 0). Boxed: the
-    /// future that holds it is moved whole through every layer above.
-    head: Option<Box<KeptHead>>,
-    handle: Option<ReplayBody<B>>,
+    /// `None` when no retry is allowed at all (max_retries 0).
+    retained: Option<Box<Retained<S, B>>>,
     /// Attempts made so far, the first included.
     pub(crate) attempts: u32,
     safety: Safety,
@@ -39,15 +37,36 @@ pub(crate) struct Attempts<B> {
     grpc: bool,
     /// The call's deadline, as the plan (or the caller) set it.
     deadline: Option<Deadline>,
-    /// Made when a first backoff is needed: the success path draws no
-    /// randomness.
-    rng: Option<SmallRng>,
     prev_delay: Duration,
     /// The retry decided on and not yet sent: its reason, and whether it
     /// may run twice on the server. Recorded in the context when the next
     /// attempt goes out, so that a call dropped during its backoff, or one
     /// whose body turned unreplayable, counts no retry it never made.
     pending: Option<(FailureKind, bool)>,
+}
+
+/// What only a retry needs, in one allocation (the future that holds it is
+/// moved whole through every layer above, so it stays small): the request
+/// head to send again, the body's replay handle, the inner service that
+/// sends it, and the jitter source.
+pub(crate) struct Retained<S, B> {
+    head: KeptHead,
+    handle: ReplayBody<B>,
+    service: S,
+    /// Made when a first backoff is needed: the success path draws no
+    /// randomness.
+    rng: Option<SmallRng>,
+}
+
+impl<S, B> Retained<S, B> {
+    pub(crate) fn new(head: KeptHead, handle: ReplayBody<B>, service: S) -> Box<Self> {
+        Box::new(Retained {
+            head,
+            handle,
+            service,
+            rng: None,
+        })
+    }
 }
 
 /// The failure a retry was decided on, kept through the backoff while the
@@ -68,15 +87,14 @@ pub(crate) enum Next<RB> {
     Wait(Instant, Option<Kept<RB>>),
 }
 
-impl<B> Attempts<B>
+impl<S, B> Attempts<S, B>
 where
     B: Body<Data = Bytes>,
 {
     pub(crate) fn new(
         shared: Arc<Shared>,
         ctx: CallContext,
-        head: Option<Box<KeptHead>>,
-        handle: Option<ReplayBody<B>>,
+        retained: Option<Box<Retained<S, B>>>,
         safety: Safety,
         grpc: bool,
         deadline: Option<Deadline>,
@@ -84,16 +102,20 @@ where
         Attempts {
             shared,
             ctx,
-            head,
-            handle,
+            retained,
             attempts: 1,
             safety,
             grpc,
             deadline,
-            rng: None,
             prev_delay: Duration::ZERO,
             pending: None,
         }
+    }
+
+    /// The inner service a retry goes through (none when no retry is
+    /// allowed).
+    pub(crate) fn service(&mut self) -> Option<&mut S> {
+        self.retained.as_mut().map(|r| &mut r.service)
     }
 
     pub(crate) fn on_response<RB>(&mut self, resp: Response<RB>) -> Next<RB>
@@ -142,7 +164,7 @@ where
             let body = resp.body();
             !body.is_end_stream()
                 && body.size_hint().exact().is_some_and(|n| n <= cap)
-                && self.head.is_some()
+                && self.retained.is_some()
                 && !streams(resp.headers())
         });
         if prefetch {
@@ -195,7 +217,7 @@ where
     /// Whether the request body may still turn unreplayable before the
     /// next attempt takes it.
     fn body_may_spoil(&self) -> bool {
-        self.handle.as_ref().is_some_and(ReplayBody::may_spoil)
+        self.retained.as_ref().is_some_and(|r| r.handle.may_spoil())
     }
 
     /// The call's answer when the next attempt cannot be made because the
@@ -214,9 +236,9 @@ where
     /// `total` timeout, nothing sent.
     pub(crate) fn out_of_time<RB>(&self) -> Next<RB> {
         let total = self
-            .head
+            .retained
             .as_ref()
-            .and_then(|h| h.plan())
+            .and_then(|r| r.head.plan())
             .and_then(|p| p.profile().map(|p| p.total))
             .unwrap_or_default();
         let mut err = TimeoutError::new(Phase::Total, total, Reach::NotSent);
@@ -254,10 +276,14 @@ where
         if reach == Reach::Unknown && !self.safety.is_repeatable() {
             return give_up("not safe to repeat");
         }
-        if attempt > policy.max_retries || self.head.is_none() {
+        let Some(retained) = self
+            .retained
+            .as_mut()
+            .filter(|_| attempt <= policy.max_retries)
+        else {
             return give_up("retries spent");
-        }
-        if !self.handle.as_ref().is_some_and(ReplayBody::is_replayable) {
+        };
+        if !retained.handle.is_replayable() {
             return give_up("body not replayable");
         }
         let delay = match hint {
@@ -265,7 +291,7 @@ where
             Some(d) => d,
             None => {
                 let shared = &self.shared;
-                let rng = self.rng.get_or_insert_with(|| {
+                let rng = retained.rng.get_or_insert_with(|| {
                     SmallRng::seed_from_u64(shared.seeds.fetch_add(1, Ordering::Relaxed))
                 });
                 let d = policy.backoff.delay(
@@ -306,8 +332,8 @@ where
     /// The next attempt's body once it is certain to replay, `None` if it
     /// cannot be (see [`ReplayBody::poll_replay`]).
     pub(crate) fn poll_replay(&self, cx: &mut Context<'_>) -> Poll<Option<ReplayBody<B>>> {
-        match &self.handle {
-            Some(handle) => handle.poll_replay(cx),
+        match &self.retained {
+            Some(r) => r.handle.poll_replay(cx),
             None => Poll::Ready(None),
         }
     }
@@ -319,7 +345,7 @@ where
         B: Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let head = self.head.as_ref()?;
+        let head = &self.retained.as_ref()?.head;
         if let Some((reason, duplicated)) = self.pending.take() {
             self.ctx.record_retry(reason, duplicated);
         }

@@ -78,8 +78,7 @@ pin_project! {
         // Boxed: set only on the way to a retry, and the future is moved
         // whole through every layer above.
         sleep: Option<Pin<Box<Sleep>>>,
-        service: S,
-        attempts: Attempts<B>,
+        attempts: Attempts<S, B>,
         _body: PhantomData<fn(E)>,
     }
 }
@@ -88,11 +87,10 @@ impl<F, S, B, E, RB> ResponseFuture<F, S, B, E, RB>
 where
     RB: Body,
 {
-    pub(crate) fn new(fut: F, service: S, attempts: Attempts<B>) -> Self {
+    pub(crate) fn new(fut: F, attempts: Attempts<S, B>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             sleep: None,
-            service,
             attempts,
             _body: PhantomData,
         }
@@ -228,27 +226,37 @@ where
                         }
                     }
                     Poll::Ready(None) => this.attempts.unreplayable(kept.take()),
-                    Poll::Ready(Some(body)) => match this.service.poll_ready(cx) {
-                        Poll::Pending => {
-                            if *bounded && fired(this.sleep, cx) {
-                                this.attempts.out_of_time()
-                            } else {
-                                return Poll::Pending;
+                    Poll::Ready(Some(body)) => {
+                        let ready = match this.attempts.service() {
+                            Some(service) => service.poll_ready(cx),
+                            // Never: no retry is decided without a service.
+                            None => Poll::Ready(Ok(())),
+                        };
+                        match ready {
+                            Poll::Pending => {
+                                if *bounded && fired(this.sleep, cx) {
+                                    this.attempts.out_of_time()
+                                } else {
+                                    return Poll::Pending;
+                                }
+                            }
+                            Poll::Ready(Err(e)) => {
+                                let err = RetryError::new(this.attempts.attempts, e.into());
+                                Next::Return(Err(err.into()))
+                            }
+                            Poll::Ready(Ok(())) => {
+                                let req = this.attempts.next_request::<E>(body);
+                                match (req, this.attempts.service()) {
+                                    (Some(req), Some(service)) => {
+                                        let fut = service.call(req);
+                                        this.state.set(State::Calling { fut });
+                                        continue;
+                                    }
+                                    _ => this.attempts.unreplayable(kept.take()),
+                                }
                             }
                         }
-                        Poll::Ready(Err(e)) => {
-                            let err = RetryError::new(this.attempts.attempts, e.into());
-                            Next::Return(Err(err.into()))
-                        }
-                        Poll::Ready(Ok(())) => match this.attempts.next_request::<E>(body) {
-                            Some(req) => {
-                                let fut = this.service.call(req);
-                                this.state.set(State::Calling { fut });
-                                continue;
-                            }
-                            None => this.attempts.unreplayable(kept.take()),
-                        },
-                    },
+                    }
                 },
                 StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
             };

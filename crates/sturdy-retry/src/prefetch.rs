@@ -12,10 +12,20 @@ use http_body::{Body, Frame};
 /// allocation; only a second data frame starts a contiguous copy.
 #[derive(Default)]
 pub(crate) struct Prefetched {
-    first: Option<Bytes>,
-    /// `first` followed by every later data frame, once there is a second.
-    joined: Option<BytesMut>,
-    trailers: Option<HeaderMap>,
+    data: Data,
+    /// Boxed: rare, and this buffer lives in a future moved through every
+    /// layer above.
+    trailers: Option<Box<HeaderMap>>,
+}
+
+#[derive(Default)]
+enum Data {
+    #[default]
+    None,
+    /// One data frame so far.
+    One(Bytes),
+    /// Every data frame so far, once there is a second.
+    Joined(BytesMut),
 }
 
 /// The most a second data frame reserves ahead from the body's size hint.
@@ -26,10 +36,10 @@ impl Prefetched {
         match frame.into_data() {
             // Empty data frames carry nothing (as in `Collected`).
             Ok(data) if data.is_empty() => {}
-            Ok(data) => match (&mut self.joined, &self.first) {
-                (Some(joined), _) => joined.put_slice(&data),
-                (None, None) => self.first = Some(data),
-                (None, Some(first)) => {
+            Ok(data) => match &mut self.data {
+                Data::Joined(joined) => joined.put_slice(&data),
+                Data::None => self.data = Data::One(data),
+                Data::One(first) => {
                     let ahead = body.size_hint().lower().min(JOIN_RESERVE_MAX);
                     let ahead = usize::try_from(ahead).unwrap_or(0);
                     let mut joined = BytesMut::with_capacity(
@@ -37,15 +47,14 @@ impl Prefetched {
                     );
                     joined.put_slice(first);
                     joined.put_slice(&data);
-                    self.first = None;
-                    self.joined = Some(joined);
+                    self.data = Data::Joined(joined);
                 }
             },
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {
                     match &mut self.trailers {
                         Some(current) => current.extend(t),
-                        None => self.trailers = Some(t),
+                        None => self.trailers = Some(Box::new(t)),
                     }
                 }
             }
@@ -53,11 +62,11 @@ impl Prefetched {
     }
 
     pub(crate) fn finish(self) -> (Bytes, Option<HeaderMap>) {
-        let data = match (self.joined, self.first) {
-            (Some(joined), _) => joined.freeze(),
-            (None, Some(first)) => first,
-            (None, None) => Bytes::new(),
+        let data = match self.data {
+            Data::Joined(joined) => joined.freeze(),
+            Data::One(first) => first,
+            Data::None => Bytes::new(),
         };
-        (data, self.trailers)
+        (data, self.trailers.map(|t| *t))
     }
 }

@@ -14,7 +14,7 @@ use http_body::Body;
 use sturdy_core::{BoxBody, BoxError, CallPlan, Deadline, InnerBody, RequestHead, RetrySafe};
 use tower_service::Service;
 
-use crate::attempts::Attempts;
+use crate::attempts::{Attempts, Retained};
 use crate::future::ResponseFuture;
 use crate::head::KeptHead;
 use crate::layer::Shared;
@@ -112,9 +112,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The ready service makes this call; the future keeps it for retries.
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
         let policy = &shared.policy;
 
@@ -154,15 +151,23 @@ where
             streamed: policy.replay_cap,
         };
         let body = ReplayBody::with_caps(body, caps).reporting_sending(ctx.clone(), 1);
-        let (head, handle) = if policy.max_retries == 0 {
-            (None, None)
-        } else {
-            (Some(Box::new(KeptHead::copy(&parts))), Some(body.handle()))
-        };
+        let kept = (policy.max_retries > 0).then(|| (KeptHead::copy(&parts), body.handle()));
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
-        let fut = service.call(req);
-        let attempts = Attempts::new(shared, ctx, head, handle, safety, grpc, deadline);
-        ResponseFuture::new(fut, service, attempts)
+        let (fut, retained) = match kept {
+            // No retry possible: the ready service makes the call, and is
+            // not cloned.
+            None => (self.inner.call(req), None),
+            // The ready service makes this call; the future keeps it for
+            // retries, and this service takes a clone for the next call.
+            Some((head, handle)) => {
+                let clone = self.inner.clone();
+                let mut service = std::mem::replace(&mut self.inner, clone);
+                let fut = service.call(req);
+                (fut, Some(Retained::new(head, handle, service)))
+            }
+        };
+        let attempts = Attempts::new(shared, ctx, retained, safety, grpc, deadline);
+        ResponseFuture::new(fut, attempts)
     }
 }
