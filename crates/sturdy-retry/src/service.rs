@@ -154,19 +154,11 @@ where
         let kept = (policy.max_retries > 0).then(|| (KeptHead::copy(&parts), body.handle()));
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
-        let (fut, retained) = match kept {
-            // No retry possible: the ready service makes the call, and is
-            // not cloned.
-            None => (self.inner.call(req), None),
-            // The ready service makes this call; the future keeps it for
-            // retries, and this service takes a clone for the next call.
-            Some((head, handle)) => {
-                let clone = self.inner.clone();
-                let mut service = std::mem::replace(&mut self.inner, clone);
-                let fut = service.call(req);
-                (fut, Some(Retained::new(head, handle, service)))
-            }
-        };
+        // The ready service makes this call (tower's contract); a clone,
+        // which a retry polls ready before it calls it, goes with the
+        // future when retries are possible.
+        let retained = kept.map(|(head, handle)| Retained::new(head, handle, self.inner.clone()));
+        let fut = self.inner.call(req);
         let attempts = Attempts::new(shared, ctx, retained, safety, grpc, deadline);
         ResponseFuture::new(fut, attempts)
     }
