@@ -41,14 +41,23 @@ const fn rule(code: u16, verdict: Verdict, meaning: &'static str) -> StatusRule 
     }
 }
 
-/// The HTTP status table: the guide's five retryable statuses plus 408, and
-/// the statuses it says never to retry. Any other status below 400 is a
-/// success; any other status from 400 up is a failure that is not retried.
+/// The HTTP status table: the guide's five retryable statuses, 408 (a
+/// timeout by definition), 409 (which the OpenAI and Anthropic SDKs retry),
+/// and the overload family in front of LLM APIs (529, Cloudflare's
+/// 520–524); the statuses the guide says never to retry, and 501 and 505
+/// (retrying cannot make the server support a method or a version). Any
+/// other status below 400 is a success; any other status from 400 up is a
+/// failure that is not retried.
 pub static STATUS_TABLE: &[StatusRule] = &[
     rule(
         408,
         Verdict::Retryable,
         "request timeout: a timeout by definition",
+    ),
+    rule(
+        409,
+        Verdict::Retryable,
+        "conflict: the server's own lock contention; the OpenAI and Anthropic SDKs retry it",
     ),
     rule(429, Verdict::Retryable, "rate limited: retry with backoff"),
     rule(500, Verdict::Retryable, "internal server error: transient"),
@@ -59,6 +68,32 @@ pub static STATUS_TABLE: &[StatusRule] = &[
         "service unavailable: retry with backoff",
     ),
     rule(504, Verdict::Retryable, "gateway timeout: transient"),
+    rule(
+        520,
+        Verdict::Retryable,
+        "Cloudflare: the origin answered unexpectedly",
+    ),
+    rule(521, Verdict::Retryable, "Cloudflare: the origin is down"),
+    rule(
+        522,
+        Verdict::Retryable,
+        "Cloudflare: connecting to the origin timed out",
+    ),
+    rule(
+        523,
+        Verdict::Retryable,
+        "Cloudflare: the origin is unreachable",
+    ),
+    rule(
+        524,
+        Verdict::Retryable,
+        "Cloudflare: the origin took too long to answer",
+    ),
+    rule(
+        529,
+        Verdict::Retryable,
+        "overloaded (Anthropic-style): retry with backoff",
+    ),
     rule(400, Verdict::Fatal, "bad request: fix the request"),
     rule(401, Verdict::Fatal, "unauthorized: check the API key"),
     rule(403, Verdict::Fatal, "forbidden: check permissions"),
@@ -71,6 +106,16 @@ pub static STATUS_TABLE: &[StatusRule] = &[
         422,
         Verdict::Fatal,
         "unprocessable entity: fix the request body",
+    ),
+    rule(
+        501,
+        Verdict::Fatal,
+        "not implemented: the server does not support the method",
+    ),
+    rule(
+        505,
+        Verdict::Fatal,
+        "HTTP version not supported: retrying cannot change it",
     ),
 ];
 
@@ -183,9 +228,11 @@ pub fn verdict_of(kind: &FailureKind) -> Verdict {
     match kind {
         FailureKind::Status(s) => classify_status(*s),
         FailureKind::Grpc(c) => classify_grpc(*c),
-        FailureKind::Cancelled(_) | FailureKind::TotalTimeout(_) | FailureKind::InvalidRequest => {
-            Verdict::Fatal
-        }
+        FailureKind::Cancelled(_)
+        | FailureKind::TotalTimeout(_)
+        | FailureKind::InvalidRequest
+        | FailureKind::QuotaExhausted
+        | FailureKind::StreamError => Verdict::Fatal,
         _ => Verdict::Retryable,
     }
 }
@@ -407,14 +454,19 @@ mod tests {
         let retryable: Vec<u16> = (100..600)
             .filter(|c| classify_status(StatusCode::from_u16(*c).unwrap()) == Verdict::Retryable)
             .collect();
-        assert_eq!(retryable, [408, 429, 500, 502, 503, 504]);
+        assert_eq!(
+            retryable,
+            [
+                408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529
+            ]
+        );
         for code in [200, 201, 204, 301, 304] {
             assert_eq!(
                 classify_status(StatusCode::from_u16(code).unwrap()),
                 Verdict::Success
             );
         }
-        for code in [400, 401, 403, 404, 409, 418, 422, 501, 505] {
+        for code in [400, 401, 403, 404, 418, 422, 501, 505, 506, 511, 525, 530] {
             assert_eq!(
                 classify_status(StatusCode::from_u16(code).unwrap()),
                 Verdict::Fatal

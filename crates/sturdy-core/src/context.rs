@@ -38,13 +38,14 @@ struct Inner {
     /// [`MANAGES_ATTEMPTS`] and [`ENFORCES_PHASES`], as layers below set them.
     below: AtomicU8,
     attempts: AtomicU32,
+    /// Retries refused, by [`RetryRefusal`].
+    refusals: [AtomicU32; RetryRefusal::ALL.len()],
     /// The latest attempt whose request a connection took up (see
     /// [`CallContext::record_sending`]); 0 before any.
     sending: AtomicU32,
     /// The latest attempt whose request body reports being taken up (the
     /// retry layer arms each attempt's body once it is built).
     armed: AtomicU32,
-    budget_refusals: AtomicU32,
     possibly_duplicated: AtomicU32,
     /// Retries taken: the length of `retry_reasons`, read without its lock.
     retries: AtomicU32,
@@ -205,14 +206,19 @@ impl CallContext {
         self.0.retries.load(Ordering::Acquire)
     }
 
-    /// Records that the retry budget refused a retry.
-    pub fn record_budget_refusal(&self) {
-        self.0.budget_refusals.fetch_add(1, Ordering::Relaxed);
+    /// Records that a retry the verdict called for was not made, and why.
+    pub fn record_refusal(&self, why: RetryRefusal) {
+        self.0.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries refused for `why`.
+    pub fn refusals(&self, why: RetryRefusal) -> u32 {
+        self.0.refusals[why as usize].load(Ordering::Relaxed)
     }
 
     /// Retries the budget refused.
     pub fn budget_refusals(&self) -> u32 {
-        self.0.budget_refusals.load(Ordering::Relaxed)
+        self.refusals(RetryRefusal::Budget)
     }
 
     /// Retries that may have run twice on the server (see
@@ -229,8 +235,56 @@ impl fmt::Debug for CallContext {
             .field("attempts", &self.attempts())
             .field("retries", &self.retries())
             .field("budget_refusals", &self.budget_refusals())
+            .field(
+                "body_not_replayable",
+                &self.refusals(RetryRefusal::BodyNotReplayable),
+            )
             .field("possibly_duplicated", &self.possibly_duplicated())
             .finish()
+    }
+}
+
+/// Why a retry the verdict called for was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RetryRefusal {
+    /// The retry budget was spent.
+    Budget,
+    /// The request body could no longer be sent again (a streamed body read
+    /// past the replay cap, or one that failed).
+    BodyNotReplayable,
+    /// The attempt's fate was unknown and the request may not be sent twice.
+    NotRepeatable,
+    /// The retries allowed were spent.
+    RetriesSpent,
+    /// The delay (backoff or the server's hint) would end past the deadline.
+    PastDeadline,
+    /// The server asked to wait longer than the hint cap.
+    HintBeyondCap,
+}
+
+impl RetryRefusal {
+    /// Every reason.
+    pub const ALL: [RetryRefusal; 6] = [
+        RetryRefusal::Budget,
+        RetryRefusal::BodyNotReplayable,
+        RetryRefusal::NotRepeatable,
+        RetryRefusal::RetriesSpent,
+        RetryRefusal::PastDeadline,
+        RetryRefusal::HintBeyondCap,
+    ];
+
+    /// A stable label: `budget`, `body_not_replayable`, `not_repeatable`,
+    /// `retries_spent`, `past_deadline`, `hint_beyond_cap`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            RetryRefusal::Budget => "budget",
+            RetryRefusal::BodyNotReplayable => "body_not_replayable",
+            RetryRefusal::NotRepeatable => "not_repeatable",
+            RetryRefusal::RetriesSpent => "retries_spent",
+            RetryRefusal::PastDeadline => "past_deadline",
+            RetryRefusal::HintBeyondCap => "hint_beyond_cap",
+        }
     }
 }
 
@@ -260,7 +314,8 @@ mod tests {
             FailureKind::Status(http::StatusCode::SERVICE_UNAVAILABLE),
             false,
         );
-        b.record_budget_refusal();
+        b.record_refusal(RetryRefusal::Budget);
+        b.record_refusal(RetryRefusal::BodyNotReplayable);
         assert_eq!(a.was_sending(1), None, "nobody armed the bodies");
         a.record_sending(1);
         a.arm_sending(1);
@@ -292,3 +347,15 @@ mod tests {
         assert!(!first.attempts_managed());
     }
 }
+
+/// A marker extension: the caller's own limit on this request's retries,
+/// in place of the retry policy's (at most
+/// 100; `MaxRetries(0)` sends it once). The OpenAI SDK's per-request
+/// `max_retries`.
+///
+/// ```
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(sturdy_core::MaxRetries(0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaxRetries(pub u32);

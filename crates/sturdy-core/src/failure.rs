@@ -153,6 +153,8 @@ impl GrpcCode {
 /// | `malformed_response` | unknown | a response head came back that could not be read (bad bytes, over hyper's limits: 100 headers on HTTP/1, 16 KiB on HTTP/2; there h2 closes the connection, and every stream on it ends so) |
 /// | `other` | unknown | anything not recognised |
 /// | `read_timeout` | acknowledged | silence between body frames longer than `read` |
+/// | `insufficient_quota` | acknowledged | the account is out of quota (an OpenAI-compatible error body): never retried |
+/// | `stream_error` | acknowledged | an error object inside a stream that had begun |
 /// | `response_body` | acknowledged | the response body failed after the head (a stream cut mid-way) |
 /// | `total_timeout` | where it fired | the whole-call deadline passed |
 /// | `cancelled` | where it happened | the caller dropped the future or the body |
@@ -202,6 +204,15 @@ pub enum FailureKind {
     MalformedResponse,
     /// The response body failed after the head.
     ResponseBody,
+    /// The account is out of quota or credit: an OpenAI-compatible error
+    /// body whose `type` or `code` is `insufficient_quota` (on a 429 or a
+    /// 403, or inside a stream). Not a rate limit: retrying only delays the
+    /// error.
+    QuotaExhausted,
+    /// An error object the server sent inside a stream it had begun
+    /// (`data: {"error": ...}` in server-sent events): the answer failed
+    /// after its head said it would not.
+    StreamError,
     /// The caller gave up; the reach says where it was.
     Cancelled(Reach),
     /// Not recognised.
@@ -233,6 +244,8 @@ impl FailureKind {
             | FailureKind::Other => Reach::Unknown,
             FailureKind::ReadTimeout
             | FailureKind::ResponseBody
+            | FailureKind::QuotaExhausted
+            | FailureKind::StreamError
             | FailureKind::Status(_)
             | FailureKind::Grpc(_) => Reach::Acknowledged,
             FailureKind::TotalTimeout(r) | FailureKind::Cancelled(r) => *r,
@@ -260,6 +273,8 @@ impl FailureKind {
             FailureKind::RequestBody => "request_body",
             FailureKind::MalformedResponse => "malformed_response",
             FailureKind::ResponseBody => "response_body",
+            FailureKind::QuotaExhausted => "insufficient_quota",
+            FailureKind::StreamError => "stream_error",
             FailureKind::Cancelled(_) => "cancelled",
             FailureKind::Other => "other",
             FailureKind::Status(s) => status_label(*s),
@@ -362,6 +377,8 @@ mod tests {
             (Other, "other", Reach::Unknown),
             (ReadTimeout, "read_timeout", Reach::Acknowledged),
             (ResponseBody, "response_body", Reach::Acknowledged),
+            (QuotaExhausted, "insufficient_quota", Reach::Acknowledged),
+            (StreamError, "stream_error", Reach::Acknowledged),
             (
                 TotalTimeout(Reach::Unknown),
                 "total_timeout",

@@ -144,7 +144,9 @@ fn within_bounds(d: Duration) -> Option<Duration> {
     (d <= MAX_HINT).then_some(d)
 }
 
-/// `retry-after`: delta-seconds (digits only) or an HTTP-date.
+/// `retry-after`: delta-seconds or an HTTP-date. RFC 9110 §10.2.3 allows
+/// digits only; fractional seconds (`1.5`), which some servers send and
+/// the OpenAI SDK reads, are accepted too and bounded the same way.
 fn parse_retry_after(v: &[u8], now: SystemTime) -> Option<Duration> {
     let s = trimmed(v)?;
     if s.bytes().all(|b| b.is_ascii_digit()) {
@@ -153,6 +155,13 @@ fn parse_retry_after(v: &[u8], now: SystemTime) -> Option<Duration> {
             .ok()
             .map(Duration::from_secs)
             .and_then(within_bounds);
+    }
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = s.parse().ok()?;
+        if !secs.is_finite() || secs < 0.0 || secs > MAX_HINT.as_secs_f64() {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(secs));
     }
     let at = httpdate::parse_http_date(s).ok()?;
     // A date in the past gives an error here, hence None.
@@ -221,7 +230,6 @@ mod tests {
             (b"86400", Some(86_400)),
             (b"86401", None),
             (b"-1", None),
-            (b"1.5", None),
             (b"99999999999999999999999", None),
             (b"soon", None),
             (b"", None),
@@ -234,6 +242,16 @@ mod tests {
             (b"Fri, 31 Dec 9999 23:59:59 GMT", None), // far future
             (b"Sun, 32 Nov 1994 08:49:37 GMT", None),
         ];
+        // Fractional seconds, as some servers send them.
+        for (value, want) in [
+            (&b"1.5"[..], Some(Duration::from_millis(1500))),
+            (b"0.25", Some(Duration::from_millis(250))),
+            (b"86400.5", None),
+            (b"1.2.3", None),
+            (b".", None),
+        ] {
+            assert_eq!(hints("retry-after", value).retry_after, want, "{value:?}");
+        }
         for (value, secs) in cases {
             let got = hints("retry-after", value).retry_after;
             assert_eq!(

@@ -1,7 +1,9 @@
 //! The one judgement of an attempt. Retry decides with it and metrics label
 //! with it, so an attempt's outcome label and its retry reason cannot
 //! disagree: a [`Classifier`] puts the user's classifier first, then the
-//! server's hints, then the tables of [`classify`](crate::classify_response).
+//! server's hints, then the tables of [`classify`](crate::classify_response),
+//! then what a small error body says ([`Judgement::with_body`]: an LLM
+//! quota error is not a rate limit).
 //!
 //! The retry layer puts its policy's classifier into the request's
 //! [`CallPlan`](crate::CallPlan); the metrics layers judge with the
@@ -85,6 +87,20 @@ impl fmt::Debug for Classifier {
     }
 }
 
+/// Which rule gave a [`Judgement`] its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ruling {
+    /// The user's classifier.
+    User,
+    /// The server's own word: `x-should-retry`, a gRPC pushback.
+    Server,
+    /// The tables.
+    Tables,
+    /// What the answer's body said (an error body, an error event).
+    Body,
+}
+
 /// What a [`Classifier`] made of one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Judgement {
@@ -99,6 +115,45 @@ pub struct Judgement {
     /// The hints of a response judged a failure (empty otherwise: a success
     /// is never read for hints).
     pub hints: ServerHints,
+    /// Which rule decided.
+    pub ruling: Ruling,
+}
+
+impl Judgement {
+    /// Whether the body of this answer may still change the verdict: a
+    /// failure the tables judged, whose status says an error body may tell
+    /// more ([`body_may_refine`](crate::body_may_refine)).
+    pub fn awaits_body(&self) -> bool {
+        self.ruling == Ruling::Tables
+            && matches!(self.failure, Some(FailureKind::Status(s)) if crate::body_may_refine(s))
+    }
+
+    /// This judgement, refined by the answer's (small) error body: the
+    /// body's word comes after the user's, the server's and the tables', so
+    /// it refines only what the tables decided.
+    ///
+    /// ```
+    /// use sturdy_core::{Classifier, Verdict};
+    /// let status = http::StatusCode::TOO_MANY_REQUESTS;
+    /// let head = Classifier::tables().judge_response(status, &http::HeaderMap::new(), false);
+    /// assert!(head.awaits_body());
+    /// let j = head.with_body(br#"{"error":{"code":"insufficient_quota"}}"#);
+    /// assert_eq!((j.verdict, j.failure.unwrap().label()), (Verdict::Fatal, "insufficient_quota"));
+    /// ```
+    pub fn with_body(self, body: &[u8]) -> Judgement {
+        if !self.awaits_body() {
+            return self;
+        }
+        match crate::classify_error_body(body) {
+            Some(kind) => Judgement {
+                verdict: verdict_of(&kind),
+                failure: Some(kind),
+                ruling: Ruling::Body,
+                ..self
+            },
+            None => self,
+        }
+    }
 }
 
 impl Classifier {
@@ -139,30 +194,32 @@ impl Classifier {
             .user
             .as_ref()
             .and_then(|c| c.classify(Answer::Response(status, headers)));
-        let success = Judgement {
+        let success = |ruling| Judgement {
             verdict: Verdict::Success,
             failure: None,
             reach: Reach::Acknowledged,
             hints: ServerHints::default(),
+            ruling,
         };
         if user.is_none() && table == Verdict::Success {
-            return success;
+            return success(Ruling::Tables);
         }
         let hints = ServerHints::from_headers(headers, SystemTime::now());
-        let verdict = match user {
-            Some(v) => v,
-            None if hints.forbids_retry() => Verdict::Fatal,
-            None if hints.should_retry == Some(true) => Verdict::Retryable,
-            None => table,
+        let (verdict, ruling) = match user {
+            Some(v) => (v, Ruling::User),
+            None if hints.forbids_retry() => (Verdict::Fatal, Ruling::Server),
+            None if hints.should_retry == Some(true) => (Verdict::Retryable, Ruling::Server),
+            None => (table, Ruling::Tables),
         };
         if verdict == Verdict::Success {
-            return success;
+            return success(ruling);
         }
         Judgement {
             verdict,
             failure: Some(failure.unwrap_or(FailureKind::Status(status))),
             reach: Reach::Acknowledged,
             hints,
+            ruling,
         }
     }
 
@@ -180,16 +237,20 @@ impl Classifier {
     }
 
     fn judge_failure(&self, kind: FailureKind, err: &(dyn StdError + 'static)) -> Judgement {
-        let verdict = self
+        let (verdict, ruling) = match self
             .user
             .as_ref()
             .and_then(|c| c.classify(Answer::Error(err)))
-            .unwrap_or_else(|| verdict_of(&kind));
+        {
+            Some(v) => (v, Ruling::User),
+            None => (verdict_of(&kind), Ruling::Tables),
+        };
         Judgement {
             verdict,
             failure: Some(kind),
             reach: kind.reach(),
             hints: ServerHints::default(),
+            ruling,
         }
     }
 }

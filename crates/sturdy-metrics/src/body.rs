@@ -1,7 +1,10 @@
 //! [`MetricsBody`]: carries a call's flight to the end of its response body.
 //! The end of the stream records `ok` (for gRPC, the `grpc-status` of the
-//! trailers), an error records what `classify_body_error` makes of it, and
-//! a body dropped before its end records `cancelled` (acknowledged).
+//! trailers; for a failure whose small error body was watched, what the
+//! body says; for server-sent events, the first error object an event
+//! carried), an error records what `classify_body_error` makes of it, and
+//! a body dropped before its end records `cancelled` (acknowledged), or
+//! the failure already known.
 
 use std::fmt;
 use std::pin::Pin;
@@ -9,10 +12,25 @@ use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
-use sturdy_core::{BoxError, FailureKind, GrpcCode, classify_grpc_code};
+use sturdy_core::{
+    BoxError, FailureKind, GrpcCode, Judgement, MAX_ERROR_BODY, SseScan, classify_grpc_code,
+};
 
 use crate::flight::Flight;
 use crate::{Outcome, Recorder};
+
+/// What a body is watched for, beyond its end.
+pub(crate) enum Watch {
+    /// Nothing: its end is `ok`.
+    Plain,
+    /// A gRPC answer: its end is the `grpc-status` of the trailers, else of
+    /// the head.
+    Grpc(Option<GrpcCode>),
+    /// A failure whose small error body may refine the head's verdict.
+    ErrorBody { judged: Judgement, buf: Vec<u8> },
+    /// A stream whose events may carry an error object.
+    Events(Box<SseScan>),
+}
 
 pin_project_lite::pin_project! {
     /// The response body of [`FailureMetrics`](crate::FailureMetrics).
@@ -21,30 +39,22 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         flight: Option<Flight<R>>,
-        grpc: bool,
-        grpc_status: Option<GrpcCode>,
+        watch: Watch,
     }
 }
 
 impl<B: Body, R: Recorder> MetricsBody<B, R> {
-    /// `grpc` is `None` for a response that is not a gRPC answer, else the
-    /// `grpc-status` its head carried, if any.
-    pub(crate) fn new(inner: B, flight: Option<Flight<R>>, grpc: Option<Option<GrpcCode>>) -> Self {
+    pub(crate) fn new(inner: B, flight: Option<Flight<R>>, watch: Watch) -> Self {
         let mut body = MetricsBody {
             inner,
             flight,
-            grpc: grpc.is_some(),
-            grpc_status: grpc.flatten(),
+            watch,
         };
         // An empty body may never be polled: its end is now.
         if body.inner.is_end_stream() {
-            body.end();
+            end(&mut body.flight, &body.watch, None);
         }
         body
-    }
-
-    fn end(&mut self) {
-        end(&mut self.flight, self.grpc, self.grpc_status, None);
     }
 }
 
@@ -52,21 +62,22 @@ impl<B: Body, R: Recorder> MetricsBody<B, R> {
 /// clock (the last frame was also the first).
 fn end<R: Recorder>(
     flight: &mut Option<Flight<R>>,
-    grpc: bool,
-    status: Option<GrpcCode>,
+    watch: &Watch,
     at: Option<std::time::Duration>,
 ) {
     let Some(mut flight) = flight.take() else {
         return;
     };
-    let outcome = if grpc {
+    let failure = match watch {
+        Watch::Plain => None,
         // A gRPC response without a status has failed (tonic says the same).
-        match classify_grpc_code(status.unwrap_or(GrpcCode::Unknown)) {
-            (_, Some(kind)) => Outcome::Failed(kind),
-            (_, None) => Outcome::Ok,
-        }
-    } else {
-        Outcome::Ok
+        Watch::Grpc(status) => classify_grpc_code(status.unwrap_or(GrpcCode::Unknown)).1,
+        Watch::ErrorBody { judged, buf } => judged.with_body(buf).failure,
+        Watch::Events(scan) => scan.error(),
+    };
+    let outcome = match failure {
+        Some(kind) => Outcome::Failed(kind),
+        None => Outcome::Ok,
     };
     flight.finish_at(outcome, at);
 }
@@ -89,14 +100,18 @@ where
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                end(this.flight, *this.grpc, *this.grpc_status, None);
+                end(this.flight, this.watch, None);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
                 if let Some(mut flight) = this.flight.take() {
-                    let judged = flight.classifier().judge_body_error(&*e);
-                    let kind = judged.failure.unwrap_or(FailureKind::ResponseBody);
+                    // What the stream said before it broke is the better
+                    // account of its end.
+                    let kind = flight.known().unwrap_or_else(|| {
+                        let judged = flight.classifier().judge_body_error(&*e);
+                        judged.failure.unwrap_or(FailureKind::ResponseBody)
+                    });
                     flight.finish(Outcome::Failed(kind));
                 }
                 Poll::Ready(Some(Err(e)))
@@ -108,13 +123,16 @@ where
                     if let Some(data) = frame.data_ref() {
                         if data.has_remaining() {
                             at = flight.data_frame(last);
+                            watch_data(this.watch, flight, data.chunk());
                         }
-                    } else if let Some(code) = frame.trailers_ref().and_then(GrpcCode::from_headers)
-                    {
-                        *this.grpc_status = Some(code);
+                    } else if let (Watch::Grpc(status), Some(code)) = (
+                        &mut *this.watch,
+                        frame.trailers_ref().and_then(GrpcCode::from_headers),
+                    ) {
+                        *status = Some(code);
                     }
                     if last {
-                        end(this.flight, *this.grpc, *this.grpc_status, at);
+                        end(this.flight, this.watch, at);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -131,11 +149,30 @@ where
     }
 }
 
+/// Reads a data frame for what the body is watched for. Only the frame's
+/// first chunk is read: the bodies sturdy wraps yield contiguous frames.
+fn watch_data<R: Recorder>(watch: &mut Watch, flight: &mut Flight<R>, data: &[u8]) {
+    match watch {
+        Watch::ErrorBody { buf, .. } => {
+            let room = (MAX_ERROR_BODY as usize).saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        Watch::Events(scan) => {
+            if scan.error().is_none() {
+                scan.feed(data);
+                if let Some(kind) = scan.error() {
+                    flight.know(kind);
+                }
+            }
+        }
+        Watch::Plain | Watch::Grpc(_) => {}
+    }
+}
+
 impl<B, R: Recorder> fmt::Debug for MetricsBody<B, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsBody")
             .field("flight", &self.flight)
-            .field("grpc", &self.grpc)
             .finish_non_exhaustive()
     }
 }

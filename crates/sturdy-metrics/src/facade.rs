@@ -49,8 +49,8 @@ impl MetricsFacadeRecorder {
         );
         metrics::describe_counter!("sturdy_client_retries_total", "Retries taken, by reason.");
         metrics::describe_counter!(
-            "sturdy_client_budget_refusals_total",
-            "Retries the budget refused."
+            "sturdy_client_retry_refusals_total",
+            "Retries a failure called for and the retry layer did not make, by reason."
         );
         metrics::describe_counter!(
             "sturdy_client_possibly_duplicated_total",
@@ -129,9 +129,9 @@ fn call_summary(workload: Workload, summary: &CallSummary) {
         metrics::counter!("sturdy_client_retries_total", "workload" => w, "reason" => reason.label())
             .increment(1);
     }
-    if summary.budget_refusals > 0 {
-        metrics::counter!("sturdy_client_budget_refusals_total", "workload" => w)
-            .increment(u64::from(summary.budget_refusals));
+    for (why, n) in summary.refusal_counts() {
+        metrics::counter!("sturdy_client_retry_refusals_total", "workload" => w, "reason" => why.label())
+            .increment(u64::from(n));
     }
     if summary.possibly_duplicated > 0 {
         metrics::counter!("sturdy_client_possibly_duplicated_total", "workload" => w)
@@ -249,7 +249,7 @@ mod tests {
                 call: Some(&CallSummary {
                     attempts: 2,
                     retry_reasons: vec![FailureKind::Reset],
-                    budget_refusals: 1,
+                    refusals: [1, 0, 0, 0, 0, 0],
                     possibly_duplicated: 1,
                 }),
             });
@@ -272,7 +272,7 @@ mod tests {
             2.0
         );
         assert_eq!(
-            capture.get("sturdy_client_budget_refusals_total{workload=agentic}"),
+            capture.get("sturdy_client_retry_refusals_total{workload=agentic,reason=budget}"),
             1.0
         );
         assert_eq!(

@@ -40,6 +40,10 @@ pub(crate) struct Flight<R: Recorder> {
     /// is first polled (hyper-util's and tonic's futures send nothing before
     /// that), `Unknown` after, `Acknowledged` once a head arrived.
     reach: Reach,
+    /// A failure already known before the end (a failure head whose body
+    /// is still read, an error event in a stream): a drop records it
+    /// rather than `cancelled`.
+    known: Option<FailureKind>,
     done: bool,
 }
 
@@ -64,6 +68,7 @@ impl<R: Recorder> Flight<R> {
             head: None,
             first_frame: None,
             reach: Reach::NotSent,
+            known: None,
             done: false,
         }
     }
@@ -96,6 +101,16 @@ impl<R: Recorder> Flight<R> {
         let at = self.start.elapsed();
         self.first_frame = Some(at);
         last.then_some(at)
+    }
+
+    /// A failure known before the end.
+    pub(crate) fn know(&mut self, kind: FailureKind) {
+        self.known = Some(kind);
+    }
+
+    /// The failure known before the end, if any.
+    pub(crate) fn known(&self) -> Option<FailureKind> {
+        self.known
     }
 
     /// Whether the outcome has been recorded.
@@ -155,7 +170,8 @@ impl<R: Recorder> Flight<R> {
 impl<R: Recorder> Drop for Flight<R> {
     fn drop(&mut self) {
         if !self.done {
-            self.finish(Outcome::Failed(FailureKind::Cancelled(self.reach)));
+            let kind = self.known.unwrap_or(FailureKind::Cancelled(self.reach));
+            self.finish(Outcome::Failed(kind));
         }
     }
 }

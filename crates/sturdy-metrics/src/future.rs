@@ -7,8 +7,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use sturdy_core::{BoxError, GrpcCode, is_grpc_answer};
+use sturdy_core::{
+    BodyVerdict, BoxError, GrpcCode, MAX_ERROR_BODY, is_event_stream, is_grpc_answer,
+};
 
+use crate::body::Watch;
 use crate::flight::Flight;
 use crate::{MetricsBody, Outcome, Recorder};
 
@@ -68,31 +71,64 @@ where
             }
             Ok(res) => {
                 let (parts, body) = res.into_parts();
-                // A gRPC answer ends with its grpc-status: the head's (a
-                // Trailers-Only answer) unless the trailers bring one.
-                let grpc = flight
-                    .as_ref()
-                    .is_some_and(|f| f.grpc && is_grpc_answer(parts.status, &parts.headers))
-                    .then(|| GrpcCode::from_headers(&parts.headers));
-                if let Some(flight) = flight.as_mut() {
-                    flight.head();
-                    let judged = flight.classifier().judge_response(
-                        parts.status,
-                        &parts.headers,
-                        flight.grpc,
-                    );
-                    if let Some(kind) = judged.failure {
-                        flight.finish(Outcome::Failed(kind));
+                let watch = match flight.as_mut() {
+                    Some(flight) => {
+                        flight.head();
+                        judge_head(flight, &parts, &body)
                     }
-                }
+                    None => Watch::Plain,
+                };
                 // A flight already finished at the head records nothing
                 // more from the body.
                 let flight = flight.filter(|f| !f.is_done());
-                let body = MetricsBody::new(body, flight, grpc);
+                let body = MetricsBody::new(body, flight, watch);
                 Poll::Ready(Ok(http::Response::from_parts(parts, body)))
             }
         }
     }
+}
+
+/// Judges a response head: a failure is recorded at once, unless its small
+/// error body may still change the verdict (then the body is watched); a
+/// success is watched to its end (for gRPC, its status; for server-sent
+/// events, an error object). A verdict the retry layer below read from the
+/// body stands.
+fn judge_head<R: Recorder, B: http_body::Body>(
+    flight: &mut Flight<R>,
+    parts: &http::response::Parts,
+    body: &B,
+) -> Watch {
+    if let Some(BodyVerdict(kind)) = parts.extensions.get::<BodyVerdict>() {
+        flight.finish(Outcome::Failed(*kind));
+        return Watch::Plain;
+    }
+    let judged = flight
+        .classifier()
+        .judge_response(parts.status, &parts.headers, flight.grpc);
+    if let Some(kind) = judged.failure {
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_ERROR_BODY);
+        if judged.awaits_body() && small && !body.is_end_stream() {
+            flight.know(kind);
+            return Watch::ErrorBody {
+                judged,
+                buf: Vec::new(),
+            };
+        }
+        flight.finish(Outcome::Failed(kind));
+        return Watch::Plain;
+    }
+    // A gRPC answer ends with its grpc-status: the head's (a Trailers-Only
+    // answer) unless the trailers bring one.
+    if flight.grpc && is_grpc_answer(parts.status, &parts.headers) {
+        return Watch::Grpc(GrpcCode::from_headers(&parts.headers));
+    }
+    if is_event_stream(&parts.headers) {
+        return Watch::Events(Box::default());
+    }
+    Watch::Plain
 }
 
 impl<F, R: Recorder> fmt::Debug for ResponseFuture<F, R> {

@@ -75,6 +75,12 @@ struct WorkloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    workload: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
     workload: &'static str,
     reason: &'static str,
@@ -244,7 +250,7 @@ struct Metrics {
     time_to_head: HistogramFamily<TimingLabels>,
     time_to_first_frame: HistogramFamily<TimingLabels>,
     retries: Family<RetryLabels, Counter>,
-    budget_refusals: Family<WorkloadLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     possibly_duplicated: Family<WorkloadLabels, Counter>,
     call_attempts: Family<WorkloadLabels, Counter>,
     /// Indexed by `Scope as usize`: two label sets, resolved once.
@@ -270,7 +276,7 @@ struct Metrics {
 /// | `sturdy_client_time_to_head_seconds` | histogram | scope, workload, method, server_address |
 /// | `sturdy_client_time_to_first_frame_seconds` | histogram | the same |
 /// | `sturdy_client_retries_total` | counter | workload, reason |
-/// | `sturdy_client_budget_refusals_total` | counter | workload |
+/// | `sturdy_client_retry_refusals_total` | counter, retries the verdict called for and not made | workload, reason |
 /// | `sturdy_client_possibly_duplicated_total` | counter | workload |
 /// | `sturdy_client_call_attempts_total` | counter, attempts summed over ended calls | workload |
 ///
@@ -300,7 +306,7 @@ impl PrometheusRecorder {
             time_to_head: Family::new_with_constructor(histogram as fn() -> Histogram),
             time_to_first_frame: Family::new_with_constructor(histogram as fn() -> Histogram),
             retries: Family::default(),
-            budget_refusals: Family::default(),
+            refusals: Family::default(),
             possibly_duplicated: Family::default(),
             call_attempts: Family::default(),
             started: Default::default(),
@@ -363,9 +369,9 @@ impl PrometheusRecorder {
             m.retries.clone(),
         );
         registry.register(
-            "sturdy_client_budget_refusals",
-            "Retries the retry budget refused",
-            m.budget_refusals.clone(),
+            "sturdy_client_retry_refusals",
+            "Retries a failure called for and the retry layer did not make, by reason: budget, body_not_replayable, not_repeatable, retries_spent, past_deadline, hint_beyond_cap",
+            m.refusals.clone(),
         );
         registry.register(
             "sturdy_client_possibly_duplicated",
@@ -449,10 +455,13 @@ impl Metrics {
                 })
                 .inc();
         }
-        if summary.budget_refusals > 0 {
-            self.budget_refusals
-                .get_or_create(&WorkloadLabels { workload: w })
-                .inc_by(u64::from(summary.budget_refusals));
+        for (why, n) in summary.refusal_counts() {
+            self.refusals
+                .get_or_create(&RefusalLabels {
+                    workload: w,
+                    reason: why.label(),
+                })
+                .inc_by(u64::from(n));
         }
         if summary.possibly_duplicated > 0 {
             self.possibly_duplicated

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sturdy_core::{CallContext, FailureKind};
+use sturdy_core::{CallContext, FailureKind, RetryRefusal};
 
 use crate::{Dimensions, Outcome, Scope};
 
@@ -19,8 +19,8 @@ pub struct CallSummary {
     pub attempts: u32,
     /// The reason of every retry taken, in order.
     pub retry_reasons: Vec<FailureKind>,
-    /// Retries the budget refused.
-    pub budget_refusals: u32,
+    /// Retries refused, by reason (indexed by `RetryRefusal as usize`).
+    pub refusals: [u32; RetryRefusal::ALL.len()],
     /// Retries that may have run twice on the server (see
     /// [`Safety::possibly_duplicated`](sturdy_core::Safety::possibly_duplicated)).
     pub possibly_duplicated: u32,
@@ -34,9 +34,25 @@ impl CallSummary {
         CallSummary {
             attempts: ctx.attempts().max(1),
             retry_reasons: ctx.retry_reasons(),
-            budget_refusals: ctx.budget_refusals(),
+            refusals: RetryRefusal::ALL.map(|why| ctx.refusals(why)),
             possibly_duplicated: ctx.possibly_duplicated(),
         }
+    }
+}
+
+impl CallSummary {
+    /// Retries refused for `why`.
+    pub fn refused(&self, why: RetryRefusal) -> u32 {
+        self.refusals[why as usize]
+    }
+
+    /// Every reason a retry was refused for, with its count (reasons with
+    /// none left out).
+    pub fn refusal_counts(&self) -> impl Iterator<Item = (RetryRefusal, u32)> + '_ {
+        RetryRefusal::ALL
+            .into_iter()
+            .map(|why| (why, self.refused(why)))
+            .filter(|(_, n)| *n > 0)
     }
 }
 

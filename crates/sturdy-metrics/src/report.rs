@@ -127,6 +127,9 @@ pub struct Report {
     pub retries_total: u64,
     /// Retries the budget refused.
     pub budget_refusals: u64,
+    /// Retries refused, by reason (`budget`, `body_not_replayable`,
+    /// `retries_spent`, ...).
+    pub retry_refusals: BTreeMap<String, u64>,
     /// Retries that may have sent a request twice.
     pub possibly_duplicated: u64,
     /// What the server could not see.
@@ -196,6 +199,11 @@ impl Report {
                 .collect(),
             retries_total: snapshot.retries_total(),
             budget_refusals: snapshot.budget_refusals(),
+            retry_refusals: snapshot
+                .refusals()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
             possibly_duplicated: snapshot.possibly_duplicated(),
             dashboard_gap: DashboardGap::default(),
         };
@@ -299,6 +307,11 @@ impl fmt::Display for Report {
         write_scope(f, "attempts", &self.attempts)?;
         write!(f, "retries: {}", self.retries_total)?;
         for (reason, n) in &self.retries {
+            write!(f, "  {reason} {n}")?;
+        }
+        writeln!(f)?;
+        write!(f, "retries refused:")?;
+        for (reason, n) in &self.retry_refusals {
             write!(f, "  {reason} {n}")?;
         }
         writeln!(f)?;

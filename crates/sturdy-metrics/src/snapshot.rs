@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use sturdy_core::{Reach, Workload};
+use sturdy_core::{Reach, RetryRefusal, Workload};
 
 use crate::{Ended, Outcome, Recorder, Scope};
 
@@ -134,7 +134,7 @@ struct State {
     outcomes: BTreeMap<OutcomeKey, u64>,
     by_workload: BTreeMap<(Scope, Workload, Reach), u64>,
     retries: BTreeMap<&'static str, u64>,
-    budget_refusals: u64,
+    retry_refusals: BTreeMap<&'static str, u64>,
     possibly_duplicated: u64,
     call_attempts: u64,
     latencies: [[Histogram<u64>; 3]; 2],
@@ -150,7 +150,7 @@ struct Live {
     failures: Mutex<BTreeMap<OutcomeKey, u64>>,
     by_workload: [[[AtomicU64; 3]; 4]; 2],
     retries: Mutex<BTreeMap<&'static str, u64>>,
-    budget_refusals: AtomicU64,
+    refusals: [AtomicU64; RetryRefusal::ALL.len()],
     possibly_duplicated: AtomicU64,
     call_attempts: AtomicU64,
     latencies: [[AtomicLatencies; 3]; 2],
@@ -222,7 +222,11 @@ impl SnapshotRecorder {
             outcomes,
             by_workload,
             retries: lock(&l.retries).clone(),
-            budget_refusals: get(&l.budget_refusals),
+            retry_refusals: RetryRefusal::ALL
+                .into_iter()
+                .map(|why| (why.label(), get(&l.refusals[why as usize])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             possibly_duplicated: get(&l.possibly_duplicated),
             call_attempts: get(&l.call_attempts),
             latencies: [read(Scope::Call), read(Scope::Attempt)],
@@ -275,9 +279,8 @@ impl Recorder for SnapshotRecorder {
         if let Some(summary) = ended.call {
             l.call_attempts
                 .fetch_add(u64::from(summary.attempts), Ordering::Relaxed);
-            if summary.budget_refusals > 0 {
-                l.budget_refusals
-                    .fetch_add(u64::from(summary.budget_refusals), Ordering::Relaxed);
+            for (why, n) in summary.refusal_counts() {
+                l.refusals[why as usize].fetch_add(u64::from(n), Ordering::Relaxed);
             }
             if summary.possibly_duplicated > 0 {
                 l.possibly_duplicated
@@ -376,7 +379,22 @@ impl Snapshot {
 
     /// Retries the budget refused.
     pub fn budget_refusals(&self) -> u64 {
-        self.state.budget_refusals
+        self.retry_refusals(RetryRefusal::Budget)
+    }
+
+    /// Retries refused for `why`.
+    pub fn retry_refusals(&self, why: RetryRefusal) -> u64 {
+        self.state
+            .retry_refusals
+            .get(why.label())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Retries refused, by reason label (`budget`, `body_not_replayable`,
+    /// ...).
+    pub fn refusals(&self) -> &BTreeMap<&'static str, u64> {
+        &self.state.retry_refusals
     }
 
     /// Retries that may have sent a request twice.
@@ -415,7 +433,7 @@ impl fmt::Debug for Snapshot {
             d.field(scope.label(), &self.outcomes(scope).collect::<Vec<_>>());
         }
         d.field("retries", &self.state.retries)
-            .field("budget_refusals", &self.state.budget_refusals)
+            .field("retry_refusals", &self.state.retry_refusals)
             .field("possibly_duplicated", &self.state.possibly_duplicated)
             .finish_non_exhaustive()
     }

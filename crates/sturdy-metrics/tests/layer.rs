@@ -282,7 +282,7 @@ async fn calls_scope_creates_the_context_and_reads_what_the_layers_below_wrote()
                 false,
             );
             ctx.record_retry(FailureKind::Reset, true);
-            ctx.record_budget_refusal();
+            ctx.record_refusal(sturdy_core::RetryRefusal::Budget);
             Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
         }
     });

@@ -14,8 +14,8 @@ use http_body::Body;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sturdy_core::{
-    BoxError, CallContext, Deadline, FailureKind, InnerBody, Phase, Reach, Safety, TimeoutError,
-    Verdict,
+    BodyVerdict, BoxError, CallContext, Deadline, FailureKind, InnerBody, Judgement,
+    MAX_ERROR_BODY, Phase, Reach, RetryRefusal, Ruling, Safety, TimeoutError, Verdict,
 };
 use tokio::time::Instant;
 
@@ -32,6 +32,9 @@ pub(crate) struct Attempts<S, B> {
     retained: Option<Box<Retained<S, B>>>,
     /// Attempts made so far, the first included.
     pub(crate) attempts: u32,
+    /// Retries this call may make: the policy's, or the caller's
+    /// [`MaxRetries`](sturdy_core::MaxRetries).
+    max_retries: u32,
     safety: Safety,
     /// Whether the call is gRPC (its answers are judged by `grpc-status`).
     grpc: bool,
@@ -82,7 +85,14 @@ pub(crate) enum Kept<RB> {
 /// What the state machine does next.
 pub(crate) enum Next<RB> {
     Return(Result<Response<ResponseBody<RB>>, BoxError>),
+    /// Read a small successful answer whole before handing it over.
     Prefetch(http::response::Parts, RB),
+    /// Read a small failure answer's body, whose word may change the
+    /// verdict, before deciding.
+    Inspect(http::response::Parts, RB, Judgement),
+    /// Hold a stream until its first data line, so a failure before it is
+    /// retried.
+    Prime(http::response::Parts, RB),
     Drain(RB, Instant),
     Wait(Instant, Option<Kept<RB>>),
 }
@@ -95,6 +105,7 @@ where
         shared: Arc<Shared>,
         ctx: CallContext,
         retained: Option<Box<Retained<S, B>>>,
+        max_retries: u32,
         safety: Safety,
         grpc: bool,
         deadline: Option<Deadline>,
@@ -104,6 +115,7 @@ where
             ctx,
             retained,
             attempts: 1,
+            max_retries,
             safety,
             grpc,
             deadline,
@@ -126,9 +138,32 @@ where
         let judged = policy
             .classifier
             .judge_response(resp.status(), resp.headers(), self.grpc);
-        let Some(kind) = judged.failure else {
+        if judged.failure.is_none() {
             return self.deliver(resp);
-        };
+        }
+        // A small error body may say more than the status (a quota error
+        // is not a rate limit): read it before deciding.
+        let body = resp.body();
+        if judged.awaits_body()
+            && !body.is_end_stream()
+            && body
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= MAX_ERROR_BODY)
+        {
+            let (parts, body) = resp.into_parts();
+            return Next::Inspect(parts, body, judged);
+        }
+        self.after_failure(resp, judged)
+    }
+
+    /// The answer of a failure judged (its body read, if it was inspected):
+    /// a retry, or the answer as the call's.
+    fn after_failure<RB>(&mut self, resp: Response<RB>, judged: Judgement) -> Next<RB>
+    where
+        RB: Body<Data = Bytes>,
+    {
+        let kind = judged.failure.unwrap_or(FailureKind::Status(resp.status()));
         match self.decide(
             kind,
             judged.verdict,
@@ -154,18 +189,57 @@ where
         }
     }
 
-    /// Hands a final response over, reading it first when it is small,
-    /// of known length, and not a stream.
+    /// A failure answer whose body was read whole (`data`): judged again
+    /// with what the body says, then a retry or the answer, its body intact
+    /// and its verdict on it for the layers above.
+    pub(crate) fn on_inspected<RB>(
+        &mut self,
+        parts: http::response::Parts,
+        body: ResponseBody<RB>,
+        data: &Bytes,
+        judged: Judgement,
+    ) -> Next<RB>
+    where
+        RB: Body<Data = Bytes>,
+    {
+        let judged = judged.with_body(data);
+        let mut resp = Response::from_parts(parts, body);
+        if let (Ruling::Body, Some(kind)) = (judged.ruling, judged.failure) {
+            resp.extensions_mut().insert(BodyVerdict(kind));
+        }
+        let kind = judged.failure.unwrap_or(FailureKind::Status(resp.status()));
+        match self.decide(
+            kind,
+            judged.verdict,
+            Reach::Acknowledged,
+            judged.hints.delay(),
+        ) {
+            Some(wake_at) if self.body_may_spoil() => {
+                Next::Wait(wake_at, Some(Kept::Response(Box::new(resp))))
+            }
+            Some(wake_at) => Next::Wait(wake_at, None),
+            None => Next::Return(Ok(resp)),
+        }
+    }
+
+    /// Hands a final answer over: a stream that may still be retried is
+    /// held until its first data line; a small answer of known length is
+    /// read first; anything else as it comes.
     fn deliver<RB>(&self, resp: Response<RB>) -> Next<RB>
     where
         RB: Body<Data = Bytes>,
     {
+        let body = resp.body();
+        if body.is_end_stream() || self.retained.is_none() {
+            return Next::Return(Ok(resp.map(ResponseBody::streaming)));
+        }
+        let kind = content_kind(resp.headers());
+        if kind == ContentKind::EventStream && self.safety.is_repeatable() {
+            let (parts, body) = resp.into_parts();
+            return Next::Prime(parts, body);
+        }
         let prefetch = self.shared.policy.prefetch_cap.is_some_and(|cap| {
-            let body = resp.body();
-            !body.is_end_stream()
-                && body.size_hint().exact().is_some_and(|n| n <= cap)
-                && self.retained.is_some()
-                && !streams(resp.headers())
+            kind == ContentKind::Other && body.size_hint().exact().is_some_and(|n| n <= cap)
         });
         if prefetch {
             let (parts, body) = resp.into_parts();
@@ -184,10 +258,11 @@ where
         }
     }
 
-    /// The body of a response being prefetched failed with `err`: a retry,
-    /// or `err` back to be handed to the caller inside the body. The caller
-    /// never saw the response, so the attempt is judged like one whose fate
-    /// is unknown.
+    /// The body of a response being read before it is handed over (whole,
+    /// inspected, or up to a stream's first data line) failed with `err`: a
+    /// retry, or `err` back to be handed to the caller inside the body. The
+    /// caller never saw the response, so the attempt is judged like one
+    /// whose fate is unknown.
     pub(crate) fn on_prefetch_error<RB>(&mut self, err: BoxError) -> Result<Next<RB>, BoxError> {
         self.retry_after(err, true)
     }
@@ -224,6 +299,7 @@ where
     /// body turned unreplayable during the backoff: the failure the retry
     /// was decided on, if it was kept.
     pub(crate) fn unreplayable<RB>(&self, kept: Option<Kept<RB>>) -> Next<RB> {
+        self.ctx.record_refusal(RetryRefusal::BodyNotReplayable);
         Next::Return(match kept {
             Some(Kept::Response(resp)) => Ok(*resp),
             Some(Kept::Error(err)) => Err(RetryError::new(self.attempts, err).into()),
@@ -260,34 +336,38 @@ where
     ) -> Option<Instant> {
         let policy = &self.shared.policy;
         let attempt = self.attempts;
-        let give_up = |why: &'static str| {
+        let ctx = &self.ctx;
+        let give_up = |why: Option<RetryRefusal>| {
+            if let Some(why) = why {
+                ctx.record_refusal(why);
+            }
             tracing::debug!(
                 attempt,
                 reason = kind.label(),
                 reach = reach.label(),
-                why,
+                why = why.map_or("not retryable", RetryRefusal::label),
                 "not retrying"
             );
             None
         };
         if verdict != Verdict::Retryable {
-            return give_up("not retryable");
+            return give_up(None);
         }
         if reach == Reach::Unknown && !self.safety.is_repeatable() {
-            return give_up("not safe to repeat");
+            return give_up(Some(RetryRefusal::NotRepeatable));
         }
         let Some(retained) = self
             .retained
             .as_mut()
-            .filter(|_| attempt <= policy.max_retries)
+            .filter(|_| attempt <= self.max_retries)
         else {
-            return give_up("retries spent");
+            return give_up(Some(RetryRefusal::RetriesSpent));
         };
         if !retained.handle.is_replayable() {
-            return give_up("body not replayable");
+            return give_up(Some(RetryRefusal::BodyNotReplayable));
         }
         let delay = match hint {
-            Some(d) if d > policy.hint_cap => return give_up("hint beyond cap"),
+            Some(d) if d > policy.hint_cap => return give_up(Some(RetryRefusal::HintBeyondCap)),
             Some(d) => d,
             None => {
                 let shared = &self.shared;
@@ -304,17 +384,16 @@ where
                 d
             }
         };
-        let Some(wake_at) = Instant::now().checked_add(delay) else {
-            return give_up("past deadline");
+        let past = Instant::now()
+            .checked_add(delay)
+            .filter(|at| self.deadline.is_none_or(|d| *at < d.instant()));
+        let Some(wake_at) = past else {
+            return give_up(Some(RetryRefusal::PastDeadline));
         };
-        if self.deadline().is_some_and(|d| wake_at >= d.instant()) {
-            return give_up("past deadline");
-        }
         if let Some(budget) = &self.shared.budget
             && !budget.withdraw()
         {
-            self.ctx.record_budget_refusal();
-            return give_up("budget exhausted");
+            return give_up(Some(RetryRefusal::Budget));
         }
         let duplicated = self.safety.possibly_duplicated(reach);
         self.pending = Some((kind, duplicated));
@@ -359,6 +438,10 @@ where
             req.headers_mut()
                 .insert(name.clone(), http::HeaderValue::from(self.attempts));
         }
+        if let Some(name) = &policy.retry_count_header {
+            req.headers_mut()
+                .insert(name.clone(), http::HeaderValue::from(self.attempts - 1));
+        }
         if policy.grpc_previous_attempts {
             req.headers_mut().insert(
                 http::HeaderName::from_static("grpc-previous-rpc-attempts"),
@@ -386,11 +469,25 @@ where
     }
 }
 
-/// Whether a response is a stream by its content type: server-sent events
-/// or gRPC (one header lookup).
-fn streams(headers: &http::HeaderMap) -> bool {
-    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.starts_with(b"text/event-stream") || v.starts_with(b"application/grpc")
-    })
+/// What an answer's content type says about reading it ahead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ContentKind {
+    /// Server-sent events: held until the first data line.
+    EventStream,
+    /// gRPC: never read ahead (committed at its head).
+    Grpc,
+    /// Anything else: read whole when small.
+    Other,
+}
+
+/// One header lookup.
+fn content_kind(headers: &http::HeaderMap) -> ContentKind {
+    match headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+    {
+        Some(v) if v.starts_with(b"text/event-stream") => ContentKind::EventStream,
+        Some(v) if v.starts_with(b"application/grpc") => ContentKind::Grpc,
+        _ => ContentKind::Other,
+    }
 }

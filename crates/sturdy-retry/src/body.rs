@@ -29,6 +29,13 @@ pin_project! {
             #[pin]
             inner: B,
         },
+        // What was read ahead (a stream's first data line, or part of a
+        // small body whose reading was cut short), then the rest as it
+        // streams.
+        Primed {
+            prefix: Option<Bytes>,
+            inner: Pin<Box<B>>,
+        },
         Buffered {
             data: Option<Bytes>,
             trailers: Option<HeaderMap>,
@@ -50,6 +57,16 @@ impl<B> ResponseBody<B> {
                 data: (!data.is_empty()).then_some(data),
                 trailers,
                 error: None,
+            },
+        }
+    }
+
+    /// `prefix`, already read, then the rest of `inner` as it streams.
+    pub(crate) fn primed(prefix: Bytes, inner: Pin<Box<B>>) -> ResponseBody<B> {
+        ResponseBody {
+            kind: Kind::Primed {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                inner,
             },
         }
     }
@@ -87,6 +104,13 @@ where
             KindProj::Streaming { inner } => inner
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
+            KindProj::Primed { prefix, inner } => match prefix.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => inner
+                    .as_mut()
+                    .poll_frame(cx)
+                    .map(|f| f.map(|r| r.map_err(Into::into))),
+            },
             KindProj::Buffered {
                 data,
                 trailers,
@@ -106,6 +130,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Streaming { inner } => inner.is_end_stream(),
+            Kind::Primed { prefix, inner } => prefix.is_none() && inner.is_end_stream(),
             Kind::Buffered {
                 data,
                 trailers,
@@ -117,6 +142,16 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Streaming { inner } => inner.size_hint(),
+            Kind::Primed { prefix, inner } => {
+                let n = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(n));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(n));
+                }
+                hint
+            }
             Kind::Buffered { data, error, .. } => {
                 let n = data.as_ref().map_or(0, |d| d.len() as u64);
                 if error.is_some() {
@@ -133,6 +168,10 @@ impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Streaming { .. } => f.write_str("ResponseBody::Streaming"),
+            Kind::Primed { prefix, .. } => f
+                .debug_struct("ResponseBody::Primed")
+                .field("prefix", &prefix.as_ref().map_or(0, Bytes::len))
+                .finish(),
             Kind::Buffered { data, .. } => f
                 .debug_struct("ResponseBody::Buffered")
                 .field("len", &data.as_ref().map_or(0, Bytes::len))

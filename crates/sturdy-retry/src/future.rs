@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use sturdy_core::{BoxError, InnerBody};
+use sturdy_core::{BoxError, InnerBody, Judgement, SseScan};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
@@ -40,11 +40,21 @@ pin_project! {
             #[pin]
             fut: F,
         },
+        // Reading a small answer whole before it is handed over.
         Prefetching {
             head: Option<http::response::Parts>,
             #[pin]
             body: RB,
             buf: Prefetched,
+        },
+        // Reading a failure's error body (inspect), or a stream up to its
+        // first data line (prime), before deciding or handing it over. The
+        // body is boxed: what is left of it goes to the caller.
+        ReadingAhead {
+            head: Option<http::response::Parts>,
+            body: Option<Pin<Box<RB>>>,
+            buf: Prefetched,
+            purpose: Purpose,
         },
         Draining {
             #[pin]
@@ -62,6 +72,15 @@ pin_project! {
         },
         Done,
     }
+}
+
+/// Why an answer is read ahead.
+enum Purpose {
+    /// A failure whose error body may change the verdict.
+    Inspect(Judgement),
+    /// A stream, held until its first data line (boxed: the scanner keeps
+    /// a line buffer, and the future stays small).
+    Prime(Box<SseScan>),
 }
 
 pin_project! {
@@ -151,20 +170,7 @@ where
                 } => loop {
                     match ready!(body.as_mut().poll_frame(cx)) {
                         Some(Ok(frame)) => buf.push(frame, &*body),
-                        Some(Err(e)) => match this.attempts.on_prefetch_error(e.into()) {
-                            Ok(retry) => break retry,
-                            // Not retried: the caller sees the head, the
-                            // bytes that came and the failure, as it would
-                            // have without prefetch.
-                            Err(err) => match head.take() {
-                                Some(parts) => {
-                                    let (data, _) = std::mem::take(buf).finish();
-                                    let body = ResponseBody::failed(data, err);
-                                    break Next::Return(Ok(Response::from_parts(parts, body)));
-                                }
-                                None => break Next::Return(Err(err)),
-                            },
-                        },
+                        Some(Err(e)) => break read_failed(this.attempts, head, buf, e.into()),
                         None => match head.take() {
                             Some(parts) => {
                                 let (data, trailers) = std::mem::take(buf).finish();
@@ -173,6 +179,45 @@ where
                             }
                             None => break Next::Return(Err(polled_after_completion())),
                         },
+                    }
+                },
+                StateProj::ReadingAhead {
+                    head,
+                    body,
+                    buf,
+                    purpose,
+                } => loop {
+                    let Some(reading) = body.as_mut() else {
+                        break Next::Return(Err(polled_after_completion()));
+                    };
+                    let frame = match reading.as_mut().poll_frame(cx) {
+                        Poll::Ready(frame) => frame,
+                        // An error body is read within the drain's bound;
+                        // past it, the verdict is the head's.
+                        Poll::Pending if matches!(purpose, Purpose::Inspect(_)) => {
+                            if !fired(this.sleep, cx) {
+                                return Poll::Pending;
+                            }
+                            break read_ahead_done(this.attempts, head, body, buf, purpose);
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    match frame {
+                        Some(Ok(frame)) => {
+                            if let (Purpose::Prime(scan), Some(data)) =
+                                (&mut *purpose, frame.data_ref())
+                            {
+                                scan.feed(data);
+                            }
+                            let first_data =
+                                matches!(purpose, Purpose::Prime(scan) if scan.saw_data());
+                            buf.push(frame, &**reading);
+                            if first_data {
+                                break read_ahead_done(this.attempts, head, body, buf, purpose);
+                            }
+                        }
+                        Some(Err(e)) => break read_failed(this.attempts, head, buf, e.into()),
+                        None => break read_ahead_done(this.attempts, head, body, buf, purpose),
                     }
                 },
                 StateProj::Draining {
@@ -270,6 +315,21 @@ where
                     body,
                     buf: Prefetched::default(),
                 }),
+                Next::Inspect(parts, body, judged) => {
+                    set(this.sleep, this.attempts.drain_until());
+                    this.state.set(State::ReadingAhead {
+                        head: Some(parts),
+                        body: Some(Box::pin(body)),
+                        buf: Prefetched::default(),
+                        purpose: Purpose::Inspect(judged),
+                    });
+                }
+                Next::Prime(parts, body) => this.state.set(State::ReadingAhead {
+                    head: Some(parts),
+                    body: Some(Box::pin(body)),
+                    buf: Prefetched::default(),
+                    purpose: Purpose::Prime(Box::default()),
+                }),
                 Next::Drain(body, wake_at) => {
                     set(this.sleep, this.attempts.drain_until());
                     this.state.set(State::Draining {
@@ -284,6 +344,57 @@ where
                 }
             }
         }
+    }
+}
+
+/// The body of an answer read ahead failed with `err`: a retry, or the
+/// answer as the caller would have seen it without reading ahead (the
+/// head, the bytes that came, then the failure).
+fn read_failed<S, B, RB>(
+    attempts: &mut Attempts<S, B>,
+    head: &mut Option<http::response::Parts>,
+    buf: &mut Prefetched,
+    err: BoxError,
+) -> Next<RB>
+where
+    B: Body<Data = Bytes>,
+{
+    match attempts.on_prefetch_error(err) {
+        Ok(retry) => retry,
+        Err(err) => match head.take() {
+            Some(parts) => {
+                let (data, _) = std::mem::take(buf).finish();
+                let body = ResponseBody::failed(data, err);
+                Next::Return(Ok(Response::from_parts(parts, body)))
+            }
+            None => Next::Return(Err(err)),
+        },
+    }
+}
+
+/// An answer read ahead as far as it needed: a stream that reached its
+/// first data line (or ended) is the caller's, what came first then the
+/// rest; an error body read whole (or cut short by its bound) is judged
+/// with what it says.
+fn read_ahead_done<S, B, RB>(
+    attempts: &mut Attempts<S, B>,
+    head: &mut Option<http::response::Parts>,
+    body: &mut Option<Pin<Box<RB>>>,
+    buf: &mut Prefetched,
+    purpose: &mut Purpose,
+) -> Next<RB>
+where
+    B: Body<Data = Bytes>,
+    RB: Body<Data = Bytes>,
+{
+    let (Some(parts), Some(rest)) = (head.take(), body.take()) else {
+        return Next::Return(Err(polled_after_completion()));
+    };
+    let (data, _) = std::mem::take(buf).finish();
+    let answer = ResponseBody::primed(data.clone(), rest);
+    match purpose {
+        Purpose::Inspect(judged) => attempts.on_inspected(parts, answer, &data, *judged),
+        Purpose::Prime(_) => Next::Return(Ok(Response::from_parts(parts, answer))),
     }
 }
 

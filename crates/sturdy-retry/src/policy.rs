@@ -95,6 +95,7 @@ pub struct RetryPolicy {
     pub(crate) drain_cap: u64,
     pub(crate) drain_time: Duration,
     pub(crate) attempt_header: Option<HeaderName>,
+    pub(crate) retry_count_header: Option<HeaderName>,
     pub(crate) grpc_previous_attempts: bool,
     pub(crate) generated_key: Option<HeaderName>,
     pub(crate) seed: Option<u64>,
@@ -122,6 +123,7 @@ impl Default for RetryPolicy {
             drain_cap: 64 * 1024,
             drain_time: Duration::from_secs(1),
             attempt_header: None,
+            retry_count_header: None,
             grpc_previous_attempts: false,
             generated_key: None,
             seed: None,
@@ -146,6 +148,7 @@ impl fmt::Debug for RetryPolicy {
             .field("drain_cap", &self.drain_cap)
             .field("drain_time", &self.drain_time)
             .field("attempt_header", &self.attempt_header)
+            .field("retry_count_header", &self.retry_count_header)
             .field("grpc_previous_attempts", &self.grpc_previous_attempts)
             .field("generated_key", &self.generated_key)
             .finish()
@@ -227,6 +230,7 @@ pub struct RetryPolicyBuilder {
     prefetch_cap: Set<Option<u64>>,
     drain: Set<(u64, Duration)>,
     attempt_header: Set<Result<HeaderName, ()>>,
+    retry_count_header: Set<Result<HeaderName, ()>>,
     grpc_previous_attempts: Set<bool>,
     generated_key: Set<Result<HeaderName, ()>>,
     seed: Set<u64>,
@@ -349,6 +353,14 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// Sends the number of retries before this attempt (0, 1, ...) in this
+    /// header on every attempt: `x-stainless-retry-count` is the OpenAI
+    /// SDK's.
+    pub fn retry_count_header(mut self, name: &str) -> Self {
+        self.retry_count_header = Some(header(name));
+        self
+    }
+
     /// Sends `grpc-previous-rpc-attempts` (gRPC's own header) on every
     /// retry: the number of attempts before this one.
     pub fn grpc_previous_attempts(mut self, yes: bool) -> Self {
@@ -395,6 +407,7 @@ impl RetryPolicyBuilder {
             prefetch_cap: self.prefetch_cap.or(defaults.prefetch_cap),
             drain: self.drain.or(defaults.drain),
             attempt_header: self.attempt_header.or(defaults.attempt_header),
+            retry_count_header: self.retry_count_header.or(defaults.retry_count_header),
             grpc_previous_attempts: self
                 .grpc_previous_attempts
                 .or(defaults.grpc_previous_attempts),
@@ -436,6 +449,7 @@ impl RetryPolicyBuilder {
             drain_cap,
             drain_time,
             attempt_header: bad(self.attempt_header)?,
+            retry_count_header: bad(self.retry_count_header)?,
             grpc_previous_attempts: self
                 .grpc_previous_attempts
                 .unwrap_or(d.grpc_previous_attempts),

@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use sturdy_core::{BoxBody, BoxError, CallPlan, Deadline, InnerBody, RequestHead, RetrySafe};
+use sturdy_core::{
+    BoxBody, BoxError, CallPlan, Deadline, InnerBody, MaxRetries, RequestHead, RetrySafe,
+};
 use tower_service::Service;
 
 use crate::attempts::{Attempts, Retained};
@@ -19,7 +21,7 @@ use crate::future::ResponseFuture;
 use crate::head::KeptHead;
 use crate::layer::Shared;
 use crate::replay::{ReplayBody, ReplayCaps};
-use crate::{ResponseBody, RetryLayer, RetryPolicy};
+use crate::{MAX_RETRIES_LIMIT, ResponseBody, RetryLayer, RetryPolicy};
 
 /// Retries failed attempts of `S`. Made by [`RetryLayer`].
 ///
@@ -126,6 +128,9 @@ where
         let markers = CallPlan::markers(req.extensions());
         let marked = markers.get::<RetrySafe>().is_some();
         let callers_deadline = markers.get::<Deadline>().copied();
+        let max_retries = markers
+            .get::<MaxRetries>()
+            .map_or(policy.max_retries, |m| m.0.min(MAX_RETRIES_LIMIT));
         let safety = policy.safety(&RequestHead::of(&req), marked);
         let plan = CallPlan::of_request(&mut req);
         let deadline = plan.deadline().or(callers_deadline);
@@ -144,6 +149,10 @@ where
             req.headers_mut()
                 .insert(name.clone(), http::HeaderValue::from(1u32));
         }
+        if let Some(name) = &policy.retry_count_header {
+            req.headers_mut()
+                .insert(name.clone(), http::HeaderValue::from(0u32));
+        }
 
         let (parts, body) = req.into_parts();
         let caps = ReplayCaps {
@@ -151,7 +160,7 @@ where
             streamed: policy.replay_cap,
         };
         let body = ReplayBody::with_caps(body, caps).reporting_sending(ctx.clone(), 1);
-        let kept = (policy.max_retries > 0).then(|| (KeptHead::copy(&parts), body.handle()));
+        let kept = (max_retries > 0).then(|| (KeptHead::copy(&parts), body.handle()));
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
         // The ready service makes this call (tower's contract); a clone,
@@ -159,7 +168,7 @@ where
         // future when retries are possible.
         let retained = kept.map(|(head, handle)| Retained::new(head, handle, self.inner.clone()));
         let fut = self.inner.call(req);
-        let attempts = Attempts::new(shared, ctx, retained, safety, grpc, deadline);
+        let attempts = Attempts::new(shared, ctx, retained, max_retries, safety, grpc, deadline);
         ResponseFuture::new(fut, attempts)
     }
 }
