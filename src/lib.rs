@@ -46,9 +46,9 @@ pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
 pub use stack::{DEFAULT_PREFETCH, Stack, StackBuilder, StackError, StackService};
 pub use sturdy_core::{
     Answer, BoxBody, BoxError, CallContext, CallPlan, Classifier, Classify, ConnectError,
-    ConnectPart, Deadline, DnsError, FailureKind, GrpcCode, InvalidProfile, Judgement, Phase,
-    Profile, Profiles, Reach, RequestHead, RetrySafe, Safety, ServerHints, TimeoutError, Verdict,
-    Workload, boxed, classify_error,
+    ConnectPart, Deadline, DnsError, FailureKind, GrpcCode, InvalidProfile, Judgement, MaxRetries,
+    Phase, Profile, Profiles, Reach, RequestHead, RetryRefusal, RetrySafe, Safety, ServerHints,
+    TimeoutError, Verdict, Workload, boxed, classify_error,
 };
 pub use sturdy_retry::RetrySafeRule;
 

@@ -10,7 +10,7 @@
 //! ```text
 //! script = entry *( "," entry )
 //! entry  = kind *( ";" param )
-//! kind   = 3DIGIT (200..=599) / "delay" / "stall" / "slow" / "reset" / "close" / "hostile"
+//! kind   = 3DIGIT (200..=599) / "delay" / "stall" / "slow" / "reset" / "close" / "hostile" / "streamerr"
 //! param  = name "=" value
 //! value  = token / DQUOTE *( any char but DQUOTE ) DQUOTE
 //! ```
@@ -20,13 +20,20 @@
 //!
 //! | kind        | parameters                                                    |
 //! |-------------|---------------------------------------------------------------|
-//! | `NNN`       | `retry-after`, `retry-after-ms`, `x-should-retry`, `chunks`, `early` |
+//! | `NNN`       | `retry-after`, `retry-after-ms`, `x-should-retry`, `chunks`, `early`, `quota` |
 //! | `delay`     | `ms`, `chunks`                                                |
-//! | `stall`     | `ms`, `chunks`                                                |
+//! | `stall`     | `ms`, `chunks`, `at`                                          |
 //! | `slow`      | `ms`, `chunks`                                                |
-//! | `reset`     | none                                                          |
+//! | `reset`     | `at`                                                          |
 //! | `close`     | none                                                          |
 //! | `hostile`   | `headers`                                                     |
+//! | `streamerr` | `at`, `quota`, `chunks`                                       |
+//!
+//! `at` counts the events of a stream sent before the fault (default 1; `0`
+//! is "before the first token"); a JSON answer is cut in half whatever it
+//! says. `quota=true` makes an error answer's body (and a `streamerr`
+//! event) say `insufficient_quota` instead of a rate limit or a server
+//! error.
 //!
 //! A parameter left out takes the server's [`FaultParams`](crate::FaultParams).
 //!
@@ -107,6 +114,9 @@ pub enum Fault {
         /// goes on sending the body after the answer. Not for `200`, whose
         /// answer needs the body.
         early: bool,
+        /// The error body says the account is out of quota
+        /// (`insufficient_quota`). Not for `200`.
+        quota: bool,
     },
     /// Wait before sending the response head, then answer normally.
     Delay {
@@ -115,12 +125,15 @@ pub enum Fault {
         /// Number of SSE chunks.
         chunks: Option<usize>,
     },
-    /// Send the first chunk (or half a JSON body), pause, then the rest.
+    /// Send the first `at` events (or half a JSON body), pause, then the
+    /// rest.
     Stall {
         /// Length of the pause; `None` takes the server default.
         ms: Option<u64>,
         /// Number of SSE chunks.
         chunks: Option<usize>,
+        /// Events sent before the pause (default 1; 0: before the first).
+        at: Option<usize>,
     },
     /// Pause between every chunk of the body.
     Slow {
@@ -129,9 +142,13 @@ pub enum Fault {
         /// Number of SSE chunks (or JSON pieces).
         chunks: Option<usize>,
     },
-    /// Send the head and some body bytes, then fail the connection (HTTP/1)
-    /// or reset the stream (HTTP/2).
-    Reset,
+    /// Send the head and some body bytes (the first `at` events of a
+    /// stream, half a JSON body), then fail the connection (HTTP/1) or
+    /// reset the stream (HTTP/2).
+    Reset {
+        /// Events sent before the reset (default 1; 0: none, the head only).
+        at: Option<usize>,
+    },
     /// Read the whole request, then close the connection without a response
     /// (HTTP/2: reset the stream).
     Close,
@@ -143,6 +160,17 @@ pub enum Fault {
     Hostile {
         /// Junk headers; `None` takes [`DEFAULT_HOSTILE_HEADERS`].
         headers: Option<usize>,
+    },
+    /// A `200` stream that sends `at` events, then an OpenAI-style error
+    /// event (`data: {"error": ...}`) and ends: the server failed after it
+    /// began. A JSON answer is a `500` error body instead.
+    StreamError {
+        /// Events before the error (default 1).
+        at: Option<usize>,
+        /// The error says `insufficient_quota` instead of `server_error`.
+        quota: bool,
+        /// Number of SSE chunks the stream would have had.
+        chunks: Option<usize>,
     },
 }
 
@@ -156,6 +184,7 @@ impl Fault {
             should_retry: None,
             chunks: None,
             early: false,
+            quota: false,
         }
     }
 
@@ -168,9 +197,10 @@ impl Fault {
             Fault::Delay { .. } => Some("delay"),
             Fault::Stall { .. } => Some("stall"),
             Fault::Slow { .. } => Some("slow"),
-            Fault::Reset => Some("reset"),
+            Fault::Reset { .. } => Some("reset"),
             Fault::Close => Some("close"),
             Fault::Hostile { .. } => Some("hostile"),
+            Fault::StreamError { .. } => Some("streamerr"),
         }
     }
 
@@ -180,8 +210,9 @@ impl Fault {
             Fault::Status { chunks, .. }
             | Fault::Delay { chunks, .. }
             | Fault::Stall { chunks, .. }
-            | Fault::Slow { chunks, .. } => *chunks,
-            Fault::Reset | Fault::Close | Fault::Hostile { .. } => None,
+            | Fault::Slow { chunks, .. }
+            | Fault::StreamError { chunks, .. } => *chunks,
+            Fault::Reset { .. } | Fault::Close | Fault::Hostile { .. } => None,
         }
     }
 }
@@ -228,7 +259,7 @@ impl fmt::Display for ParseError {
             ParseError::Empty => f.write_str("empty fault entry"),
             ParseError::UnknownKind(kind) => write!(
                 f,
-                "unknown fault {kind:?}: expected a status code or delay, stall, slow, reset, close, hostile"
+                "unknown fault {kind:?}: expected a status code or delay, stall, slow, reset, close, hostile, streamerr"
             ),
             ParseError::StatusOutOfRange(code) => {
                 write!(f, "status {code} is outside 200..=599")
@@ -296,6 +327,14 @@ fn parse_number<T: FromStr + PartialOrd>(
     if n > max { Err(bad()) } else { Ok(n) }
 }
 
+/// A `true`/`false` parameter, or the error that names it.
+fn flag(param: &str, value: &str) -> Result<bool, ParseError> {
+    parse_flag(value).ok_or_else(|| ParseError::BadParamValue {
+        param: param.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
 /// `true` or `false`, in any case.
 fn parse_flag(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
@@ -351,18 +390,37 @@ impl FromStr for Fault {
 
         match kind.as_str() {
             "delay" | "stall" | "slow" => {
-                let (mut ms, mut chunks) = (None, None);
+                let (mut ms, mut chunks, mut at) = (None, None, None);
                 for (name, value) in &params {
                     match name.as_str() {
                         "ms" => set_once(&mut ms, name, parse_number(name, value, MAX_FAULT_MS)?)?,
                         "chunks" => set_once(&mut chunks, name, parse_chunks(value)?)?,
+                        "at" if kind == "stall" => {
+                            set_once(&mut at, name, parse_number(name, value, MAX_CHUNKS)?)?
+                        }
                         _ => return Err(unknown(name)),
                     }
                 }
                 Ok(match kind.as_str() {
                     "delay" => Fault::Delay { ms, chunks },
-                    "stall" => Fault::Stall { ms, chunks },
+                    "stall" => Fault::Stall { ms, chunks, at },
                     _ => Fault::Slow { ms, chunks },
+                })
+            }
+            "streamerr" => {
+                let (mut at, mut quota, mut chunks) = (None, None, None);
+                for (name, value) in &params {
+                    match name.as_str() {
+                        "at" => set_once(&mut at, name, parse_number(name, value, MAX_CHUNKS)?)?,
+                        "quota" => set_once(&mut quota, name, flag(name, value)?)?,
+                        "chunks" => set_once(&mut chunks, name, parse_chunks(value)?)?,
+                        _ => return Err(unknown(name)),
+                    }
+                }
+                Ok(Fault::StreamError {
+                    at,
+                    quota: quota.unwrap_or(false),
+                    chunks,
                 })
             }
             "hostile" => {
@@ -379,15 +437,21 @@ impl FromStr for Fault {
                 }
                 Ok(Fault::Hostile { headers })
             }
-            "reset" | "close" => {
+            "reset" => {
+                let mut at = None;
+                for (name, value) in &params {
+                    match name.as_str() {
+                        "at" => set_once(&mut at, name, parse_number(name, value, MAX_CHUNKS)?)?,
+                        _ => return Err(unknown(name)),
+                    }
+                }
+                Ok(Fault::Reset { at })
+            }
+            "close" => {
                 if let Some((name, _)) = params.first() {
                     return Err(unknown(name));
                 }
-                Ok(if kind == "reset" {
-                    Fault::Reset
-                } else {
-                    Fault::Close
-                })
+                Ok(Fault::Close)
             }
             digits if digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()) => {
                 let code: u16 = digits
@@ -398,7 +462,7 @@ impl FromStr for Fault {
                 }
                 let (mut retry_after, mut retry_after_ms, mut should_retry, mut chunks) =
                     (None, None, None, None);
-                let mut early = None;
+                let (mut early, mut quota) = (None, None);
                 for (name, value) in &params {
                     let bad = || ParseError::BadParamValue {
                         param: name.clone(),
@@ -426,6 +490,9 @@ impl FromStr for Fault {
                         "early" if code != 200 => {
                             set_once(&mut early, name, parse_flag(value).ok_or_else(bad)?)?
                         }
+                        "quota" if code != 200 => {
+                            set_once(&mut quota, name, parse_flag(value).ok_or_else(bad)?)?
+                        }
                         _ => return Err(unknown(name)),
                     }
                 }
@@ -436,6 +503,7 @@ impl FromStr for Fault {
                     should_retry,
                     chunks,
                     early: early.unwrap_or(false),
+                    quota: quota.unwrap_or(false),
                 })
             }
             _ => Err(ParseError::UnknownKind(kind)),
@@ -453,6 +521,7 @@ impl fmt::Display for Fault {
                 should_retry,
                 chunks,
                 early,
+                quota,
             } => {
                 write!(f, "{code}")?;
                 if let Some(value) = retry_after {
@@ -472,21 +541,38 @@ impl fmt::Display for Fault {
                 if *early {
                     f.write_str(";early=true")?;
                 }
+                if *quota {
+                    f.write_str(";quota=true")?;
+                }
                 (None, *chunks)
             }
             Fault::Delay { ms, chunks } => {
                 f.write_str("delay")?;
                 (*ms, *chunks)
             }
-            Fault::Stall { ms, chunks } => {
+            Fault::Stall { ms, chunks, at } => {
                 f.write_str("stall")?;
+                if let Some(at) = at {
+                    write!(f, ";at={at}")?;
+                }
                 (*ms, *chunks)
             }
             Fault::Slow { ms, chunks } => {
                 f.write_str("slow")?;
                 (*ms, *chunks)
             }
-            Fault::Reset => return f.write_str("reset"),
+            Fault::Reset { at: None } => return f.write_str("reset"),
+            Fault::Reset { at: Some(at) } => return write!(f, "reset;at={at}"),
+            Fault::StreamError { at, quota, chunks } => {
+                f.write_str("streamerr")?;
+                if let Some(at) = at {
+                    write!(f, ";at={at}")?;
+                }
+                if *quota {
+                    f.write_str(";quota=true")?;
+                }
+                (None, *chunks)
+            }
             Fault::Close => return f.write_str("close"),
             Fault::Hostile { headers } => {
                 f.write_str("hostile")?;
@@ -560,7 +646,16 @@ mod tests {
             "stall".parse(),
             Ok(Fault::Stall {
                 ms: None,
-                chunks: None
+                chunks: None,
+                at: None,
+            })
+        );
+        assert_eq!(
+            "stall;at=0;ms=9".parse(),
+            Ok(Fault::Stall {
+                ms: Some(9),
+                chunks: None,
+                at: Some(0),
             })
         );
         assert_eq!(
@@ -570,7 +665,24 @@ mod tests {
                 chunks: Some(3)
             })
         );
-        assert_eq!("Reset".parse(), Ok(Fault::Reset));
+        assert_eq!("Reset".parse(), Ok(Fault::Reset { at: None }));
+        assert_eq!("reset;at=0".parse(), Ok(Fault::Reset { at: Some(0) }));
+        assert_eq!(
+            "streamerr;at=2;quota=true".parse(),
+            Ok(Fault::StreamError {
+                at: Some(2),
+                quota: true,
+                chunks: None
+            })
+        );
+        assert!(matches!(
+            "delay;at=1".parse::<Fault>(),
+            Err(ParseError::UnknownParam { .. })
+        ));
+        assert!(matches!(
+            "200;quota=true".parse::<Fault>(),
+            Err(ParseError::UnknownParam { .. })
+        ));
         assert_eq!("hostile".parse(), Ok(Fault::Hostile { headers: None }));
         assert_eq!(
             "HOSTILE;Headers=0".parse(),
@@ -594,6 +706,7 @@ mod tests {
                 should_retry: Some(false),
                 chunks: None,
                 early: false,
+                quota: false,
             })
         );
     }
@@ -671,6 +784,7 @@ mod tests {
                 should_retry: None,
                 chunks: None,
                 early: false,
+                quota: false,
             }
         );
         assert_eq!(script.0[1], Fault::status(200));

@@ -51,6 +51,7 @@ pub use fault::{
     ParseError, Script,
 };
 pub use mix::Mix;
+pub use respond::BodyDigest;
 pub use server::{FaultServer, FaultServerBuilder};
 
 /// Request header naming a call, so its attempts can be told apart. The
@@ -62,3 +63,8 @@ pub const CALL_HEADER: &str = "x-sturdy-call";
 
 /// Request header carrying the call's [`Script`].
 pub const FAULT_HEADER: &str = "x-sturdy-fault";
+
+/// Request header (any value) asking the server to remember the digest of
+/// the request body, by [`CALL_HEADER`]: see
+/// [`FaultServer::received_bodies`].
+pub const RECORD_HEADER: &str = "x-sturdy-record-body";

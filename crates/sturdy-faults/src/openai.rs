@@ -135,19 +135,42 @@ pub(crate) fn models() -> Bytes {
     }))
 }
 
-/// An OpenAI-style error body: `{"error":{"message","type","code"}}`.
+/// An OpenAI-style error body: `{"error":{"message","type","param","code"}}`;
+/// a 429 is a rate limit (`rate_limit_exceeded`), as OpenAI sends it.
 pub(crate) fn error(status: StatusCode, message: &str) -> Bytes {
-    let kind = match status.as_u16() {
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
+    let (kind, code) = match status.as_u16() {
+        429 => ("requests", json!("rate_limit_exceeded")),
+        400..=499 => ("invalid_request_error", json!(status.as_u16())),
+        _ => ("server_error", json!(status.as_u16())),
     };
     to_bytes(&json!({
         "error": {
             "message": message,
             "type": kind,
             "param": null,
-            "code": status.as_u16(),
+            "code": code,
         },
     }))
+}
+
+/// OpenAI's answer when the account has no credit left (sent with a 429).
+pub(crate) fn quota_error() -> Bytes {
+    to_bytes(&json!({
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing details.",
+            "type": "insufficient_quota",
+            "param": null,
+            "code": "insufficient_quota",
+        },
+    }))
+}
+
+/// An error sent inside a stream that had begun: one SSE event.
+pub(crate) fn error_event(quota: bool) -> Bytes {
+    let error = if quota {
+        json!({ "message": "quota exceeded", "type": "insufficient_quota", "code": "insufficient_quota" })
+    } else {
+        json!({ "message": "the model failed mid-stream", "type": "server_error", "code": null })
+    };
+    Bytes::from(format!("data: {}\n\n", json!({ "error": error })))
 }

@@ -27,6 +27,32 @@ use crate::{CALL_HEADER, FAULT_HEADER};
 /// without bound).
 const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 
+/// Calls whose request bodies are remembered; past that the record starts
+/// over (it is for tests, which ask for a few).
+const BODIES_REMEMBERED: usize = 1024;
+
+/// The length and FNV-1a hash of a request body the server received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BodyDigest {
+    /// Bytes received.
+    pub len: usize,
+    /// Their 64-bit FNV-1a hash.
+    pub fnv64: u64,
+}
+
+impl BodyDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> BodyDigest {
+        let fnv64 = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        BodyDigest {
+            len: bytes.len(),
+            fnv64,
+        }
+    }
+}
+
 /// How long a `reset` body waits between its last bytes and its failure.
 /// Without the pause hyper would abort before flushing those bytes (HTTP/1),
 /// and h2 would drop its queued DATA frames in favour of the RST_STREAM.
@@ -98,6 +124,9 @@ pub(crate) struct Shared {
     rng: Mutex<StdRng>,
     /// Attempts seen so far, by call ID.
     attempts: Mutex<AttemptCounts>,
+    /// What the requests that asked for it ([`RECORD_HEADER`]) carried, by
+    /// call ID; at most [`BODIES_REMEMBERED`] calls.
+    bodies: Mutex<HashMap<String, Vec<BodyDigest>>>,
     next_id: AtomicU64,
 }
 
@@ -147,13 +176,17 @@ enum Answer {
 }
 
 /// How the answer's body reaches the peer.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Delivery {
     Whole,
-    Stall(Duration),
+    /// A pause after this many events of a stream (half a JSON body).
+    Stall(Duration, usize),
     /// A pause between frames; a JSON body is cut into this many pieces.
     Slow(Duration, usize),
-    Reset,
+    /// A failure after this many events of a stream (half a JSON body).
+    Reset(usize),
+    /// This many events of a stream, then this error event, then the end.
+    StreamError(usize, Bytes),
 }
 
 impl Shared {
@@ -173,6 +206,7 @@ impl Shared {
             born: tokio::time::Instant::now(),
             rng: Mutex::new(rng),
             attempts: Mutex::new(AttemptCounts::default()),
+            bodies: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -257,6 +291,34 @@ impl Shared {
         }
     }
 
+    /// Remembers the digest of `body`, when its request asked for it.
+    fn record_body(&self, headers: &HeaderMap, body: &[u8]) {
+        if headers.get(crate::RECORD_HEADER).is_none() {
+            return;
+        }
+        let Some(id) = headers.get(CALL_HEADER).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        if bodies.len() >= BODIES_REMEMBERED && !bodies.contains_key(id) {
+            bodies.clear();
+        }
+        bodies
+            .entry(id.to_owned())
+            .or_default()
+            .push(BodyDigest::of(body));
+    }
+
+    /// The digests of the bodies call `id` sent, in order.
+    pub(crate) fn bodies(&self, id: &str) -> Vec<BodyDigest> {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Counts the response head and hands it over.
     fn respond(&self, response: Response<PlannedBody>) -> Response<PlannedBody> {
         self.recorder.responded(response.status().as_u16());
@@ -317,6 +379,7 @@ pub(crate) async fn handle(
         }
     };
 
+    shared.record_body(&parts.headers, &body);
     if let Some(kind) = fault.dashboard_kind() {
         shared.recorder.fault(kind, 1);
     }
@@ -330,10 +393,15 @@ pub(crate) async fn handle(
             retry_after,
             mut retry_after_ms,
             should_retry,
+            quota,
             ..
         } => {
             let answer = match StatusCode::from_u16(code) {
                 Ok(StatusCode::OK) => normal(),
+                Ok(status) if quota => Answer::Json {
+                    status,
+                    body: openai::quota_error(),
+                },
                 Ok(status) => error_answer(status, &format!("sturdy-faults injected {status}")),
                 Err(_) => error_answer(StatusCode::INTERNAL_SERVER_ERROR, "bad status"),
             };
@@ -362,15 +430,19 @@ pub(crate) async fn handle(
             tokio::time::sleep(Duration::from_millis(ms.unwrap_or(params.delay_ms))).await;
             shape(normal(), Delivery::Whole)
         }
-        Fault::Stall { ms, .. } => {
+        Fault::Stall { ms, at, .. } => {
             let pause = Duration::from_millis(ms.unwrap_or(params.stall_ms));
-            shape(normal(), Delivery::Stall(pause))
+            shape(normal(), Delivery::Stall(pause, at.unwrap_or(1)))
         }
         Fault::Slow { ms, .. } => {
             let pause = Duration::from_millis(ms.unwrap_or(params.slow_ms));
             shape(normal(), Delivery::Slow(pause, chunks))
         }
-        Fault::Reset => shape(normal(), Delivery::Reset),
+        Fault::Reset { at } => shape(normal(), Delivery::Reset(at.unwrap_or(1))),
+        Fault::StreamError { at, quota, .. } => {
+            let event = openai::error_event(quota);
+            shape(normal(), Delivery::StreamError(at.unwrap_or(1), event))
+        }
         Fault::Close => return Err(DropConnection("injected close")),
         Fault::Hostile { headers } => hostile(headers.unwrap_or(DEFAULT_HOSTILE_HEADERS)),
     };
@@ -438,13 +510,24 @@ fn shape(answer: Answer, delivery: Delivery) -> Response<PlannedBody> {
             let half = (body.len() / 2).max(1).min(body.len());
             let steps = match delivery {
                 Delivery::Whole => vec![Step::Data(body)],
-                Delivery::Stall(pause) => with_pauses(split_bytes(&body, 2), pause),
+                Delivery::Stall(pause, _) => with_pauses(split_bytes(&body, 2), pause),
                 Delivery::Slow(pause, pieces) => with_pauses(split_bytes(&body, pieces), pause),
-                Delivery::Reset => vec![
+                Delivery::Reset(_) => vec![
                     Step::Data(body.slice(..half)),
                     Step::Pause(RESET_FLUSH),
                     Step::Fail,
                 ],
+                // A JSON answer cannot fail inside: the error is the answer.
+                Delivery::StreamError(..) => {
+                    let error = openai::error(StatusCode::INTERNAL_SERVER_ERROR, "stream failed");
+                    return shape(
+                        Answer::Json {
+                            status: StatusCode::INTERNAL_SERVER_ERROR,
+                            body: error,
+                        },
+                        Delivery::Whole,
+                    );
+                }
             };
             let body = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
                 PlannedBody::empty()
@@ -456,10 +539,15 @@ fn shape(answer: Answer, delivery: Delivery) -> Response<PlannedBody> {
         Answer::Stream(events) => {
             let steps = match delivery {
                 Delivery::Whole => events.into_iter().map(Step::Data).collect(),
-                Delivery::Stall(pause) => {
+                Delivery::Stall(pause, at) => {
                     let mut steps = Vec::with_capacity(events.len() + 1);
+                    if at == 0 {
+                        // Head out, nothing else: a stall before the first
+                        // token.
+                        steps.push(Step::Pause(pause));
+                    }
                     for (i, event) in events.into_iter().enumerate() {
-                        if i == 1 {
+                        if at > 0 && i == at {
                             steps.push(Step::Pause(pause));
                         }
                         steps.push(Step::Data(event));
@@ -467,13 +555,18 @@ fn shape(answer: Answer, delivery: Delivery) -> Response<PlannedBody> {
                     steps
                 }
                 Delivery::Slow(pause, _) => with_pauses(events, pause),
-                Delivery::Reset => {
-                    let first = events.into_iter().next().map(Step::Data);
-                    first
-                        .into_iter()
-                        .chain([Step::Pause(RESET_FLUSH), Step::Fail])
-                        .collect()
-                }
+                Delivery::Reset(at) => events
+                    .into_iter()
+                    .take(at)
+                    .map(Step::Data)
+                    .chain([Step::Pause(RESET_FLUSH), Step::Fail])
+                    .collect(),
+                Delivery::StreamError(at, error) => events
+                    .into_iter()
+                    .take(at)
+                    .chain([error])
+                    .map(Step::Data)
+                    .collect(),
             };
             (
                 StatusCode::OK,

@@ -102,6 +102,13 @@ impl FaultServer {
         format!("http://{}", self.addr)
     }
 
+    /// What the requests of call `id` carried, in the order they came:
+    /// recorded for requests with a [`RECORD_HEADER`](crate::RECORD_HEADER)
+    /// and a [`CALL_HEADER`](crate::CALL_HEADER).
+    pub fn received_bodies(&self, id: &str) -> Vec<crate::BodyDigest> {
+        self.shared.bodies(id)
+    }
+
     /// A snapshot of the server's counts, without going through HTTP.
     pub fn dashboard(&self) -> Dashboard {
         self.shared.recorder.snapshot()
