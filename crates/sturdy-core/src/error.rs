@@ -60,6 +60,7 @@ pub struct TimeoutError {
     workload: Option<Workload>,
     limit: Duration,
     reach: Reach,
+    callers: bool,
 }
 
 impl TimeoutError {
@@ -70,6 +71,7 @@ impl TimeoutError {
             workload: None,
             limit,
             reach,
+            callers: false,
         }
     }
 
@@ -77,6 +79,28 @@ impl TimeoutError {
     pub const fn with_workload(mut self, workload: Workload) -> TimeoutError {
         self.workload = Some(workload);
         self
+    }
+
+    /// The same timeout, its limit being the caller's own deadline (a
+    /// [`Deadline`](crate::Deadline) marker, an outer layer's deadline, or
+    /// a gRPC caller's `grpc-timeout`) rather than a profile's.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sturdy_core::{Phase, Reach, TimeoutError};
+    /// let err = TimeoutError::new(Phase::Total, Duration::from_millis(700), Reach::Unknown)
+    ///     .by_caller();
+    /// assert!(err.is_callers());
+    /// assert_eq!(err.to_string(), "total timeout after 700ms (the caller's deadline)");
+    /// ```
+    pub const fn by_caller(mut self) -> TimeoutError {
+        self.callers = true;
+        self
+    }
+
+    /// Whether the limit that fired is the caller's own deadline.
+    pub const fn is_callers(&self) -> bool {
+        self.callers
     }
 
     /// The phase that fired.
@@ -120,7 +144,9 @@ impl TimeoutError {
 impl fmt::Display for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} timeout after {:?}", self.phase.name(), self.limit)?;
-        if let Some(w) = self.workload {
+        if self.callers {
+            f.write_str(" (the caller's deadline)")?;
+        } else if let Some(w) = self.workload {
             write!(f, " ({w})")?;
         }
         Ok(())

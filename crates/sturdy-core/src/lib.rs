@@ -55,5 +55,6 @@ pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};
 pub use plan::{CallPlan, Markers, RequestHead, Safety};
 pub use verdict::{Answer, Classifier, Classify, Judgement, Ruling};
 pub use workload::{
-    Deadline, InvalidProfile, Profile, Profiles, UnknownWorkload, Workload, attempt_limit,
+    Deadline, DeadlineLimit, InvalidProfile, Profile, Profiles, UnknownWorkload, Workload,
+    attempt_limit,
 };

@@ -23,7 +23,7 @@ use std::fmt;
 
 use http::{HeaderMap, Method, Request, Uri};
 
-use crate::{CallContext, Classifier, Deadline, Profile, Reach, Workload, is_grpc};
+use crate::{CallContext, Classifier, Deadline, DeadlineLimit, Profile, Reach, Workload, is_grpc};
 
 /// The parts of a request a classifier or a rule may look at.
 ///
@@ -120,14 +120,15 @@ impl Safety {
 ///
 /// ```
 /// use std::time::Duration;
-/// use sturdy_core::{CallPlan, Deadline, Profile, Workload};
+/// use sturdy_core::{CallPlan, Deadline, DeadlineLimit, Profile, Workload};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut req = http::Request::post("http://api.test/v1/batches").body(()).unwrap();
 /// let plan = CallPlan::of_request(&mut req);
 /// assert_eq!(plan.workload(), None);
 /// // What a workload layer does: settles workload, profile and deadline.
 /// let profile = Profile::for_workload(Workload::Batch);
-/// plan.settle_workload(Workload::Batch, profile, Deadline::after(profile.total));
+/// let limit = DeadlineLimit::profile(profile.total);
+/// plan.settle_workload(Workload::Batch, profile, Deadline::after(profile.total), limit);
 /// // What layers below see, and what the context carries back up.
 /// let plan = CallPlan::from_extensions(req.extensions()).unwrap();
 /// assert_eq!(plan.profile().unwrap().total, Duration::from_secs(60));
@@ -139,6 +140,7 @@ pub struct CallPlan {
     workload: Option<Workload>,
     profile: Option<Profile>,
     deadline: Option<Deadline>,
+    deadline_limit: DeadlineLimit,
     safety: Option<Safety>,
     grpc: Option<bool>,
     context: CallContext,
@@ -194,6 +196,12 @@ impl CallPlan {
         self.deadline
     }
 
+    /// What the deadline stands for (the limit its timeout names), once
+    /// settled.
+    pub fn deadline_limit(&self) -> Option<DeadlineLimit> {
+        self.deadline.map(|_| self.deadline_limit)
+    }
+
     /// Whether the request may be sent again, once the retry layer settled it.
     pub fn safety(&self) -> Option<Safety> {
         self.safety
@@ -215,12 +223,20 @@ impl CallPlan {
         &self.context
     }
 
-    /// Settles the workload, its profile and the deadline (the workload
-    /// layer's part), and records the workload in the context.
-    pub fn settle_workload(&mut self, workload: Workload, profile: Profile, deadline: Deadline) {
+    /// Settles the workload, its profile and the deadline with what it
+    /// stands for (the workload layer's part), and records the workload in
+    /// the context.
+    pub fn settle_workload(
+        &mut self,
+        workload: Workload,
+        profile: Profile,
+        deadline: Deadline,
+        limit: DeadlineLimit,
+    ) {
         self.workload = Some(workload);
         self.profile = Some(profile);
         self.deadline = Some(deadline);
+        self.deadline_limit = limit;
         self.context.set_workload(workload);
     }
 
@@ -256,6 +272,7 @@ impl fmt::Debug for CallPlan {
             .field("workload", &self.workload)
             .field("profile", &self.profile)
             .field("deadline", &self.deadline)
+            .field("deadline_limit", &self.deadline_limit)
             .field("safety", &self.safety)
             .field("classifier", self.classifier())
             .field("grpc", &self.grpc)

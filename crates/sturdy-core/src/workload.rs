@@ -307,6 +307,49 @@ impl Deadline {
     }
 }
 
+/// What a call's deadline stands for, so that the timeout it ends in names
+/// the limit that fired: how long the call was given when the deadline was
+/// settled, and whether the caller set it (a [`Deadline`] marker, an outer
+/// layer's deadline, a gRPC caller's `grpc-timeout`) or the workload
+/// profile's `total` did.
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_core::{DeadlineLimit, Reach, Workload};
+/// let callers = DeadlineLimit { limit: Duration::from_millis(700), callers: true };
+/// let err = callers.error(Reach::Unknown, Some(Workload::Interactive));
+/// assert_eq!(err.to_string(), "total timeout after 700ms (the caller's deadline)");
+/// let own = DeadlineLimit { limit: Duration::from_secs(60), callers: false };
+/// let err = own.error(Reach::Unknown, Some(Workload::Interactive));
+/// assert_eq!(err.to_string(), "total timeout after 60s (interactive)");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeadlineLimit {
+    /// How long the call was given.
+    pub limit: Duration,
+    /// Whether the caller set it, rather than a workload profile.
+    pub callers: bool,
+}
+
+impl DeadlineLimit {
+    /// The profile's own `total`.
+    pub const fn profile(total: Duration) -> DeadlineLimit {
+        DeadlineLimit {
+            limit: total,
+            callers: false,
+        }
+    }
+
+    /// The `total` timeout this deadline ends a call in, at `reach`.
+    pub fn error(self, reach: crate::Reach, workload: Option<Workload>) -> crate::TimeoutError {
+        let mut err = crate::TimeoutError::new(crate::Phase::Total, self.limit, reach);
+        if let Some(w) = workload {
+            err = err.with_workload(w);
+        }
+        if self.callers { err.by_caller() } else { err }
+    }
+}
+
 /// Roughly thirty years ahead: tokio's own choice for "never".
 fn far_future(now: tokio::time::Instant) -> tokio::time::Instant {
     now + Duration::from_secs(86_400 * 365 * 30)

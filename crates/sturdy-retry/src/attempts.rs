@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sturdy_core::{
     BodyVerdict, BoxError, CallContext, Deadline, FailureKind, InnerBody, Judgement,
-    MAX_ERROR_BODY, Phase, Reach, RetryRefusal, Ruling, Safety, TimeoutError, Verdict,
+    MAX_ERROR_BODY, Reach, RetryRefusal, Ruling, Safety, Verdict,
 };
 use tokio::time::Instant;
 
@@ -311,16 +311,13 @@ where
     /// waited to be sent (for the body, or for the inner service): a
     /// `total` timeout, nothing sent.
     pub(crate) fn out_of_time<RB>(&self) -> Next<RB> {
-        let total = self
+        let limit = self
             .retained
             .as_ref()
             .and_then(|r| r.head.plan())
-            .and_then(|p| p.profile().map(|p| p.total))
+            .and_then(sturdy_core::CallPlan::deadline_limit)
             .unwrap_or_default();
-        let mut err = TimeoutError::new(Phase::Total, total, Reach::NotSent);
-        if let Some(w) = self.ctx.workload() {
-            err = err.with_workload(w);
-        }
+        let err = limit.error(Reach::NotSent, self.ctx.workload());
         Next::Return(Err(RetryError::new(self.attempts, err.into()).into()))
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use sturdy_core::{BoxError, Phase, Reach, TimeoutError, Workload};
+use sturdy_core::{BoxError, DeadlineLimit, Phase, Reach, TimeoutError, Workload};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::grpc::timeout_error;
@@ -23,8 +23,8 @@ pub(crate) struct BodyLimits {
     pub(crate) read: Option<Duration>,
     /// The call's deadline, if this body enforces it.
     pub(crate) deadline: Option<Instant>,
-    /// The limit the deadline stands for, named in its error.
-    pub(crate) total: Duration,
+    /// What the deadline stands for, named in its error.
+    pub(crate) deadline_limit: DeadlineLimit,
     pub(crate) workload: Option<Workload>,
     pub(crate) grpc: bool,
 }
@@ -35,7 +35,7 @@ impl BodyLimits {
         BodyLimits {
             read: None,
             deadline: None,
-            total: Duration::ZERO,
+            deadline_limit: DeadlineLimit::default(),
             workload: None,
             grpc: false,
         }
@@ -59,17 +59,15 @@ impl BodyLimits {
 
     fn error(&self, by_deadline: bool) -> BoxError {
         let err = if by_deadline {
-            TimeoutError::new(Phase::Total, self.total, Reach::Acknowledged)
+            self.deadline_limit
+                .error(Reach::Acknowledged, self.workload)
         } else {
-            TimeoutError::new(
-                Phase::Read,
-                self.read.unwrap_or_default(),
-                Reach::Acknowledged,
-            )
-        };
-        let err = match self.workload {
-            Some(w) => err.with_workload(w),
-            None => err,
+            let read = self.read.unwrap_or_default();
+            let err = TimeoutError::new(Phase::Read, read, Reach::Acknowledged);
+            match self.workload {
+                Some(w) => err.with_workload(w),
+                None => err,
+            }
         };
         timeout_error(err, self.grpc)
     }

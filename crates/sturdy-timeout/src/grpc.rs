@@ -18,6 +18,26 @@ pub(crate) fn timeout_error(err: TimeoutError, grpc: bool) -> BoxError {
     Box::new(err)
 }
 
+/// Whether a gRPC answer is the server's own expiry of the `grpc-timeout`
+/// this call sent: a Trailers-Only `CANCELLED` (what a tonic server answers,
+/// "Timeout expired") or `DEADLINE_EXCEEDED`, arriving once the limit it was
+/// sent for (`limit_at`) has passed, give or take [`EXPIRY_SLACK`]. The
+/// server's timer and the client's fire at the same instant; whichever
+/// wins the race, the call ends as the client's own timeout, recorded and
+/// returned as `DEADLINE_EXCEEDED`.
+pub(crate) fn is_expiry_answer(headers: &http::HeaderMap, limit_at: tokio::time::Instant) -> bool {
+    use sturdy_core::GrpcCode;
+    matches!(
+        GrpcCode::from_headers(headers),
+        Some(GrpcCode::Cancelled | GrpcCode::DeadlineExceeded)
+    ) && tokio::time::Instant::now() + EXPIRY_SLACK >= limit_at
+}
+
+/// How early a server's expiry may arrive and still be the same limit: the
+/// `grpc-timeout` sent is rounded down to its unit (under a millisecond
+/// below 100 seconds), and timers fire on millisecond ticks.
+pub(crate) const EXPIRY_SLACK: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Whether an inner error is tonic's own client-side `grpc-timeout` expiry,
 /// which races the attempt's timer for the same instant (tonic's `Channel`
 /// enforces the header this layer sets); the layer reports it as its own.

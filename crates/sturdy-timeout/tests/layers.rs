@@ -925,6 +925,88 @@ mod grpc {
         );
     }
 
+    /// A server that answers Trailers-Only `status` after `after`: what a
+    /// tonic server enforcing `grpc-timeout` does when it runs out.
+    fn answers_status_after(
+        after: Duration,
+        status: tonic::Status,
+    ) -> impl tower::Service<
+        Request<()>,
+        Response = Response<tonic::body::Body>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone {
+        let status = Arc::new(status);
+        service_fn(move |_req: Request<()>| {
+            let status = status.clone();
+            async move {
+                tokio::time::sleep(after).await;
+                let s = tonic::Status::new(status.code(), status.message());
+                Ok::<_, BoxError>(s.into_http())
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_answer_at_the_deadline_is_the_deadline_and_one_before_it_is_the_servers() {
+        let layers = |inner| {
+            ServiceBuilder::new()
+                .layer(WorkloadTimeoutLayer::new())
+                .layer(AttemptTimeoutLayer::new())
+                .service(inner)
+        };
+        let callers = |req: &mut Request<()>| {
+            req.headers_mut()
+                .insert("grpc-timeout", "700m".parse().unwrap());
+        };
+        // tonic's server answers CANCELLED "Timeout expired" as the budget
+        // it was sent runs out: the same instant as the client's timer.
+        for code in [tonic::Code::Cancelled, tonic::Code::DeadlineExceeded] {
+            let svc = layers(answers_status_after(
+                ms(700),
+                tonic::Status::new(code, "Timeout expired"),
+            ));
+            let mut req = grpc_request();
+            callers(&mut req);
+            let err = svc.oneshot(req).await.unwrap_err();
+            let status = status_of(&err);
+            assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{code:?}");
+            let t = status
+                .source()
+                .unwrap()
+                .downcast_ref::<TimeoutError>()
+                .unwrap();
+            assert_eq!(
+                (t.phase(), t.limit(), t.is_callers()),
+                (Phase::Total, ms(700), true)
+            );
+            assert_eq!(
+                classify_error(&*err),
+                FailureKind::TotalTimeout(Reach::Acknowledged)
+            );
+        }
+        // Well before the deadline, a CANCELLED is the server's own word.
+        let svc = layers(answers_status_after(
+            ms(300),
+            tonic::Status::cancelled("going away"),
+        ));
+        let mut req = grpc_request();
+        callers(&mut req);
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "1");
+        // And with the workload layer alone (no attempt layer) the same rule.
+        let svc = ServiceBuilder::new()
+            .layer(WorkloadTimeoutLayer::new())
+            .service(answers_status_after(
+                ms(700),
+                tonic::Status::cancelled("Timeout expired"),
+            ));
+        let mut req = grpc_request();
+        callers(&mut req);
+        let err = svc.oneshot(req).await.unwrap_err();
+        assert_eq!(status_of(&err).code(), tonic::Code::DeadlineExceeded);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn each_attempt_carries_a_grpc_timeout_and_tonic_expiry_is_reported_as_ours() {
         let seen = Arc::new(std::sync::Mutex::new(None));
@@ -954,17 +1036,23 @@ mod grpc {
             .unwrap();
         assert_eq!(t.limit(), ms(1500));
 
-        // A caller's smaller grpc-timeout is kept, and named as the limit.
+        // A caller's smaller grpc-timeout is its deadline: what is left of
+        // it is sent, and it is named as the limit that fired.
         let mut req = grpc_request();
         req.headers_mut()
             .insert("grpc-timeout", "100m".parse().unwrap());
         let err = svc.oneshot(req).await.unwrap_err();
-        assert_eq!(seen.lock().unwrap().take().unwrap(), "100m");
+        assert_eq!(seen.lock().unwrap().take().unwrap(), "100000u");
         let t = status_of(&err)
             .source()
             .unwrap()
             .downcast_ref::<TimeoutError>()
             .unwrap();
-        assert_eq!((t.phase(), t.limit()), (Phase::Headers, ms(100)));
+        assert_eq!((t.phase(), t.limit()), (Phase::Total, ms(100)));
+        assert!(t.is_callers(), "{t}");
+        assert_eq!(
+            t.to_string(),
+            "total timeout after 100ms (the caller's deadline)"
+        );
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::service::AttemptLimits;
 use crate::TimeoutBody;
-use crate::grpc::{is_tonic_timeout, timeout_error};
+use crate::grpc::{is_expiry_answer, is_tonic_timeout, timeout_error};
 
 pin_project! {
     /// The response future of [`AttemptTimeout`](crate::AttemptTimeout): the
@@ -120,7 +120,12 @@ where
                 }));
             }
         };
-        let tonic_fired = match fut.poll(cx) {
+        let fired = match fut.poll(cx) {
+            // A server enforcing the grpc-timeout this layer set answered as
+            // it fired: the same limit, reported as this layer's own.
+            Poll::Ready(Ok(res)) if limits.grpc && is_expiry_answer(res.headers(), headers_at) => {
+                Some(Reach::Acknowledged)
+            }
             Poll::Ready(Ok(res)) => {
                 return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, limits.body()))));
             }
@@ -131,11 +136,11 @@ where
                 }
                 // tonic's Channel enforced the grpc-timeout this layer set:
                 // the same limit, reported as this layer's own.
-                true
+                Some(sent.reach())
             }
-            Poll::Pending => false,
+            Poll::Pending => None,
         };
-        if !tonic_fired {
+        if fired.is_none() {
             if this.sleep.is_none() {
                 this.sleep.set(Some(sleep_until(headers_at)));
             }
@@ -143,19 +148,15 @@ where
                 ready!(sleep.poll(cx));
             }
         }
-        let reach = sent.reach();
-        let err = match (by_deadline, limits.callers_grpc_timeout) {
-            (true, _) => TimeoutError::new(Phase::Total, limits.total, reach),
-            // Only tonic's timer could fire this early: the caller's own,
-            // smaller grpc-timeout.
-            (false, Some(callers)) if tonic_fired => {
-                TimeoutError::new(Phase::Headers, callers, reach)
+        let reach = fired.unwrap_or_else(|| sent.reach());
+        let err = if by_deadline {
+            limits.deadline_limit.error(reach, limits.workload)
+        } else {
+            let err = TimeoutError::new(Phase::Headers, limits.headers, reach);
+            match limits.workload {
+                Some(w) => err.with_workload(w),
+                None => err,
             }
-            (false, _) => TimeoutError::new(Phase::Headers, limits.headers, reach),
-        };
-        let err = match limits.workload {
-            Some(w) => err.with_workload(w),
-            None => err,
         };
         Poll::Ready(Err(timeout_error(err, limits.grpc)))
     }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use sturdy_core::{BoxError, CallPlan, Deadline, Profile, Workload, attempt_limit};
+use sturdy_core::{BoxError, CallPlan, Deadline, DeadlineLimit, Profile, Workload, attempt_limit};
 use tower_service::Service;
 
 use super::ResponseFuture;
@@ -33,10 +33,9 @@ pub(crate) struct AttemptLimits {
     pub(crate) read: Duration,
     pub(crate) total: Duration,
     pub(crate) deadline: Option<Deadline>,
+    /// What the deadline stands for.
+    pub(crate) deadline_limit: DeadlineLimit,
     pub(crate) grpc: bool,
-    /// A caller's `grpc-timeout` kept because it was below `headers`: the
-    /// limit tonic's `Channel` enforces for this attempt.
-    pub(crate) callers_grpc_timeout: Option<Duration>,
 }
 
 impl AttemptLimits {
@@ -45,7 +44,7 @@ impl AttemptLimits {
         BodyLimits {
             read: Some(self.read),
             deadline: self.deadline.map(|d| d.instant()),
-            total: self.total,
+            deadline_limit: self.deadline_limit,
             workload: self.workload,
             grpc: self.grpc,
         }
@@ -95,6 +94,7 @@ where
         let ctx = plan.context().clone();
         ctx.mark_phases_enforced();
         let (settled, deadline, grpc) = (plan.profile().copied(), plan.deadline(), plan.is_grpc());
+        let plan_limit = plan.deadline_limit();
         let workload = plan.workload();
         let ext = req.extensions();
         // The workload layer's profile when it settled one; else this
@@ -112,19 +112,29 @@ where
                 }
             }
         };
-        let deadline = deadline.or_else(|| Deadline::from_extensions(ext));
-        let mut limits = AttemptLimits {
+        // The settled deadline; else (this layer used without a workload
+        // layer) the caller's, from a marker or a gRPC `grpc-timeout`.
+        let (deadline, deadline_limit) = match (deadline, plan_limit) {
+            (Some(d), Some(limit)) => (Some(d), limit),
+            _ => match Deadline::from_extensions(ext) {
+                Some(d) => (Some(d), callers_limit(d)),
+                None => match grpc.then(|| callers_grpc_timeout(req.headers())).flatten() {
+                    Some(t) => (Some(Deadline::after(t)), callers_limit_of(t)),
+                    None => (None, DeadlineLimit::profile(profile.total)),
+                },
+            },
+        };
+        let limits = AttemptLimits {
             workload,
             headers: profile.headers,
             read: profile.read,
             total: profile.total,
             deadline,
+            deadline_limit,
             grpc,
-            callers_grpc_timeout: None,
         };
         if limits.grpc {
-            limits.callers_grpc_timeout =
-                set_grpc_timeout(req.headers_mut(), &limits).filter(|kept| *kept < limits.headers);
+            set_grpc_timeout(req.headers_mut(), &limits);
         }
         // Whether anything was sent when a timeout fires: the retry layer's
         // bodies tell when a connection takes them up; without one, ask
@@ -144,23 +154,36 @@ where
     }
 }
 
+/// A deadline the caller set, `limit` from now.
+fn callers_limit_of(limit: Duration) -> DeadlineLimit {
+    DeadlineLimit {
+        limit,
+        callers: true,
+    }
+}
+
+/// A deadline the caller set as an instant.
+fn callers_limit(d: Deadline) -> DeadlineLimit {
+    callers_limit_of(d.remaining())
+}
+
+/// The caller's own `grpc-timeout`, when it parses.
+fn callers_grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(crate::grpc_timeout::HEADER)?;
+    crate::grpc_timeout::parse(v.as_bytes())
+}
+
 /// Sets `grpc-timeout` to the smaller of the remaining deadline and the
-/// attempt's `headers` and `total` limits, unless the caller asked for less;
-/// returns the caller's value when it was kept.
-fn set_grpc_timeout(headers: &mut http::HeaderMap, limits: &AttemptLimits) -> Option<Duration> {
+/// attempt's `headers` and `total` limits: what is left, never a caller's
+/// original budget afresh (a caller's own `grpc-timeout` is already in the
+/// deadline).
+fn set_grpc_timeout(headers: &mut http::HeaderMap, limits: &AttemptLimits) {
     use crate::grpc_timeout;
     let mut limit = limits.headers.min(limits.total);
     if let Some(d) = limits.deadline {
         limit = limit.min(d.remaining());
     }
-    let callers = headers
-        .get(grpc_timeout::HEADER)
-        .and_then(|v| grpc_timeout::parse(v.as_bytes()));
-    if let Some(c) = callers.filter(|c| *c <= limit) {
-        return Some(c);
-    }
     headers.insert(grpc_timeout::HEADER, grpc_timeout::encode(limit));
-    None
 }
 
 #[cfg(test)]
@@ -174,8 +197,8 @@ mod tests {
             read: Duration::from_secs(60),
             total: Duration::from_secs(60),
             deadline,
+            deadline_limit: DeadlineLimit::profile(Duration::from_secs(60)),
             grpc: true,
-            callers_grpc_timeout: None,
         }
     }
 
@@ -200,18 +223,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_callers_smaller_grpc_timeout_is_kept_and_a_larger_or_bad_one_replaced() {
+    async fn a_callers_grpc_timeout_is_read_as_a_deadline_and_the_header_always_replaced() {
         let mut h = http::HeaderMap::new();
         h.insert("grpc-timeout", "100m".parse().unwrap());
-        assert_eq!(set_grpc_timeout(&mut h, &limits(500, None)), Some(ms(100)));
-        assert_eq!(h.get("grpc-timeout").unwrap(), "100m");
+        assert_eq!(callers_grpc_timeout(&h), Some(ms(100)));
+        // The header sent is what is left of the deadline made from it.
+        let d = Deadline::after(ms(100));
+        tokio::time::advance(ms(30)).await;
+        set_grpc_timeout(&mut h, &limits(500, Some(d)));
+        assert_eq!(header(&h), ms(70));
 
-        h.insert("grpc-timeout", "9S".parse().unwrap());
-        set_grpc_timeout(&mut h, &limits(500, None));
-        assert_eq!(header(&h), Duration::from_millis(500));
-
-        h.insert("grpc-timeout", "soon".parse().unwrap());
-        set_grpc_timeout(&mut h, &limits(500, None));
-        assert_eq!(header(&h), Duration::from_millis(500));
+        for bad in ["soon", "123456789S", ""] {
+            h.insert("grpc-timeout", bad.parse().unwrap());
+            assert_eq!(callers_grpc_timeout(&h), None, "{bad:?}");
+            set_grpc_timeout(&mut h, &limits(500, None));
+            assert_eq!(header(&h), ms(500));
+        }
     }
 }

@@ -10,13 +10,14 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 use sturdy_core::{
-    BoxError, CallContext, InvalidProfile, Phase, Profile, Reach, TimeoutError, Workload,
+    BoxError, CallContext, DeadlineLimit, InvalidProfile, Phase, Profile, Reach, TimeoutError,
+    Workload,
 };
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::body::{BodyLimits, TimeoutBody};
-use crate::grpc::timeout_error;
+use crate::grpc::{is_expiry_answer, timeout_error};
 
 /// What the future enforces, fixed when the call is made.
 #[derive(Debug, Clone, Copy)]
@@ -26,20 +27,21 @@ pub(crate) struct Limits {
     pub(crate) ready_at: Instant,
     pub(crate) headers_at: Instant,
     pub(crate) deadline: Instant,
+    pub(crate) deadline_limit: DeadlineLimit,
     pub(crate) grpc: bool,
 }
 
 impl Limits {
     fn error(&self, phase: Phase, reach: Reach) -> BoxError {
-        let limit = match phase {
-            Phase::Ready => self.profile.ready,
-            Phase::Headers => self.profile.headers,
-            _ => self.profile.total,
+        let w = self.workload;
+        let err = match phase {
+            Phase::Ready => TimeoutError::new(phase, self.profile.ready, reach).with_workload(w),
+            Phase::Headers => {
+                TimeoutError::new(phase, self.profile.headers, reach).with_workload(w)
+            }
+            _ => self.deadline_limit.error(reach, Some(w)),
         };
-        timeout_error(
-            TimeoutError::new(phase, limit, reach).with_workload(self.workload),
-            self.grpc,
-        )
+        timeout_error(err, self.grpc)
     }
 
     /// What a wait for the response head is bounded by, given what the
@@ -67,7 +69,7 @@ impl Limits {
         BodyLimits {
             read: (!ctx.attempts_managed()).then_some(self.profile.read),
             deadline: Some(self.deadline),
-            total: self.profile.total,
+            deadline_limit: self.deadline_limit,
             workload: Some(self.workload),
             grpc: self.grpc,
         }
@@ -207,10 +209,19 @@ where
                     if let Poll::Ready(result) = fut.poll(cx) {
                         this.state.set(State::Done);
                         return Poll::Ready(match result {
-                            Ok(res) => {
-                                let body = limits.body(ctx);
-                                Ok(res.map(|b| TimeoutBody::new(b, body)))
-                            }
+                            Ok(res) => match limits.head_wait(ctx) {
+                                // A server enforcing the same limit answered
+                                // as it fired: the limit is this layer's.
+                                Some((at, phase))
+                                    if limits.grpc && is_expiry_answer(res.headers(), at) =>
+                                {
+                                    Err(limits.error(phase, Reach::Acknowledged))
+                                }
+                                _ => {
+                                    let body = limits.body(ctx);
+                                    Ok(res.map(|b| TimeoutBody::new(b, body)))
+                                }
+                            },
                             Err(e) => Err(e.into()),
                         });
                     }

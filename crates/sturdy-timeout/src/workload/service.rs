@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use sturdy_core::{BoxError, CallPlan, Deadline, Profile, Profiles, RequestHead, Workload};
+use sturdy_core::{
+    BoxError, CallPlan, Deadline, DeadlineLimit, Profile, Profiles, RequestHead, Workload,
+};
 use tower_service::Service;
 
 use super::ResponseFuture;
 use super::future::Limits;
-use crate::TimeoutBody;
 use crate::classify::{ClassifyWorkload, PathClassifier};
+use crate::{TimeoutBody, grpc_timeout};
 
 /// The service made by [`WorkloadTimeoutLayer`](crate::WorkloadTimeoutLayer).
 ///
@@ -101,19 +103,53 @@ where
         };
         let callers_deadline = markers.get::<Deadline>().copied();
         let start = tokio::time::Instant::now();
-        let own = Deadline(
-            start
-                .checked_add(profile.total)
-                .unwrap_or_else(|| crate::far_future(start)),
-        );
+        let at = |limit: std::time::Duration| {
+            Deadline(
+                start
+                    .checked_add(limit)
+                    .unwrap_or_else(|| crate::far_future(start)),
+            )
+        };
         let plan = CallPlan::of_request(&mut req);
-        // An earlier deadline, the caller's or an outer layer's, stays in
-        // force.
-        let deadline = [callers_deadline, plan.deadline()]
-            .into_iter()
-            .flatten()
-            .fold(own, Ord::min);
-        plan.settle_workload(workload, profile, deadline);
+        let grpc = plan.is_grpc();
+        // The profile's own deadline, unless the caller's comes first: a
+        // `Deadline` marker, an outer layer's, or a gRPC caller's
+        // `grpc-timeout` (tonic's `Request::set_timeout`), which then caps
+        // every attempt, not just the first.
+        let mut deadline = at(profile.total);
+        let mut limit = DeadlineLimit::profile(profile.total);
+        let outer = plan.deadline().map(|d| (d, plan.deadline_limit()));
+        let mut earlier = |d: Deadline, stands_for: Option<DeadlineLimit>| {
+            if d < deadline {
+                deadline = d;
+                limit = stands_for.unwrap_or(DeadlineLimit {
+                    limit: d.0.saturating_duration_since(start),
+                    callers: true,
+                });
+            }
+        };
+        if let Some(d) = callers_deadline {
+            earlier(d, None);
+        }
+        if let Some((d, outer)) = outer {
+            earlier(d, outer);
+        }
+        // gRPC only: a second lookup of the plan, as the header is read
+        // while the plan is not held.
+        let plan = if grpc {
+            let sent = req.headers().get(grpc_timeout::HEADER);
+            if let Some(t) = sent.and_then(|v| grpc_timeout::parse(v.as_bytes())) {
+                let callers = DeadlineLimit {
+                    limit: t,
+                    callers: true,
+                };
+                earlier(at(t), Some(callers));
+            }
+            CallPlan::of_request(&mut req)
+        } else {
+            plan
+        };
+        plan.settle_workload(workload, profile, deadline, limit);
         let limits = Limits {
             workload,
             profile,
@@ -124,7 +160,8 @@ where
                 .checked_add(profile.headers)
                 .unwrap_or_else(|| crate::far_future(start)),
             deadline: deadline.instant(),
-            grpc: plan.is_grpc(),
+            deadline_limit: limit,
+            grpc,
         };
         let ctx = plan.context().clone();
         // The common case first: the inner service has capacity at once, so
