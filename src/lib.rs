@@ -37,7 +37,9 @@ mod stack;
 
 pub use client::{
     CONNECTION_ATTEMPT_DELAY, Client, ClientBuilder, ClientConfigError, ClientIo, Connector,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, MIN_LIMIT, Resolve, TypedResolver, client,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT, DEFAULT_TCP_KEEPALIVE,
+    DEFAULT_TCP_KEEPALIVE_INTERVAL, DEFAULT_TCP_KEEPALIVE_RETRIES, DEFAULT_WRITE_TIMEOUT,
+    MIN_LIMIT, Resolve, TypedResolver, client,
 };
 /// Re-exported so a custom resolver needs no extra imports.
 pub use hyper_util::client::legacy::connect::dns::Name;

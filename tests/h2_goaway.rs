@@ -28,14 +28,11 @@ const BOUND: Duration = Duration::from_secs(30);
 
 mod metrics_support;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const SETTINGS: u8 = 4;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
+mod h2_support;
+
+use h2_support::{
+    DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, STATUS_200, accept_preface, frame, read_frame,
+};
 
 /// What the peer does with the first request stream of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -46,33 +43,17 @@ enum Answer {
     Ok,
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("a small frame");
-    let mut f = len.to_be_bytes()[1..].to_vec();
-    f.extend([kind, flags]);
-    f.extend(stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// Serves one connection: the `answer` to its first request stream.
 async fn serve(mut sock: TcpStream, answer: Answer) -> std::io::Result<()> {
-    let mut preface = [0u8; 24];
-    sock.read_exact(&mut preface).await?;
-    assert_eq!(preface, PREFACE, "an HTTP/2 client with prior knowledge");
-    sock.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
+    accept_preface(&mut sock).await?;
     loop {
-        let mut head = [0u8; 9];
-        sock.read_exact(&mut head).await?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        let mut payload = vec![0u8; len];
-        sock.read_exact(&mut payload).await?;
+        let h2_support::Frame {
+            kind,
+            flags,
+            stream,
+            ..
+        } = read_frame(&mut sock).await?;
         match (kind, answer) {
-            (SETTINGS, _) if flags & ACK == 0 => {
-                sock.write_all(&frame(SETTINGS, ACK, 0, &[])).await?;
-            }
             (HEADERS, Answer::GoAway { last }) => {
                 let mut body = last.to_be_bytes().to_vec();
                 body.extend(0u32.to_be_bytes()); // NO_ERROR
@@ -83,9 +64,8 @@ async fn serve(mut sock: TcpStream, answer: Answer) -> std::io::Result<()> {
                 return Ok(());
             }
             (HEADERS | DATA, Answer::Ok) if flags & END_STREAM != 0 => {
-                // 0x88: `:status 200` from HPACK's static table.
                 let end = END_HEADERS | END_STREAM;
-                sock.write_all(&frame(HEADERS, end, stream, &[0x88]))
+                sock.write_all(&frame(HEADERS, end, stream, &[STATUS_200]))
                     .await?;
                 sock.flush().await?;
                 // Wait for the client to close the connection.

@@ -130,6 +130,7 @@ pub(super) struct TcpConnector<R> {
     pub(super) resolver: TypedResolver<R>,
     pub(super) proxy: Option<Arc<Matcher>>,
     pub(super) write_timeout: Duration,
+    pub(super) socket: super::keepalive::SocketOptions,
     pub(super) part: Arc<AtomicU8>,
 }
 
@@ -275,6 +276,7 @@ where
         let stream = connect_first(addrs).await.map_err(tcp_err)?;
         // Small request heads must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        self.socket.apply(&stream);
         let mut io = TokioIo::new(WriteTimeout::new(stream, self.write_timeout));
 
         let mut proxied = false;

@@ -10,6 +10,7 @@
 
 mod connect;
 mod io;
+mod keepalive;
 mod resolve;
 
 use std::sync::Arc;
@@ -23,9 +24,14 @@ use sturdy_core::BoxBody;
 
 pub use connect::{CONNECTION_ATTEMPT_DELAY, Connector};
 pub use io::ClientIo;
+pub use keepalive::{
+    DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT, DEFAULT_TCP_KEEPALIVE, DEFAULT_TCP_KEEPALIVE_INTERVAL,
+    DEFAULT_TCP_KEEPALIVE_RETRIES,
+};
 pub use resolve::{Resolve, TypedResolver};
 
 use connect::TcpConnector;
+use keepalive::{Http2Pings, SocketOptions};
 
 /// The client `sturdy::client()` builds: hyper-util's legacy client over
 /// sturdy's [`Connector`], taking the inner-edge [`BoxBody`] as its request
@@ -54,6 +60,14 @@ pub enum ClientConfigError {
         /// The value given.
         value: Duration,
     },
+    /// A TCP keepalive, `TCP_USER_TIMEOUT` or HTTP/2 PING setting the OS
+    /// or hyper cannot take.
+    InvalidKeepalive {
+        /// The builder method's name.
+        setting: &'static str,
+        /// What it must be.
+        why: &'static str,
+    },
 }
 
 impl std::fmt::Display for ClientConfigError {
@@ -63,6 +77,9 @@ impl std::fmt::Display for ClientConfigError {
                 f,
                 "the client's {limit} limit must be at least {MIN_LIMIT:?}, not {value:?}"
             ),
+            ClientConfigError::InvalidKeepalive { setting, why } => {
+                write!(f, "the client's {setting} {why}")
+            }
         }
     }
 }
@@ -97,13 +114,17 @@ pub struct ClientBuilder<R = GaiResolver> {
     http2_only: bool,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
+    socket: SocketOptions,
+    pings: Http2Pings,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientBuilder {
     /// The defaults: the system resolver, `connect` 10 s, `write` 30 s, the
-    /// proxy environment variables, HTTP/1.1 and HTTP/2 (by ALPN over TLS).
+    /// proxy environment variables, HTTP/1.1 and HTTP/2 (by ALPN over TLS),
+    /// TCP keepalive after 30 s of silence (probes 10 s apart, three
+    /// unanswered end the connection), no HTTP/2 PINGs.
     pub fn new() -> ClientBuilder {
         ClientBuilder {
             resolver: GaiResolver::new(),
@@ -113,6 +134,8 @@ impl ClientBuilder {
             http2_only: false,
             pool_idle_timeout: Some(Duration::from_secs(90)),
             pool_max_idle_per_host: usize::MAX,
+            socket: SocketOptions::default(),
+            pings: Http2Pings::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -152,6 +175,8 @@ impl<R> ClientBuilder<R> {
             http2_only: self.http2_only,
             pool_idle_timeout: self.pool_idle_timeout,
             pool_max_idle_per_host: self.pool_max_idle_per_host,
+            socket: self.socket,
+            pings: self.pings,
             #[cfg(feature = "tls")]
             tls: self.tls,
         }
@@ -190,6 +215,86 @@ impl<R> ClientBuilder<R> {
         self
     }
 
+    /// Sends a TCP keepalive probe after `idle` of silence on a connection
+    /// ([`DEFAULT_TCP_KEEPALIVE`], 30 s, by default; `None` turns keepalive
+    /// off). A call silent for minutes (an agentic or long-context one
+    /// waiting for its first byte) otherwise loses its connection to a NAT
+    /// or load balancer's idle limit. The OS counts it in whole seconds: at
+    /// least 1 s, or `build` fails.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sturdy::ClientConfigError> {
+    /// let client: sturdy::Client = sturdy::client()
+    ///     .tcp_keepalive(Some(Duration::from_secs(15)))
+    ///     .tcp_keepalive_interval(Duration::from_secs(5))
+    ///     .tcp_keepalive_retries(4)
+    ///     .http2_keep_alive_interval(Some(Duration::from_secs(30)))
+    ///     .build()?;
+    /// assert!(sturdy::client().tcp_keepalive(Some(Duration::from_millis(500))).build().is_err());
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.socket.keepalive = idle;
+        self
+    }
+
+    /// Time between unanswered keepalive probes
+    /// ([`DEFAULT_TCP_KEEPALIVE_INTERVAL`], 10 s, by default; at least 1 s).
+    /// Ignored where the OS does not let it be set.
+    pub fn tcp_keepalive_interval(mut self, interval: Duration) -> Self {
+        self.socket.interval = interval;
+        self
+    }
+
+    /// Unanswered keepalive probes before the OS ends the connection
+    /// ([`DEFAULT_TCP_KEEPALIVE_RETRIES`], 3, by default; at least 1).
+    /// Ignored where the OS does not let it be set.
+    pub fn tcp_keepalive_retries(mut self, retries: u32) -> Self {
+        self.socket.retries = retries;
+        self
+    }
+
+    /// Sets `TCP_USER_TIMEOUT` (Linux, Android, Fuchsia; ignored elsewhere):
+    /// how long sent data may stay unacknowledged before the OS ends the
+    /// connection. `None` (the default) leaves the OS's own, which retries
+    /// for about 15 minutes. Once set, it also bounds how long keepalive
+    /// probes may go unanswered.
+    pub fn tcp_user_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.socket.user_timeout = limit;
+        self
+    }
+
+    /// Sends an HTTP/2 PING after `interval` without a frame from the
+    /// server. An unanswered PING ends the connection after
+    /// [`http2_keep_alive_timeout`](Self::http2_keep_alive_timeout).
+    ///
+    /// `None`, the default: no PINGs. Unlike TCP keepalive, a PING involves
+    /// the server, and gRPC servers police them: grpc-go, by default,
+    /// answers a client that pings more than once every five minutes with
+    /// `GOAWAY too_many_pings`, ending every call on the connection. Turn
+    /// them on for servers that welcome them, to notice a dead peer above
+    /// the TCP layer (a proxy that still holds the socket).
+    pub fn http2_keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.pings.interval = interval;
+        self
+    }
+
+    /// How long a PING may go unanswered
+    /// ([`DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT`], 20 s, by default).
+    pub fn http2_keep_alive_timeout(mut self, limit: Duration) -> Self {
+        self.pings.timeout = limit;
+        self
+    }
+
+    /// Whether PINGs are sent on a connection with no call open, too
+    /// (`false` by default: only while a call waits).
+    pub fn http2_keep_alive_while_idle(mut self, yes: bool) -> Self {
+        self.pings.while_idle = yes;
+        self
+    }
+
     /// Uses this rustls configuration for HTTPS instead of the default
     /// (ring, the webpki roots, ALPN `h2` then `http/1.1`).
     #[cfg(feature = "tls")]
@@ -207,7 +312,8 @@ impl<R> ClientBuilder<R> {
                 return Err(ClientConfigError::LimitTooSmall { limit, value });
             }
         }
-        Ok(())
+        self.socket.validate()?;
+        self.pings.validate()
     }
 
     /// Builds the connector alone, for use with another client; fails as
@@ -219,6 +325,7 @@ impl<R> ClientBuilder<R> {
                 resolver: TypedResolver::new(self.resolver),
                 proxy: self.proxy,
                 write_timeout: self.write_timeout,
+                socket: self.socket,
                 part: Arc::new(AtomicU8::new(0)),
             },
             self.connect_timeout,
@@ -238,7 +345,10 @@ impl<R> ClientBuilder<R> {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .http2_only(self.http2_only);
+            .http2_only(self.http2_only)
+            .http2_keep_alive_interval(self.pings.interval)
+            .http2_keep_alive_timeout(self.pings.timeout)
+            .http2_keep_alive_while_idle(self.pings.while_idle);
         Ok(b.build(self.connector()?))
     }
 }
@@ -251,6 +361,8 @@ impl<R> std::fmt::Debug for ClientBuilder<R> {
             .field("write_timeout", &self.write_timeout)
             .field("proxy", &self.proxy.is_some())
             .field("http2_only", &self.http2_only)
+            .field("socket", &self.socket)
+            .field("http2_pings", &self.pings)
             .finish_non_exhaustive()
     }
 }
