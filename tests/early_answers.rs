@@ -93,10 +93,10 @@ fn request(url: &str, call: &str, script: &str, body: Paced) -> Request<Paced> {
         .expect("a valid request")
 }
 
-/// The stack over `sturdy::client()`, its 64 KiB replay cap the default.
+/// The stack over `sturdy::client()`, with a 64 KiB replay cap.
 fn stack() -> Stack {
     Stack::builder()
-        .retry_policy(RetryPolicy::builder().no_budget())
+        .retry_policy(RetryPolicy::builder().no_budget().replay_cap(64 * 1024))
         .build()
         .expect("a valid stack")
 }

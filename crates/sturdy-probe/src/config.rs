@@ -70,11 +70,14 @@ pub struct Args {
 }
 
 /// The default embedded mix: statuses with and without hints (one hint
-/// longer than the demo's cap), a status never retried, resets, closes,
-/// delays and stalls. A short outage is scheduled separately.
-pub const DEFAULT_MIX: &str = "503=0.03,503;retry-after-ms=40=0.02,429;retry-after-ms=80=0.02,\
-429=0.01,500=0.01,502=0.01,504=0.01,400=0.003,503;retry-after-ms=5000=0.002,\
-reset=0.02,close=0.02,delay=0.02,stall=0.02";
+/// longer than the demo's cap), a status never retried, a 429 out of quota
+/// (never retried either), the overload family (529, 522), resets after
+/// the first event and before it (a stream retried before its first
+/// token), closes, delays and stalls. A short outage is scheduled
+/// separately.
+pub const DEFAULT_MIX: &str = "503=0.02,503;retry-after-ms=40=0.02,429;retry-after-ms=80=0.02,\
+429=0.01,429;quota=true=0.005,500=0.01,502=0.01,504=0.01,529=0.005,522=0.005,400=0.003,\
+503;retry-after-ms=5000=0.002,reset=0.01,reset;at=0=0.015,close=0.015,delay=0.02,stall=0.02";
 
 /// Where the calls go.
 #[derive(Debug)]

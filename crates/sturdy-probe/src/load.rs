@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
+use sturdy::core::{MAX_ERROR_BODY, SseScan, is_event_stream};
 use sturdy::{BoxError, Classifier, RetrySafe, Verdict, Workload};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
@@ -191,17 +192,30 @@ where
     let (parts, body) = resp.into_parts();
     // The tables and the server's hints, as the stack judges an answer.
     let judged = Classifier::tables().judge_response(parts.status, &parts.headers, false);
+    let mut read = Read {
+        error_body: judged.awaits_body().then(Vec::new),
+        events: is_event_stream(&parts.headers).then(SseScan::default),
+    };
+    let body_ok = read
+        .read_to_end(body, || {
+            if stream && judged.verdict == Verdict::Success {
+                tally.record_ttft(started.elapsed());
+            }
+        })
+        .await;
+    // An error body may say more than its status: a 429 out of quota is
+    // final, as the stack judged it.
+    let judged = match &read.error_body {
+        Some(kept) => judged.with_body(kept),
+        None => judged,
+    };
     let (verdict, hints) = (judged.verdict, judged.hints);
-    let body_ok = read_to_end(body, || {
-        if stream && verdict == Verdict::Success {
-            tally.record_ttft(started.elapsed());
-        }
-    })
-    .await;
+    let stream_failed = read.events.as_ref().and_then(SseScan::error).is_some();
     match verdict {
-        Verdict::Success if body_ok => CallEnd::Succeeded,
-        // The head was handed over, then the body broke: output had begun,
-        // and nothing may be retried after that.
+        Verdict::Success if body_ok && !stream_failed => CallEnd::Succeeded,
+        // The head was handed over, then the body broke or the stream
+        // carried an error: output had begun, and nothing may be retried
+        // after that.
         Verdict::Success => CallEnd::Unrecoverable,
         Verdict::Fatal if !hints.should_retry.unwrap_or(false) => CallEnd::Unrecoverable,
         _ => {
@@ -218,23 +232,40 @@ where
     }
 }
 
-/// Reads a body to its end, calling `on_first` at its first data frame.
-/// Whether it ended cleanly.
-async fn read_to_end<B>(body: B, on_first: impl FnOnce()) -> bool
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    let mut body = std::pin::pin!(body);
-    let mut on_first = Some(on_first);
-    loop {
-        match body.frame().await {
-            None => return true,
-            Some(Err(_)) => return false,
-            Some(Ok(frame)) => {
-                if frame.data_ref().is_some_and(|d| !d.is_empty())
-                    && let Some(f) = on_first.take()
-                {
-                    f();
+/// What reading a body keeps: the start of an error body the verdict may
+/// depend on, and a scan of an event stream for error events.
+struct Read {
+    error_body: Option<Vec<u8>>,
+    events: Option<SseScan>,
+}
+
+impl Read {
+    /// Reads a body to its end, calling `on_first` at its first data
+    /// frame. Whether it ended cleanly.
+    async fn read_to_end<B>(&mut self, body: B, on_first: impl FnOnce()) -> bool
+    where
+        B: http_body::Body<Data = Bytes>,
+    {
+        let mut body = std::pin::pin!(body);
+        let mut on_first = Some(on_first);
+        loop {
+            match body.frame().await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => {
+                    let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) else {
+                        continue;
+                    };
+                    if let Some(f) = on_first.take() {
+                        f();
+                    }
+                    if let Some(kept) = &mut self.error_body {
+                        let room = (MAX_ERROR_BODY as usize).saturating_sub(kept.len());
+                        kept.extend_from_slice(&data[..room.min(data.len())]);
+                    }
+                    if let Some(scan) = &mut self.events {
+                        scan.feed(data);
+                    }
                 }
             }
         }

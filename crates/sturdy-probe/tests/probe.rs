@@ -87,6 +87,12 @@ fn the_default_run_accounts_for_every_attempt_and_meets_its_success_bar() {
     );
     // The mix has faults: the run must have retried and seen them.
     assert!(u(&v, &["retries"]) > 0 && u(&v, &["possibly_duplicated"]) > 0);
+    // A 429 out of quota is one attempt, a failed call, and beyond any
+    // recovery: never in the recoverable calls the bar is for.
+    let quota = u(&v, &["call_outcomes", "insufficient_quota"]);
+    assert!(quota > 0, "the mix has quota errors: {v}");
+    assert_eq!(u(&v, &["attempt_outcomes", "insufficient_quota"]), quota);
+    assert!(u(&v, &["unrecoverable"]) >= quota);
     for key in ["p50", "p90", "p99", "max"] {
         assert!(v["latency_ms"][key].as_f64().is_some(), "latency_ms.{key}");
     }

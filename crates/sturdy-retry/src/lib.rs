@@ -103,6 +103,8 @@ pub use budget::BudgetConfig;
 pub use error::{RetryConfigError, RetryError};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub use policy::{MAX_RETRIES_LIMIT, RetryPolicy, RetryPolicyBuilder, RetrySafeRule};
+pub use policy::{
+    DEFAULT_REPLAY_CAP, MAX_RETRIES_LIMIT, RetryPolicy, RetryPolicyBuilder, RetrySafeRule,
+};
 pub use replay::ReplayBody;
 pub use service::RetryService;

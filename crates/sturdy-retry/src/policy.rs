@@ -101,11 +101,19 @@ pub struct RetryPolicy {
     pub(crate) seed: Option<u64>,
 }
 
+/// How much of a streamed request body is kept for replay by default: 1
+/// MiB. The chunks sent are kept by reference (no copy), only while the
+/// call is in flight, so the figure is the most one call can hold: a
+/// hundred concurrent streamed uploads hold at most 100 MiB. Bodies all in
+/// memory (what OpenAI clients send) are kept whole up to 16 MiB and cost
+/// nothing extra: they are the caller's own bytes.
+pub const DEFAULT_REPLAY_CAP: usize = 1024 * 1024;
+
 impl Default for RetryPolicy {
     /// The defaults: the tables, 5 retries, the guide's backoff (base 1 s,
     /// up to 1 s jitter, 60 s cap), hints up to 120 s, the default budget,
     /// the standard safety rule, request bodies in memory kept whole up to
-    /// 16 MiB and streamed ones up to 64 KiB, no prefetch, 64 KiB / 1 s
+    /// 16 MiB and streamed ones up to 1 MiB, no prefetch, 64 KiB / 1 s
     /// drain.
     fn default() -> Self {
         RetryPolicy {
@@ -117,7 +125,7 @@ impl Default for RetryPolicy {
             classifier: Classifier::tables(),
             retry_safe: RetrySafeRule::Standard,
             idempotency_header: HeaderName::from_static("idempotency-key"),
-            replay_cap: 64 * 1024,
+            replay_cap: DEFAULT_REPLAY_CAP,
             in_memory_cap: 16 * 1024 * 1024,
             prefetch_cap: None,
             drain_cap: 64 * 1024,
@@ -311,8 +319,9 @@ impl RetryPolicyBuilder {
     }
 
     /// How much of a streamed request body (one not all in memory) is kept
-    /// for replay as it is sent (default 64 KiB; at least 1 byte: to retry
-    /// nothing, set [`max_retries`](Self::max_retries) to 0).
+    /// for replay as it is sent (default [`DEFAULT_REPLAY_CAP`], 1 MiB; at
+    /// least 1 byte: to retry nothing, set
+    /// [`max_retries`](Self::max_retries) to 0).
     pub fn replay_cap(mut self, bytes: usize) -> Self {
         self.replay_cap = Some(bytes);
         self
