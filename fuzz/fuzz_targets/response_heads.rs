@@ -21,10 +21,12 @@ use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use sturdy::metrics::{Report, Scope};
 use sturdy::retry::{Backoff, RetryPolicy};
+use sturdy::core::{
+    MAX_HINT, MAX_HINT_VALUE_LEN, classify_grpc, classify_grpc_code, classify_response,
+    classify_status, is_grpc, is_grpc_answer,
+};
 use sturdy::{
-    BoxBody, FailureKind, GrpcCode, MAX_HINT, MAX_HINT_VALUE_LEN, Reach, RetrySafe, ServerHints,
-    Stack, Verdict, classify_grpc, classify_grpc_code, classify_response, classify_status, is_grpc,
-    is_grpc_answer,
+    BoxBody, Classifier, FailureKind, GrpcCode, Reach, RetrySafe, ServerHints, Stack, Verdict,
 };
 use tower::{Layer, ServiceExt};
 
@@ -42,9 +44,13 @@ const NAMES: [&str; 8] = [
     "x-other",
 ];
 
-fn head(data: &[u8]) -> Option<(StatusCode, HeaderMap)> {
+/// The answer's head, and whether the call is gRPC (the request's
+/// content type; the answer is judged by the call's kind).
+fn head(data: &[u8]) -> Option<(StatusCode, HeaderMap, bool)> {
     let (code, mut rest) = data.split_first_chunk::<2>()?;
-    let status = StatusCode::from_u16(u16::from_le_bytes(*code) % 1000).ok()?;
+    let code = u16::from_le_bytes(*code);
+    let grpc_call = code >= 0x8000;
+    let status = StatusCode::from_u16(code % 1000).ok()?;
     let mut headers = HeaderMap::new();
     while let Some((&tag, tail)) = rest.split_first() {
         let (name, tail) = match NAMES.get(usize::from(tag)) {
@@ -72,7 +78,7 @@ fn head(data: &[u8]) -> Option<(StatusCode, HeaderMap)> {
         }
         rest = tail;
     }
-    Some((status, headers))
+    Some((status, headers, grpc_call))
 }
 
 fn is_label(s: &str) -> bool {
@@ -82,7 +88,7 @@ fn is_label(s: &str) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((status, headers)) = head(data) else {
+    let Some((status, headers, grpc_call)) = head(data) else {
         return;
     };
 
@@ -136,9 +142,7 @@ fuzz_target!(|data: &[u8]| {
     // The whole stack, around a service that always gives this answer.
     RUNTIME.with(|rt| {
         if let Some(rt) = rt {
-            rt.block_on(through_the_stack(
-                status, headers, grpc_head, verdict, failure, hints,
-            ));
+            rt.block_on(through_the_stack(status, headers, grpc_call, hints));
         }
     });
 });
@@ -155,11 +159,13 @@ thread_local! {
 async fn through_the_stack(
     status: StatusCode,
     headers: HeaderMap,
-    grpc_head: bool,
-    verdict: Verdict,
-    failure: Option<FailureKind>,
+    grpc_call: bool,
     hints: ServerHints,
 ) {
+    // A gRPC answer is judged by its grpc-status only in a gRPC call.
+    let judged = Classifier::tables().judge_response(status, &headers, grpc_call);
+    let (verdict, failure) = (judged.verdict, judged.failure);
+    let grpc_head = grpc_call && is_grpc_answer(status, &headers);
     let answered = Arc::new(AtomicU32::new(0));
     let inner = tower::service_fn({
         let answered = answered.clone();
@@ -189,6 +195,12 @@ async fn through_the_stack(
     let mut req = http::Request::post("http://fuzz.test/v1/chat/completions")
         .body(Full::new(Bytes::from_static(b"{}")))
         .expect("a valid request");
+    if grpc_call {
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+    }
     req.extensions_mut().insert(RetrySafe);
     let resp = svc.oneshot(req).await.expect("an answer, never an error");
     assert_eq!(resp.status(), status);
