@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod openai;
 mod stack;
 
 pub use client::{
@@ -49,8 +50,8 @@ pub use stack::{DEFAULT_PREFETCH, Stack, StackBuilder, StackError, StackService}
 pub use sturdy_core::{
     Answer, BoxBody, BoxError, CallContext, CallPlan, Classifier, Classify, ConnectError,
     ConnectPart, Deadline, DnsError, FailureKind, GrpcCode, InvalidProfile, Judgement, MaxRetries,
-    Phase, Profile, Profiles, Reach, RequestHead, RetryRefusal, RetrySafe, Safety, ServerHints,
-    TimeoutError, Verdict, Workload, boxed, classify_error,
+    NotRetrySafe, Phase, Profile, Profiles, Reach, RequestHead, RetryRefusal, RetrySafe, Safety,
+    ServerHints, TimeoutError, Verdict, Workload, boxed, classify_error,
 };
 pub use sturdy_retry::RetrySafeRule;
 

@@ -227,6 +227,47 @@ async fn a_stream_cut_after_its_first_token_is_never_retried() {
 }
 
 #[tokio::test]
+async fn a_stream_dropped_after_its_done_line_is_complete_and_one_dropped_before_is_cancelled() {
+    use http_body_util::BodyExt;
+    let server = FaultServer::start().await.expect("fault server");
+    let (_registry, snap, rec) = recorders();
+    let svc = stack(rec).layer(client());
+    for (id, stop_at_done) in [("done", true), ("early", false)] {
+        let req = retry_safe(chat(&server.base_url(), id, "200;chunks=3", true));
+        let resp = tokio::time::timeout(BOUND, svc.clone().oneshot(req))
+            .await
+            .expect("bounded")
+            .expect("the head");
+        // As OpenAI clients do: read until `data: [DONE]`, then let go.
+        let mut body = resp.into_body();
+        let mut seen = Vec::new();
+        while let Some(frame) = tokio::time::timeout(BOUND, body.frame())
+            .await
+            .expect("bounded")
+        {
+            if let Some(data) = frame.expect("a clean stream").data_ref() {
+                seen.extend_from_slice(data);
+            }
+            let done = String::from_utf8_lossy(&seen).contains("[DONE]");
+            if done || (!stop_at_done && !seen.is_empty()) {
+                break;
+            }
+        }
+        drop(body);
+    }
+    let s = snap.snapshot();
+    for scope in Scope::ALL {
+        assert_eq!(s.count(scope, "ok", Reach::Acknowledged), 1, "{scope}");
+        assert_eq!(
+            s.count(scope, "cancelled", Reach::Acknowledged),
+            1,
+            "{scope}"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_quota_error_is_one_attempt_with_its_own_label_and_a_rate_limit_is_retried() {
     let server = FaultServer::start().await.expect("fault server");
     let url = server.base_url();

@@ -19,12 +19,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
-use sturdy::metrics::{Report, Scope};
-use sturdy::retry::{Backoff, RetryPolicy};
 use sturdy::core::{
     MAX_HINT, MAX_HINT_VALUE_LEN, classify_grpc, classify_grpc_code, classify_response,
     classify_status, is_grpc, is_grpc_answer,
 };
+use sturdy::metrics::{Report, Scope};
+use sturdy::retry::{Backoff, RetryPolicy};
 use sturdy::{
     BoxBody, Classifier, FailureKind, GrpcCode, Reach, RetrySafe, ServerHints, Stack, Verdict,
 };

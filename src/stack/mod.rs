@@ -282,6 +282,20 @@ impl<R, C, E> StackBuilder<R, C, E> {
         self
     }
 
+    /// The presets for OpenAI-compatible APIs ([`crate::openai`]): jobs
+    /// (batches, fine-tuning) under any path prefix are
+    /// [`Workload::Batch`], and every inference endpoint may be sent again
+    /// after an attempt of unknown reach (a batch or an upload may not).
+    ///
+    /// ```
+    /// let stack = sturdy::Stack::builder().openai_presets().build().unwrap();
+    /// # let _ = stack;
+    /// ```
+    pub fn openai_presets(self) -> StackBuilder<R, crate::openai::EndpointClassifier, E> {
+        self.retry_safe(crate::openai::retry_safe())
+            .classifier(crate::openai::EndpointClassifier)
+    }
+
     /// Also treats the requests `pick` chooses as safe to send again.
     pub fn retry_safe_when<F>(self, pick: F) -> Self
     where

@@ -108,6 +108,9 @@ pub fn classify_event_data(data: &[u8]) -> Option<FailureKind> {
 /// assert!(scan.saw_data());
 /// scan.feed(b"ta: {\"error\":{\"type\":\"server_error\"}}\n\n");
 /// assert_eq!(scan.error(), Some(FailureKind::StreamError));
+/// assert!(!scan.saw_done());
+/// scan.feed(b"data: [DONE]\n\n");
+/// assert!(scan.saw_done());
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct SseScan {
@@ -116,6 +119,7 @@ pub struct SseScan {
     /// The line under way is longer than what is kept.
     overlong: bool,
     saw_data: bool,
+    done: bool,
     error: Option<FailureKind>,
 }
 
@@ -169,6 +173,9 @@ impl SseScan {
             Some(_) => return, // another field, such as `data2`
         };
         self.saw_data = true;
+        if value.trim_ascii() == b"[DONE]" {
+            self.done = true;
+        }
         if self.error.is_none() && !overlong {
             let trimmed = value.trim_ascii_start();
             if trimmed.starts_with(b"{") {
@@ -183,6 +190,12 @@ impl SseScan {
     /// Whether a line carrying data has ended (the first token is out).
     pub fn saw_data(&self) -> bool {
         self.saw_data
+    }
+
+    /// Whether the stream said it is complete: OpenAI's `data: [DONE]`.
+    /// Clients stop reading there, and may drop the body before its end.
+    pub fn saw_done(&self) -> bool {
+        self.done
     }
 
     /// The first error object an event carried, if any.

@@ -13,7 +13,57 @@ use http_body_util::combinators::UnsyncBoxBody;
 use crate::BoxError;
 
 /// The request body type of `sturdy::client()`: any body, boxed.
-pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxBody = UnsyncBoxBody<Bytes, BodyError>;
+
+/// The error of a [`BoxBody`]: the boxed body's own error, whose
+/// [`source`](std::error::Error::source) it is.
+///
+/// A named type rather than a `Box<dyn Error>` so that `BoxBody` carries no
+/// trait-object lifetime: rustc cannot prove `Send` for an `async` block
+/// that holds a service's future over a request type with one (every
+/// region in it is erased, and `Service<Request<UnsyncBoxBody<Bytes, Box<dyn
+/// Error + Send + Sync + '_>>>>` must then hold for any lifetime, which no
+/// impl does). With it, `tokio::spawn(async move { client.oneshot(req).await
+/// })` compiles.
+///
+/// ```
+/// use std::error::Error as _;
+/// use sturdy_core::BodyError;
+/// let err = BodyError::new(std::io::Error::other("disk gone"));
+/// assert_eq!(err.to_string(), "disk gone");
+/// assert!(err.source().unwrap().is::<std::io::Error>());
+/// ```
+pub struct BodyError(BoxError);
+
+impl BodyError {
+    /// Wraps `err`.
+    pub fn new(err: impl Into<BoxError>) -> BodyError {
+        BodyError(err.into())
+    }
+
+    /// The body's own error.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
 
 /// A body type an inner service takes, which any other body can become.
 ///
@@ -40,7 +90,7 @@ impl InnerBody for BoxBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        body.map_err(Into::into).boxed_unsync()
+        body.map_err(BodyError::new).boxed_unsync()
     }
 }
 

@@ -297,6 +297,20 @@ impl RetryRefusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetrySafe;
 
+/// A marker extension: the caller says this request must not be sent again
+/// once it may have reached the server (an attempt of `Unknown` reach),
+/// whatever the retry policy's rule says of its method, endpoint or
+/// idempotency key: a call whose effects must not happen twice. Failures
+/// that never left the client, and answers the server gave, are retried
+/// as usual. It wins over [`RetrySafe`].
+///
+/// ```
+/// let mut req = http::Request::post("http://api.test/v1/chat/completions").body(()).unwrap();
+/// req.extensions_mut().insert(sturdy_core::NotRetrySafe);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotRetrySafe;
+
 #[cfg(test)]
 mod tests {
     use super::*;

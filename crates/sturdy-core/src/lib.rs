@@ -42,13 +42,13 @@ pub use answers::{
     BodyVerdict, MAX_ERROR_BODY, MAX_EVENT_LINE, SseScan, body_may_refine, classify_error_body,
     classify_event_data, is_event_stream,
 };
-pub use body::{BoxBody, InnerBody, boxed};
+pub use body::{BodyError, BoxBody, InnerBody, boxed};
 pub use classify::{
     GRPC_TABLE, GrpcRule, STATUS_TABLE, StatusRule, Verdict, classify_body_error, classify_error,
     classify_grpc, classify_grpc_code, classify_response, classify_status, is_grpc, is_grpc_answer,
     verdict_of,
 };
-pub use context::{CallContext, MaxRetries, RetryRefusal, RetrySafe};
+pub use context::{CallContext, MaxRetries, NotRetrySafe, RetryRefusal, RetrySafe};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};
 pub use failure::{FailureKind, GrpcCode, Reach, status_label};
 pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};

@@ -2,9 +2,10 @@
 //! The end of the stream records `ok` (for gRPC, the `grpc-status` of the
 //! trailers; for a failure whose small error body was watched, what the
 //! body says; for server-sent events, the first error object an event
-//! carried), an error records what `classify_body_error` makes of it, and
-//! a body dropped before its end records `cancelled` (acknowledged), or
-//! the failure already known.
+//! carried; a stream ends at its `data: [DONE]` line, where OpenAI
+//! clients stop reading), an error records what `classify_body_error`
+//! makes of it, and a body dropped before its end records `cancelled`
+//! (acknowledged), or the failure already known.
 
 use std::fmt;
 use std::pin::Pin;
@@ -131,7 +132,10 @@ where
                     ) {
                         *status = Some(code);
                     }
-                    if last {
+                    // A stream that said `[DONE]` is complete: clients stop
+                    // reading there, and a drop after it is no cancellation.
+                    let done = matches!(&*this.watch, Watch::Events(scan) if scan.saw_done());
+                    if last || done {
                         end(this.flight, this.watch, at);
                     }
                 }

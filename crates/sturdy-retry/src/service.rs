@@ -12,7 +12,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use sturdy_core::{
-    BoxBody, BoxError, CallPlan, Deadline, InnerBody, MaxRetries, RequestHead, RetrySafe,
+    BoxBody, BoxError, CallPlan, Deadline, InnerBody, MaxRetries, NotRetrySafe, RequestHead,
+    RetrySafe, Safety,
 };
 use tower_service::Service;
 
@@ -131,7 +132,10 @@ where
         let max_retries = markers
             .get::<MaxRetries>()
             .map_or(policy.max_retries, |m| m.0.min(MAX_RETRIES_LIMIT));
-        let safety = policy.safety(&RequestHead::of(&req), marked);
+        let mut safety = policy.safety(&RequestHead::of(&req), marked);
+        if markers.get::<NotRetrySafe>().is_some() {
+            safety = Safety::new(false, safety.is_deduplicated());
+        }
         let plan = CallPlan::of_request(&mut req);
         let deadline = plan.deadline().or(callers_deadline);
         let grpc = plan.is_grpc();

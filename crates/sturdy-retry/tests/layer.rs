@@ -1123,7 +1123,7 @@ fn chunked_post(n: usize) -> Request<BoxBody> {
     let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
     Request::post("http://127.0.0.1/upload")
         .extension(RetrySafe)
-        .body(BoxBody::new(body))
+        .body(sturdy_core::boxed(body))
         .unwrap()
 }
 

@@ -1,8 +1,10 @@
 //! Replayable request bodies: what lets the retry layer send a request
 //! again.
 //!
-//! - A body all in memory — `Full<Bytes>`, `String`, `Empty<Bytes>` — is
-//!   kept whole, by reference (a `Bytes` refcount, no copy), up to the
+//! - A body all in memory — `Full<Bytes>`, `String`, `Empty<Bytes>`, or
+//!   the `Left` of an `Either<Full<Bytes>, BoxBody>` (for callers whose
+//!   bodies are sometimes in memory, sometimes streamed) — is kept whole,
+//!   by reference (a `Bytes` refcount, no copy), up to the
 //!   in-memory cap (16 MiB by default: long-context prompts are 100 KB to
 //!   several MB of JSON). Every attempt sends the same bytes; nothing is
 //!   shared but them, nothing is locked.
@@ -25,8 +27,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Empty, Full};
-use sturdy_core::{BoxError, CallContext};
+use http_body_util::{Either, Empty, Full};
+use sturdy_core::{BoxBody, BoxError, CallContext};
 
 pub use streamed::NotReplayable;
 use streamed::Streamed;
@@ -63,12 +65,12 @@ fn whole<B: Body<Data = Bytes> + 'static>(body: B) -> Result<Bytes, B> {
     let mut slot = Some(body);
     let any = &mut slot as &mut dyn Any;
     if let Some(Some(full)) = any.downcast_mut::<Option<Full<Bytes>>>() {
-        // A `Full` yields its one frame at once, whatever the context.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        return Ok(match Pin::new(full).poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-            _ => Bytes::new(),
-        });
+        return Ok(bytes_of(full));
+    }
+    if let Some(Some(Either::Left(full))) =
+        any.downcast_mut::<Option<Either<Full<Bytes>, BoxBody>>>()
+    {
+        return Ok(bytes_of(full));
     }
     if let Some(s) = any.downcast_mut::<Option<String>>() {
         return Ok(Bytes::from(s.take().unwrap_or_default()));
@@ -79,6 +81,15 @@ fn whole<B: Body<Data = Bytes> + 'static>(body: B) -> Result<Bytes, B> {
     match slot {
         Some(body) => Err(body),
         None => Ok(Bytes::new()),
+    }
+}
+
+/// A `Full`'s bytes: it yields its one frame at once, whatever the context.
+fn bytes_of(full: &mut Full<Bytes>) -> Bytes {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(full).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
     }
 }
 
@@ -499,6 +510,21 @@ mod tests {
         drop(first);
         let (got, _) = read(&mut next, 10).await;
         assert_eq!(concat(&got), b"whole");
+    }
+
+    #[tokio::test]
+    async fn an_either_is_whole_on_its_left_and_streamed_on_its_right() {
+        let caps = ReplayCaps {
+            in_memory: 1 << 20,
+            streamed: 4,
+        };
+        let left: Either<Full<Bytes>, BoxBody> =
+            Either::Left(Full::new(Bytes::from(vec![7u8; 1000])));
+        let body = ReplayBody::with_caps(left, caps);
+        assert!(body.is_whole(), "kept by reference, past the streamed cap");
+        let right: Either<Full<Bytes>, BoxBody> =
+            Either::Right(sturdy_core::boxed(Full::new(Bytes::from_static(b"abc"))));
+        assert!(!ReplayBody::with_caps(right, caps).is_whole());
     }
 
     /// A waker that records being woken.
