@@ -47,6 +47,8 @@ pub use hyper_util::client::legacy::connect::dns::Name;
 /// Re-exported so a proxy set-up needs no extra imports.
 pub use hyper_util::client::proxy::matcher::Matcher as ProxyMatcher;
 pub use stack::{DEFAULT_PREFETCH, Stack, StackBuilder, StackError, StackService};
+#[cfg(feature = "grpc")]
+pub use stack::{GrpcStack, GrpcStackService};
 pub use sturdy_core::{
     Answer, BoxBody, BoxError, CallContext, CallPlan, Classifier, Classify, ConnectError,
     ConnectPart, Deadline, DnsError, FailureKind, GrpcCode, InvalidProfile, Judgement, MaxRetries,

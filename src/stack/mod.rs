@@ -74,6 +74,21 @@ impl Stack {
     }
 }
 
+/// The gRPC stack ([`Stack::grpc_builder`]), named.
+///
+/// ```
+/// let stack: sturdy::GrpcStack = sturdy::Stack::grpc_builder().build().unwrap();
+/// # let _ = stack;
+/// ```
+#[cfg(feature = "grpc")]
+pub type GrpcStack<R = SnapshotRecorder> = Stack<R, PathClassifier, tonic::body::Body>;
+
+/// The service a [`GrpcStack`] makes around `S` (a tonic `Channel`):
+/// `HealthClient<GrpcStackService<Channel>>` stores one.
+#[cfg(feature = "grpc")]
+pub type GrpcStackService<S, R = SnapshotRecorder> =
+    StackService<S, R, PathClassifier, tonic::body::Body>;
+
 #[cfg(feature = "grpc")]
 impl Stack<SnapshotRecorder, PathClassifier, tonic::body::Body> {
     /// A builder with the guide's defaults, for a tonic `Channel` (whose
@@ -134,7 +149,7 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         let s = self.attempt.layer(inner);
         let s = self.attempts.layer(s);
-        let s = self.retry.layer(s);
+        let s = self.retry.service(s);
         let s = self.workload.layer(s);
         self.calls.layer(s)
     }

@@ -76,6 +76,12 @@ impl std::error::Error for BodyError {
 /// assert_eq!(body.size_hint().exact(), Some(5));
 /// assert!(!body.is_end_stream());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "the retry layer cannot send `{Self}` bodies to its inner service",
+    label = "the inner service takes `http::Request<{Self}>`",
+    note = "the retry layer replays request bodies and hands the inner service a `sturdy::BoxBody` (or, for a tonic `Channel`, a `tonic::body::Body`)",
+    note = "build the client for `BoxBody` (`sturdy::client()` is one; with hyper-util: `Client::builder(exec).build::<_, sturdy::BoxBody>(connector)`) and send it any body: the layer boxes it"
+)]
 pub trait InnerBody: Body<Data = Bytes> + Send + Sized + 'static {
     /// Turns `body` into this type, keeping its size hint and end-of-stream.
     fn from_body<B>(body: B) -> Self

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use sturdy::Workload;
 use sturdy_faults::Mix;
 
@@ -41,9 +41,20 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
 
-    /// Workload of every call: interactive, agentic, long-context or batch.
-    #[arg(long, default_value = "interactive")]
-    pub workload: String,
+    /// Workload of every call: its timeout profile.
+    #[arg(long, value_enum, default_value_t = WorkloadArg::Interactive)]
+    pub workload: WorkloadArg,
+
+    /// The header that carries the API key (--url only): `authorization`
+    /// sends `Bearer KEY`; any other (`api-key` for Azure OpenAI,
+    /// `x-api-key` for Anthropic-compatible servers) sends the key alone.
+    #[arg(long, value_name = "NAME", default_value = "authorization")]
+    pub api_key_header: String,
+
+    /// The request field that limits the answer's length: reasoning models
+    /// reject `max_tokens` and want `max_completion_tokens`.
+    #[arg(long, value_enum, default_value_t = TokenField::MaxTokens)]
+    pub token_field: TokenField,
 
     /// Stream every call (SSE). By default a quarter of embedded calls stream,
     /// and none with --url.
@@ -79,6 +90,52 @@ pub const DEFAULT_MIX: &str = "503=0.02,503;retry-after-ms=40=0.02,429;retry-aft
 429=0.01,429;quota=true=0.005,500=0.01,502=0.01,504=0.01,529=0.005,522=0.005,400=0.003,\
 503;retry-after-ms=5000=0.002,reset=0.01,reset;at=0=0.015,close=0.015,delay=0.02,stall=0.02";
 
+/// `--workload`'s choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadArg {
+    /// Chat: 60 s.
+    Interactive,
+    /// Tool calls, multi-step: 30 min.
+    Agentic,
+    /// Long prompts, large models: 30 min.
+    #[value(alias = "long_context")]
+    LongContext,
+    /// Job submission: 60 s.
+    Batch,
+}
+
+impl From<WorkloadArg> for Workload {
+    fn from(w: WorkloadArg) -> Workload {
+        match w {
+            WorkloadArg::Interactive => Workload::Interactive,
+            WorkloadArg::Agentic => Workload::Agentic,
+            WorkloadArg::LongContext => Workload::LongContext,
+            WorkloadArg::Batch => Workload::Batch,
+        }
+    }
+}
+
+/// `--token-field`'s choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenField {
+    /// `max_tokens`: most OpenAI-compatible servers.
+    #[value(name = "max_tokens")]
+    MaxTokens,
+    /// `max_completion_tokens`: OpenAI's reasoning models.
+    #[value(name = "max_completion_tokens")]
+    MaxCompletionTokens,
+}
+
+impl TokenField {
+    /// The JSON field's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenField::MaxTokens => "max_tokens",
+            TokenField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
 /// Where the calls go.
 #[derive(Debug)]
 pub enum Target {
@@ -95,6 +152,8 @@ pub enum Target {
         base: String,
         /// The API key (never printed; `Config`'s Debug hides it).
         api_key: Option<ApiKey>,
+        /// The header that carries it.
+        key_header: http::HeaderName,
     },
 }
 
@@ -120,6 +179,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Workload of every call.
     pub workload: Workload,
+    /// The answer-length field.
+    pub token_field: TokenField,
     /// Stream every call.
     pub stream_all: bool,
     /// Live metrics address.
@@ -139,10 +200,7 @@ impl Config {
     /// Checks the flags against each other. `env` reads an environment
     /// variable (injected so tests need not touch the process environment).
     pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let workload: Workload = args
-            .workload
-            .parse()
-            .map_err(|e| format!("--workload: {e}"))?;
+        let workload = Workload::from(args.workload);
         if let Some(addr) = args.metrics_listen
             && !addr.ip().is_loopback()
         {
@@ -171,9 +229,17 @@ impl Config {
                 if args.model.is_none() {
                     return Err("--model is required with --url (the endpoint's model name)".into());
                 }
+                let key_header = http::HeaderName::from_bytes(args.api_key_header.as_bytes())
+                    .map_err(|_| {
+                        format!(
+                            "--api-key-header {:?}: not a header name (try authorization, api-key or x-api-key)",
+                            args.api_key_header
+                        )
+                    })?;
                 Target::Remote {
                     base: url.trim_end_matches('/').to_owned(),
                     api_key: env(&args.api_key_env).filter(|k| !k.is_empty()).map(ApiKey),
+                    key_header,
                 }
             }
             None => {
@@ -204,6 +270,7 @@ impl Config {
             requests,
             concurrency,
             workload,
+            token_field: args.token_field,
             stream_all: args.stream,
             metrics_listen: args.metrics_listen,
             json: args.json,
@@ -249,8 +316,13 @@ mod tests {
         let c = parse(&["--url", "https://api.example.test/v1/", "--model", "m"]).unwrap();
         assert_eq!((c.requests, c.streams(0)), (20, false));
         match &c.target {
-            Target::Remote { base, api_key } => {
+            Target::Remote {
+                base,
+                api_key,
+                key_header,
+            } => {
                 assert_eq!(base, "https://api.example.test/v1");
+                assert_eq!(key_header, "authorization");
                 assert_eq!(
                     api_key.as_ref().map(|k| k.0.as_str()),
                     Some("sk-sturdy-canary")
@@ -271,6 +343,15 @@ mod tests {
             &["--url", "ftp://x", "--model", "m"],
             &["--url", "https://x.test"],
             &["--url", "https://x.test", "--model", "m", "--seed", "1"],
+            &[
+                "--url",
+                "https://x.test",
+                "--model",
+                "m",
+                "--api-key-header",
+                "bad header",
+            ],
+            &["--token-field", "max_output"],
             &["--metrics-listen", "0.0.0.0:9464"],
             &["--requests", "many"],
         ] {

@@ -90,10 +90,12 @@ pub struct RequestPlan {
     pub model: String,
     /// Workload extension.
     pub workload: Workload,
-    /// `authorization` header value, if any.
-    pub authorization: Option<http::HeaderValue>,
-    /// `max_tokens`.
+    /// The API key's header and value, if any.
+    pub authorization: Option<(http::HeaderName, http::HeaderValue)>,
+    /// The answer's length limit.
     pub max_tokens: u32,
+    /// The field it goes in (`max_tokens`, `max_completion_tokens`).
+    pub token_field: &'static str,
     /// Longest server hint the retry layer waits for.
     pub hint_cap: Duration,
     /// The workload's total limit.
@@ -102,16 +104,16 @@ pub struct RequestPlan {
 
 impl RequestPlan {
     fn request(&self, i: u64, stream: bool) -> Result<http::Request<Full<Bytes>>, http::Error> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.model,
             "messages": [{"role": "user", "content": format!("sturdy-probe call {i}: say ok")}],
-            "max_tokens": self.max_tokens,
             "stream": stream,
         });
+        body[self.token_field] = self.max_tokens.into();
         let mut b =
             http::Request::post(&self.url).header(http::header::CONTENT_TYPE, "application/json");
-        if let Some(auth) = &self.authorization {
-            b = b.header(http::header::AUTHORIZATION, auth.clone());
+        if let Some((name, value)) = &self.authorization {
+            b = b.header(name, value.clone());
         }
         let mut req = b.body(Full::new(Bytes::from(body.to_string())))?;
         // Inference has no side effect but billing: repeat it after an

@@ -126,18 +126,25 @@ async fn run(config: Config) -> Result<(), String> {
             // Loopback only: no proxy may stand in between.
             (base, None, sturdy::client().no_proxy().build())
         }
-        Target::Remote { base, api_key } => {
+        Target::Remote {
+            base,
+            api_key,
+            key_header,
+        } => {
             let auth = match api_key {
-                Some(key) => Some(
-                    http::HeaderValue::from_str(&format!("Bearer {}", key.0))
-                        .map(|mut v| {
-                            v.set_sensitive(true);
-                            v
-                        })
-                        .map_err(|_| {
-                            "the API key holds characters a header cannot carry".to_owned()
-                        })?,
-                ),
+                Some(key) => {
+                    // `Authorization` takes a scheme; the others the key alone.
+                    let value = if key_header == http::header::AUTHORIZATION {
+                        format!("Bearer {}", key.0)
+                    } else {
+                        key.0.clone()
+                    };
+                    let mut value = http::HeaderValue::from_str(&value).map_err(|_| {
+                        "the API key holds characters a header cannot carry".to_owned()
+                    })?;
+                    value.set_sensitive(true);
+                    Some((key_header.clone(), value))
+                }
                 None => None,
             };
             (base.clone(), auth, sturdy::client().build())
@@ -178,6 +185,7 @@ async fn run(config: Config) -> Result<(), String> {
         workload: config.workload,
         authorization,
         max_tokens: if server.is_some() { 16 } else { 1 },
+        token_field: config.token_field.name(),
         hint_cap,
         total: profiles.get(config.workload).total,
     });

@@ -170,3 +170,99 @@ async fn url_mode_probes_an_endpoint_with_the_real_defaults_and_never_prints_the
     assert!(v.get("server").is_none(), "no embedded server with --url");
     assert_eq!(server.dashboard().received, 20);
 }
+
+/// A one-request OpenAI-compatible peer on loopback: records the request it
+/// gets (head and body) and answers a chat completion.
+fn recording_peer() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("address"));
+    let peer = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("the probe connects");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("a timeout");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head, then as many body bytes as content-length says.
+        loop {
+            let n = sock.read(&mut buf).expect("the request");
+            assert!(
+                n > 0,
+                "the request ended early: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if seen.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        let body = r#"{"id":"c1","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(answer.as_bytes()).expect("the answer");
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    (url, peer)
+}
+
+#[test]
+fn a_url_run_speaks_the_endpoints_key_header_and_token_field() {
+    let (url, peer) = recording_peer();
+    let out = Command::new(env!("CARGO_BIN_EXE_sturdy-probe"))
+        .args([
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--requests",
+            "1",
+            "--concurrency",
+            "1",
+            "--api-key-header",
+            "api-key",
+            "--token-field",
+            "max_completion_tokens",
+            "--workload",
+            "long-context",
+            "--json",
+        ])
+        .env("OPENAI_API_KEY", "sk-probe-canary")
+        // Loopback only: no proxy may stand in between.
+        .env("NO_PROXY", "*")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .expect("the probe runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("sk-probe-canary"),
+        "the key is never printed"
+    );
+    let seen = peer.join().expect("the peer");
+    let lower = seen.to_ascii_lowercase();
+    assert!(lower.contains("\r\napi-key: sk-probe-canary\r\n"), "{seen}");
+    assert!(!lower.contains("authorization"), "{seen}");
+    assert!(seen.contains("\"max_completion_tokens\":1"), "{seen}");
+    assert!(!seen.contains("\"max_tokens\""), "{seen}");
+}

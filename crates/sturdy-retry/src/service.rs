@@ -40,7 +40,7 @@ pub struct RetryService<S, E = BoxBody> {
 impl<S, E> RetryService<S, E> {
     /// Wraps `inner` with `policy` (and a budget of its own).
     pub fn new(inner: S, policy: RetryPolicy) -> RetryService<S, E> {
-        tower_layer::Layer::layer(&RetryLayer::<E>::new(policy), inner)
+        RetryLayer::<E>::new(policy).service(inner)
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> RetryService<S, E> {
