@@ -4,8 +4,8 @@
 //! `Retry`), counted by dhat's global allocator in this binary only.
 //!
 //! ```sh
-//! cargo bench -p sturdy --bench alloc                    # the table
-//! cargo bench -p sturdy --bench alloc -- --sites stack   # where one variant allocates
+//! cargo bench -p sturdy-tower --bench alloc                    # the table
+//! cargo bench -p sturdy-tower --bench alloc -- --sites stack   # where one variant allocates
 //! ```
 //!
 //! Each variant is built, warmed up with 1 000 calls, then measured over

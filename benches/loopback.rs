@@ -7,9 +7,9 @@
 //! ```sh
 //! # interleaved rounds: median throughput and client CPU per call, ratios to bare
 //! # (run directly, the binary needs --bench for the full defaults)
-//! cargo bench -p sturdy --bench loopback -- --calls 20000 --rounds 5
+//! cargo bench -p sturdy-tower --bench loopback -- --calls 20000 --rounds 5
 //! # instructions per call under callgrind, (Ir(N2) - Ir(N1)) / (N2 - N1) per variant
-//! cargo bench -p sturdy --bench loopback -- --callgrind --n1 1000 --n2 3000
+//! cargo bench -p sturdy-tower --bench loopback -- --callgrind --n1 1000 --n2 3000
 //! # one variant once (start a server with --serve-faults, or let it start one)
 //! valgrind --tool=callgrind --trace-children=no target/release/deps/loopback-HASH \
 //!     --variant stack --calls 3000 --server http://127.0.0.1:PORT

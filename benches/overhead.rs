@@ -6,8 +6,8 @@
 //! interleaved loop whose medians give the ratios to the bare service.
 //!
 //! ```sh
-//! cargo bench -p sturdy --bench overhead                  # criterion + interleaved ratios
-//! cargo bench -p sturdy --bench overhead -- --callgrind   # instructions per call (valgrind)
+//! cargo bench -p sturdy-tower --bench overhead                  # criterion + interleaved ratios
+//! cargo bench -p sturdy-tower --bench overhead -- --callgrind   # instructions per call (valgrind)
 //! target/release/deps/overhead-HASH --variant stack --calls 3000   # one variant, for a profiler
 //! ```
 

@@ -10,8 +10,8 @@
 //! call's next attempt.
 //!
 //! ```sh
-//! cargo bench -p sturdy --bench storm
-//! cargo bench -p sturdy --bench storm -- --callers 1000 --scale 0.1
+//! cargo bench -p sturdy-tower --bench storm
+//! cargo bench -p sturdy-tower --bench storm -- --callers 1000 --scale 0.1
 //! ```
 //!
 //! To keep the run short, the backoff of both retrying clients is the
