@@ -283,3 +283,46 @@ async fn a_steering_header_sets_the_call_and_never_reaches_the_server() {
     assert_eq!(server.dashboard().received, 1);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn over_a_reqwest_client_of_ones_own_the_same_faults_are_recovered_and_labelled() {
+    let server = FaultServer::start().await.expect("fault server");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a reqwest client");
+    let svc = SturdyService::builder()
+        .stack(|s| {
+            s.map_retry(|r| {
+                r.backoff(Backoff::guide(
+                    Duration::from_millis(2),
+                    Duration::from_millis(2),
+                ))
+            })
+        })
+        .reqwest_client(http)
+        .build()
+        .expect("a valid service");
+    let recorder = svc.recorder().clone();
+    let config = OpenAIConfig::new()
+        .with_api_base(server.base_url() + "/v1")
+        .with_api_key("sk-test-not-a-secret");
+    let client = Client::with_config(config).with_http_service(svc);
+    let chat_api = client
+        .chat()
+        .header(CALL_HEADER, "reqwest")
+        .unwrap()
+        .header(FAULT_HEADER, "503, close, 200")
+        .unwrap();
+    let resp = tokio::time::timeout(BOUND, chat_api.create(chat(false)))
+        .await
+        .expect("bounded")
+        .expect("recovered");
+    assert!(!resp.choices.is_empty());
+    let s = recorder.snapshot();
+    assert_eq!(s.started(Scope::Attempt), 3);
+    assert_eq!(s.count(Scope::Attempt, "503", Reach::Acknowledged), 1);
+    assert_eq!(s.count(Scope::Attempt, "reset", Reach::Unknown), 1);
+    assert_eq!(server.dashboard().received, 3);
+    server.shutdown().await;
+}
