@@ -89,3 +89,17 @@ fn prometheus_serves_the_stacks_metrics() {
     assert!(out.contains("outcome=\"400\""), "{out}");
     assert!(out.contains("reason=\"429\"} 1"), "{out}");
 }
+
+#[test]
+fn batch_waits_a_job_through_a_restart() {
+    let out = run("batch");
+    assert!(out.contains("submitted batch_"), "{out}");
+    assert!(out.contains("Completed after"), "{out}");
+    let waited: u32 = out
+        .split(" failures waited through")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of failures waited through: {out}"));
+    assert!(waited > 0, "the restart was waited through: {out}");
+}

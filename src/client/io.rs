@@ -70,7 +70,7 @@ type Stream = hyper_rustls::MaybeHttpsStream<super::connect::TcpConn>;
 #[cfg(not(feature = "tls"))]
 type Stream = super::connect::TcpConn;
 
-/// A connection made by [`Connector`]: plain or TLS, maybe through a proxy,
+/// A connection made by [`Connector`](super::Connector): plain or TLS, maybe through a proxy,
 /// its writes under the client's `write` limit.
 pub struct ClientIo {
     stream: Stream,

@@ -1,23 +1,4 @@
-//! The call plan: every fact about a call that more than one layer needs,
-//! settled once by the layer that owns it and only read below it, carried
-//! in one request extension beside the [`CallContext`].
-//!
-//! | fact | settled by | read by |
-//! |---|---|---|
-//! | workload, [`Profile`], [`Deadline`] | the workload timeout layer | attempt timeouts, retry, metrics (from the context, at the call's end) |
-//! | [`Safety`]: may it be sent again after an unknown reach | the retry layer | the retry layer's decisions, the context's "possibly duplicated" |
-//! | the [`Classifier`] that judges answers | the retry layer (its policy's) | retry and both metrics scopes |
-//! | whether it is gRPC | the first layer that sees the request | every layer |
-//!
-//! A layer that finds no plan (used alone, or in another order) inserts
-//! one and makes its own part from its own configuration, so a setting
-//! given to a layer always takes effect when that layer is used alone.
-//!
-//! The plan travels down with the request; the [`CallContext`] inside it is
-//! shared, and carries back up what the layers above read when the call
-//! ends (the workload, attempts, retries). A retry copies the plan as the
-//! retry layer received it, so a layer below the retry layer settles its
-//! facts afresh for every attempt.
+//! The call plan; see [`CallPlan`].
 
 use std::fmt;
 
@@ -116,7 +97,28 @@ impl Safety {
     }
 }
 
-/// The per-call plan: see the [module docs](self). One request extension.
+/// The per-call plan: every fact about a call that more than one layer needs,
+/// settled once by the layer that owns it and only read below it, carried
+/// in one request extension beside the [`CallContext`].
+///
+/// | fact | settled by | read by |
+/// |---|---|---|
+/// | workload, [`Profile`], [`Deadline`] | the workload timeout layer | attempt timeouts, retry, metrics (from the context, at the call's end) |
+/// | [`Safety`]: may it be sent again after an unknown reach | the retry layer | the retry layer's decisions, the context's "possibly duplicated" |
+/// | the [`Classifier`] that judges answers | the retry layer (its policy's) | retry and both metrics scopes |
+/// | whether it is gRPC | the first layer that sees the request | every layer |
+///
+/// A layer that finds no plan (used alone, or in another order) inserts
+/// one and makes its own part from its own configuration, so a setting
+/// given to a layer always takes effect when that layer is used alone.
+///
+/// The plan travels down with the request; the [`CallContext`] inside it is
+/// shared, and carries back up what the layers above read when the call
+/// ends (the workload, attempts, retries). A retry copies the plan as the
+/// retry layer received it, so a layer below the retry layer settles its
+/// facts afresh for every attempt.
+///
+/// One request extension.
 ///
 /// ```
 /// use std::time::Duration;

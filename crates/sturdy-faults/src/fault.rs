@@ -29,6 +29,10 @@
 //! | `hostile`   | `headers`                                                     |
 //! | `streamerr` | `at`, `quota`, `chunks`                                       |
 //!
+//! `close` reads the request and does its work (a `POST /v1/batches`
+//! creates its job, a `POST /v1/files` stores its file), then drops the
+//! connection without a response: the answer, not the request, is lost.
+//!
 //! `at` counts the events of a stream sent before the fault (default 1; `0`
 //! is "before the first token"); a JSON answer is cut in half whatever it
 //! says. `quota=true` makes an error answer's body (and a `streamerr`
@@ -149,8 +153,10 @@ pub enum Fault {
         /// Events sent before the reset (default 1; 0: none, the head only).
         at: Option<usize>,
     },
-    /// Read the whole request, then close the connection without a response
-    /// (HTTP/2: reset the stream).
+    /// Read the whole request and do what it asks (a batch job is created,
+    /// a file stored: the answer is computed), then close the connection
+    /// without a response (HTTP/2: reset the stream). The server acted and
+    /// the answer was lost: a failure of unknown reach, as a client sees it.
     Close,
     /// A 503 whose head is built to trip careless parsers: `headers` junk
     /// headers, two `retry-after` lines that disagree (`1` and `3600`), a

@@ -1,9 +1,24 @@
 //! A fault-injecting OpenAI-compatible HTTP server on loopback, used by
 //! sturdy's tests, benchmarks and probe instead of mocks.
 //!
-//! It serves `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`),
-//! `GET /v1/models` and `GET /dashboard` over HTTP/1.1 and h2c, and injects
-//! faults into everything but the dashboard:
+//! It serves, over HTTP/1.1 and h2c:
+//!
+//! - `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`) and
+//!   `GET /v1/models`;
+//! - files: `POST /v1/files` (a multipart form with `file` and `purpose`),
+//!   `GET /v1/files/{id}` and `GET /v1/files/{id}/content`;
+//! - batch jobs: `POST /v1/batches`, `GET /v1/batches/{id}`,
+//!   `POST /v1/batches/{id}/cancel` and `GET /v1/batches?limit=N&after=ID`,
+//!   jobs that move from `validating` through `in_progress` (their
+//!   completed count growing) and `finalizing` to `completed` over
+//!   [`FaultServerBuilder::job_duration`], with an output file at the end;
+//!   metadata `"sturdy_fate": "failed"` or `"expired"` scripts another
+//!   ending. Files and jobs are kept in memory (at most 1 000 files or
+//!   256 MiB of them, and 10 000 jobs, the oldest forgotten first) and
+//!   survive outages;
+//! - and `GET /dashboard`;
+//!
+//! and injects faults into everything but the dashboard:
 //!
 //! - per call, from a [`Script`] in the [`FAULT_HEADER`] request header: the
 //!   n-th attempt carrying the same [`CALL_HEADER`] gets the n-th entry, the
@@ -13,6 +28,12 @@
 //!   are refused and open ones dropped;
 //! - and, at random, idle keep-alive connections closed just as a client
 //!   reuses them ([`FaultServerBuilder::idle_close`]).
+//!
+//! Faults apply to the file and batch routes as to chat completions: the
+//! fault is chosen before the request is routed. A [`Fault::Close`] does the
+//! route's work before it drops the connection (a batch is created, a file
+//! stored), so a client sees what a lost answer looks like in reality: the
+//! server acted, the client cannot know it.
 //!
 //! It counts what it saw in a [`Dashboard`].
 //!
@@ -40,6 +61,7 @@
 mod body;
 mod dashboard;
 mod fault;
+mod jobs;
 mod mix;
 mod openai;
 mod respond;

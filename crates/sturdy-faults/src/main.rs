@@ -17,10 +17,16 @@ use sturdy_faults::{Fault, FaultParams, FaultServer, Mix};
 /// A fault-injecting OpenAI-compatible HTTP server (HTTP/1.1 and h2c) on
 /// loopback.
 ///
-/// Serves POST /v1/chat/completions (JSON or SSE), GET /v1/models and
-/// GET /dashboard. A request may script its own faults with
-/// `x-sturdy-call: ID` and `x-sturdy-fault: 503;retry-after-ms=200, 503, 200`;
-/// other requests draw from --mix.
+/// Serves POST /v1/chat/completions (JSON or SSE), GET /v1/models,
+/// POST /v1/files (multipart: file, purpose), GET /v1/files/{id} and
+/// GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches/{id},
+/// POST /v1/batches/{id}/cancel, GET /v1/batches?limit=N&after=ID and
+/// GET /dashboard. Batch jobs run for --job-seconds, in memory; metadata
+/// `"sturdy_fate": "failed"` or `"expired"` scripts their ending. A request
+/// may script its own faults with `x-sturdy-call: ID` and
+/// `x-sturdy-fault: 503;retry-after-ms=200, 503, 200`; other requests draw
+/// from --mix. A `close` does the request's work (creates the batch, stores
+/// the file), then drops the connection unanswered.
 #[derive(Debug, Parser)]
 #[command(name = "sturdy-faults", version)]
 struct Args {
@@ -76,6 +82,21 @@ struct Args {
     /// next request arrives on it, unread: the stale-connection race.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     idle_close: f64,
+
+    /// How long a batch job takes, in seconds (may be fractional, e.g. 0.4):
+    /// validating for the first 10 %, in_progress until 80 %, finalizing
+    /// until 100 %, then completed with an output file. A job with metadata
+    /// `"sturdy_fate": "failed"` fails at 50 %, `"expired"` expires at 100 %;
+    /// a cancel takes 10 %. Must be above zero. Default 10.
+    #[arg(long, value_name = "SECS", value_parser = parse_job_seconds)]
+    job_seconds: Option<Duration>,
+}
+
+fn parse_job_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>().map(Duration::try_from_secs_f64) {
+        Ok(Ok(duration)) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("{text:?} is not a number of seconds above zero")),
+    }
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {
@@ -179,6 +200,9 @@ async fn run(args: Args) -> ExitCode {
         .seed(args.seed)
         .params(params)
         .idle_close(args.idle_close);
+    if let Some(duration) = args.job_seconds {
+        builder = builder.job_duration(duration);
+    }
     for outage in &args.outage {
         builder = builder.outage_at(outage.start, outage.len);
     }

@@ -1,7 +1,8 @@
 //! The OpenAI-compatible payloads the server answers with when nothing goes
 //! wrong: chat completions (JSON and SSE chunks), the model list, and
 //! OpenAI-style error bodies. Pure functions from request to bytes; `respond`
-//! decides when and how they are delivered.
+//! decides when and how they are delivered. (Batch and file objects depend
+//! on the jobs' state: `jobs` builds them.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,11 +68,22 @@ fn content(chunks: usize) -> String {
 /// A non-streamed `chat.completion` whose content is what `chunks` stream
 /// chunks would have said.
 pub(crate) fn chat_completion(id: u64, model: &str, chunks: usize) -> Bytes {
+    to_bytes(&chat_completion_value(
+        &format!("chatcmpl-sturdy-{id}"),
+        model,
+        chunks,
+        unix_now(),
+    ))
+}
+
+/// The `chat.completion` object of [`chat_completion`], with its ID and
+/// creation time given (a batch's output file holds them).
+pub(crate) fn chat_completion_value(id: &str, model: &str, chunks: usize, created: u64) -> Value {
     let completion_tokens = chunks.max(1);
-    to_bytes(&json!({
-        "id": format!("chatcmpl-sturdy-{id}"),
+    json!({
+        "id": id,
         "object": "chat.completion",
-        "created": unix_now(),
+        "created": created,
         "model": model,
         "choices": [{
             "index": 0,
@@ -84,7 +96,7 @@ pub(crate) fn chat_completion(id: u64, model: &str, chunks: usize) -> Bytes {
             "completion_tokens": completion_tokens,
             "total_tokens": 8 + completion_tokens,
         },
-    }))
+    })
 }
 
 /// `chunks` SSE events (`data: {chat.completion.chunk}\n\n`) followed by

@@ -1,7 +1,7 @@
 //! One request in, one (possibly broken) response out: reads the request,
-//! picks its fault (script first, then the mix), builds the normal OpenAI
-//! answer and shapes its delivery by the fault, counting on the dashboard as
-//! it goes.
+//! picks its fault (script first, then the mix), routes it to the normal
+//! OpenAI answer (chat completions, models, files and batch jobs) and shapes
+//! its delivery by the fault, counting on the dashboard as it goes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -19,12 +20,13 @@ use rand::rngs::StdRng;
 use crate::body::{PlannedBody, Step};
 use crate::dashboard::Recorder;
 use crate::fault::{DEFAULT_HOSTILE_HEADERS, Fault, FaultParams, Script};
+use crate::jobs::{Jobs, Reply};
 use crate::mix::Mix;
 use crate::openai::{self, ChatRequest};
 use crate::{CALL_HEADER, FAULT_HEADER};
 
 /// Largest request body the server reads (a peer must not make it buffer
-/// without bound).
+/// without bound); it bounds uploaded files too.
 const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 
 /// Calls whose request bodies are remembered; past that the record starts
@@ -128,6 +130,8 @@ pub(crate) struct Shared {
     /// call ID; at most [`BODIES_REMEMBERED`] calls.
     bodies: Mutex<HashMap<String, Vec<BodyDigest>>>,
     next_id: AtomicU64,
+    /// Uploaded files and batch jobs; they outlive outages.
+    jobs: Jobs,
 }
 
 impl fmt::Debug for Shared {
@@ -171,7 +175,12 @@ enum Origin {
 
 /// The answer a healthy server would give.
 enum Answer {
-    Json { status: StatusCode, body: Bytes },
+    Json {
+        status: StatusCode,
+        body: Bytes,
+    },
+    /// A `200` with a file's bytes (`application/octet-stream`).
+    Octets(Bytes),
     Stream(Vec<Bytes>),
 }
 
@@ -196,7 +205,9 @@ impl Shared {
         params: FaultParams,
         windows: Vec<Window>,
         idle_close: f64,
+        job_duration: Duration,
     ) -> Shared {
+        let jobs = Jobs::new(job_duration, params.chunks);
         Shared {
             recorder: Recorder::default(),
             params,
@@ -208,6 +219,7 @@ impl Shared {
             attempts: Mutex::new(AttemptCounts::default()),
             bodies: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            jobs,
         }
     }
 
@@ -264,7 +276,45 @@ impl Shared {
             .map(|fault| (fault, Origin::Script)))
     }
 
-    fn answer(&self, method: &Method, path: &str, body: &[u8], chunks: usize) -> Answer {
+    /// The answer to the request with head `head` and body `body`; files and
+    /// batch jobs are created here, so this is where a request's side effects
+    /// happen.
+    fn answer(&self, head: &Parts, body: &[u8], chunks: usize) -> Answer {
+        let method = &head.method;
+        let path = head.uri.path();
+        let segments: Vec<&str> = path.split('/').collect();
+        let jobs = &self.jobs;
+        let outcome = match (method, segments.as_slice()) {
+            (&Method::POST, ["", "v1", "files"]) => {
+                let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                jobs.upload(content_type, body)
+            }
+            (&Method::GET, ["", "v1", "files", id]) => jobs.file(id),
+            (&Method::GET, ["", "v1", "files", id, "content"]) => jobs.content(id),
+            (&Method::POST, ["", "v1", "batches"]) => {
+                let key = head
+                    .headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok());
+                jobs.create(body, key)
+            }
+            (&Method::GET, ["", "v1", "batches"]) => jobs.list(head.uri.query()),
+            (&Method::GET, ["", "v1", "batches", id]) => jobs.get(id),
+            (&Method::POST, ["", "v1", "batches", id, "cancel"]) => jobs.cancel(id),
+            _ => return self.answer_chat(method, path, body, chunks),
+        };
+        match outcome {
+            Ok(Reply::Json(body)) => Answer::Json {
+                status: StatusCode::OK,
+                body,
+            },
+            Ok(Reply::Octets(body)) => Answer::Octets(body),
+            Err(rejection) => error_answer(rejection.status, &rejection.message),
+        }
+    }
+
+    /// The chat completion and model routes, and the 404 for the rest.
+    fn answer_chat(&self, method: &Method, path: &str, body: &[u8], chunks: usize) -> Answer {
         match (method, path) {
             (&Method::POST, "/v1/chat/completions") => match ChatRequest::parse(body) {
                 Ok(request) => {
@@ -386,7 +436,7 @@ pub(crate) async fn handle(
 
     let params = &shared.params;
     let chunks = fault.chunks().unwrap_or(params.chunks);
-    let normal = || shared.answer(&parts.method, parts.uri.path(), &body, chunks);
+    let normal = || shared.answer(&parts, &body, chunks);
     let response = match fault {
         Fault::Status {
             code,
@@ -443,7 +493,12 @@ pub(crate) async fn handle(
             let event = openai::error_event(quota);
             shape(normal(), Delivery::StreamError(at.unwrap_or(1), event))
         }
-        Fault::Close => return Err(DropConnection("injected close")),
+        Fault::Close => {
+            // The server did the work (a job made, a file stored); only the
+            // answer is lost.
+            drop(normal());
+            return Err(DropConnection("injected close"));
+        }
         Fault::Hostile { headers } => hostile(headers.unwrap_or(DEFAULT_HOSTILE_HEADERS)),
     };
     Ok(shared.respond(response))
@@ -505,76 +560,89 @@ fn with_pauses(frames: Vec<Bytes>, pause: Duration) -> Vec<Step> {
 /// Builds the response for `answer` delivered as `delivery`.
 fn shape(answer: Answer, delivery: Delivery) -> Response<PlannedBody> {
     let (status, content_type, body) = match answer {
-        Answer::Json { status, body } => {
-            let length = body.len() as u64;
-            let half = (body.len() / 2).max(1).min(body.len());
-            let steps = match delivery {
-                Delivery::Whole => vec![Step::Data(body)],
-                Delivery::Stall(pause, _) => with_pauses(split_bytes(&body, 2), pause),
-                Delivery::Slow(pause, pieces) => with_pauses(split_bytes(&body, pieces), pause),
-                Delivery::Reset(_) => vec![
-                    Step::Data(body.slice(..half)),
-                    Step::Pause(RESET_FLUSH),
-                    Step::Fail,
-                ],
-                // A JSON answer cannot fail inside: the error is the answer.
-                Delivery::StreamError(..) => {
-                    let error = openai::error(StatusCode::INTERNAL_SERVER_ERROR, "stream failed");
-                    return shape(
-                        Answer::Json {
-                            status: StatusCode::INTERNAL_SERVER_ERROR,
-                            body: error,
-                        },
-                        Delivery::Whole,
-                    );
-                }
-            };
-            let body = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
-                PlannedBody::empty()
-            } else {
-                PlannedBody::new(steps, Some(length))
-            };
-            (status, "application/json", body)
-        }
-        Answer::Stream(events) => {
-            let steps = match delivery {
-                Delivery::Whole => events.into_iter().map(Step::Data).collect(),
-                Delivery::Stall(pause, at) => {
-                    let mut steps = Vec::with_capacity(events.len() + 1);
-                    if at == 0 {
-                        // Head out, nothing else: a stall before the first
-                        // token.
-                        steps.push(Step::Pause(pause));
-                    }
-                    for (i, event) in events.into_iter().enumerate() {
-                        if at > 0 && i == at {
-                            steps.push(Step::Pause(pause));
-                        }
-                        steps.push(Step::Data(event));
-                    }
-                    steps
-                }
-                Delivery::Slow(pause, _) => with_pauses(events, pause),
-                Delivery::Reset(at) => events
-                    .into_iter()
-                    .take(at)
-                    .map(Step::Data)
-                    .chain([Step::Pause(RESET_FLUSH), Step::Fail])
-                    .collect(),
-                Delivery::StreamError(at, error) => events
-                    .into_iter()
-                    .take(at)
-                    .chain([error])
-                    .map(Step::Data)
-                    .collect(),
-            };
-            (
-                StatusCode::OK,
-                "text/event-stream",
-                PlannedBody::new(steps, None),
-            )
+        Answer::Json { status, body } => (status, "application/json", body),
+        Answer::Octets(body) => (StatusCode::OK, "application/octet-stream", body),
+        Answer::Stream(events) => return shape_stream(events, delivery),
+    };
+    let length = body.len() as u64;
+    let half = (body.len() / 2).max(1).min(body.len());
+    let steps = match delivery {
+        Delivery::Whole => vec![Step::Data(body)],
+        Delivery::Stall(pause, _) => with_pauses(split_bytes(&body, 2), pause),
+        Delivery::Slow(pause, pieces) => with_pauses(split_bytes(&body, pieces), pause),
+        Delivery::Reset(_) => vec![
+            Step::Data(body.slice(..half)),
+            Step::Pause(RESET_FLUSH),
+            Step::Fail,
+        ],
+        // A whole answer cannot fail inside: the error is the answer.
+        Delivery::StreamError(..) => {
+            let error = openai::error(StatusCode::INTERNAL_SERVER_ERROR, "stream failed");
+            return shape(
+                Answer::Json {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    body: error,
+                },
+                Delivery::Whole,
+            );
         }
     };
+    let body = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+        PlannedBody::empty()
+    } else {
+        PlannedBody::new(steps, Some(length))
+    };
+    with_head(status, content_type, body)
+}
+
+/// Builds the response for a stream of SSE `events` delivered as `delivery`.
+fn shape_stream(events: Vec<Bytes>, delivery: Delivery) -> Response<PlannedBody> {
+    let steps = match delivery {
+        Delivery::Whole => events.into_iter().map(Step::Data).collect(),
+        Delivery::Stall(pause, at) => {
+            let mut steps = Vec::with_capacity(events.len() + 1);
+            if at == 0 {
+                // Head out, nothing else: a stall before the first
+                // token.
+                steps.push(Step::Pause(pause));
+            }
+            for (i, event) in events.into_iter().enumerate() {
+                if at > 0 && i == at {
+                    steps.push(Step::Pause(pause));
+                }
+                steps.push(Step::Data(event));
+            }
+            steps
+        }
+        Delivery::Slow(pause, _) => with_pauses(events, pause),
+        Delivery::Reset(at) => events
+            .into_iter()
+            .take(at)
+            .map(Step::Data)
+            .chain([Step::Pause(RESET_FLUSH), Step::Fail])
+            .collect(),
+        Delivery::StreamError(at, error) => events
+            .into_iter()
+            .take(at)
+            .chain([error])
+            .map(Step::Data)
+            .collect(),
+    };
+    with_head(
+        StatusCode::OK,
+        "text/event-stream",
+        PlannedBody::new(steps, None),
+    )
+}
+
+/// The response with `status`, `content_type` and `body`, and a
+/// `content-length` when the body's length is known (else `cache-control:
+/// no-cache`, as for a stream).
+fn with_head(
+    status: StatusCode,
+    content_type: &'static str,
+    body: PlannedBody,
+) -> Response<PlannedBody> {
     let length = http_body::Body::size_hint(&body).exact();
     let mut response = Response::new(body);
     *response.status_mut() = status;

@@ -2,6 +2,10 @@
 //! with hyper-util's auto builder (HTTP/1.1 and h2c prior knowledge), and runs
 //! outages.
 //!
+//! An outage is the server's "restart" as a client sees it: the port goes
+//! away and comes back, while the shared state (counts, attempt counts,
+//! uploaded files, batch jobs) lives on.
+//!
 //! # Outages
 //!
 //! The listener is bound with `SO_REUSEPORT`. When an outage starts, a second
@@ -42,6 +46,7 @@ use tokio::time::Instant;
 use crate::body::Finished;
 use crate::dashboard::Dashboard;
 use crate::fault::{Fault, FaultParams};
+use crate::jobs;
 use crate::mix::Mix;
 use crate::respond::Window;
 use crate::respond::{self, Shared};
@@ -162,6 +167,7 @@ pub struct FaultServerBuilder {
     outages: Vec<(Duration, Duration)>,
     windows: Vec<Window>,
     idle_close: f64,
+    job_duration: Duration,
 }
 
 impl Default for FaultServerBuilder {
@@ -174,6 +180,7 @@ impl Default for FaultServerBuilder {
             outages: Vec::new(),
             windows: Vec::new(),
             idle_close: 0.0,
+            job_duration: jobs::DEFAULT_JOB_DURATION,
         }
     }
 }
@@ -235,8 +242,18 @@ impl FaultServerBuilder {
         self
     }
 
-    /// Binds and starts serving; fails for a non-loopback address or an
-    /// idle-close probability outside 0..=1.
+    /// How long a batch job takes from creation to its end (default 10 s):
+    /// `validating` for the first 10 %, `in_progress` until 80 %,
+    /// `finalizing` until 100 %, then `completed` (a job whose metadata
+    /// scripts `sturdy_fate` fails at 50 % or expires at 100 % instead; a
+    /// cancel takes 10 %). Must not be zero.
+    pub fn job_duration(mut self, duration: Duration) -> Self {
+        self.job_duration = duration;
+        self
+    }
+
+    /// Binds and starts serving; fails for a non-loopback address, an
+    /// idle-close probability outside 0..=1 or a zero job duration.
     pub async fn start(self) -> io::Result<FaultServer> {
         if !(0.0..=1.0).contains(&self.idle_close) {
             return Err(io::Error::new(
@@ -245,6 +262,12 @@ impl FaultServerBuilder {
                     "the idle-close probability {} is not in 0..=1",
                     self.idle_close
                 ),
+            ));
+        }
+        if self.job_duration.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the job duration must not be zero",
             ));
         }
         if !self.listen.ip().is_loopback() {
@@ -264,6 +287,7 @@ impl FaultServerBuilder {
             self.params,
             self.windows,
             self.idle_close,
+            self.job_duration,
         ));
         let (outages, requests) = mpsc::channel(16);
         let mut tasks = vec![tokio::spawn(accept_loop(

@@ -78,6 +78,19 @@ pub struct Args {
     /// Print one JSON object instead of the report (and no progress bar).
     #[arg(long)]
     pub json: bool,
+
+    /// Instead of chat completions: submit one batch job and wait for it
+    /// through restarts and failures (embedded: a job of ~12 s, two 2 s
+    /// restarts and a burst of 503s while it runs; with --url: a two-line
+    /// input file of 1-token requests to /v1/chat/completions, at the
+    /// endpoint's batch price).
+    #[arg(long)]
+    pub batch: bool,
+
+    /// The longest interval between polls of a batch job, in seconds
+    /// (default: 3 embedded, 60 with --url).
+    #[arg(long, value_name = "SECS")]
+    pub poll_cap: Option<f64>,
 }
 
 /// The default embedded mix: statuses with and without hints (one hint
@@ -187,6 +200,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// JSON output.
     pub json: bool,
+    /// Batch mode, with the poll cap.
+    pub batch: Option<Duration>,
 }
 
 /// Longest run the flags may ask for.
@@ -264,7 +279,20 @@ impl Config {
                 "--concurrency {concurrency}: expected 1 to {MAX_CONCURRENCY}"
             ));
         }
+        let batch = match (args.batch, args.poll_cap) {
+            (false, Some(_)) => return Err("--poll-cap applies to --batch only".into()),
+            (false, None) => None,
+            (true, cap) => {
+                let default = if remote { 60.0 } else { 3.0 };
+                let cap = cap.unwrap_or(default);
+                if !(0.1..=3600.0).contains(&cap) {
+                    return Err(format!("--poll-cap {cap}: expected 0.1 to 3600 seconds"));
+                }
+                Some(Duration::from_secs_f64(cap))
+            }
+        };
         Ok(Config {
+            batch,
             target,
             model: args.model.unwrap_or_else(|| "sturdy-demo".to_owned()),
             requests,
@@ -352,6 +380,9 @@ mod tests {
                 "bad header",
             ],
             &["--token-field", "max_output"],
+            &["--poll-cap", "2"],
+            &["--batch", "--poll-cap", "0"],
+            &["--batch", "--poll-cap", "NaN"],
             &["--metrics-listen", "0.0.0.0:9464"],
             &["--requests", "many"],
         ] {

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 mod config;
 mod load;
 mod serve;
@@ -102,6 +103,11 @@ async fn run(config: Config) -> Result<(), String> {
             Duration::from_secs(120),
         ),
     };
+
+    if let Some(cap) = config.batch {
+        let stack = Stack::builder().profiles(profiles).retry_policy(retry);
+        return batch::run(&config, cap, stack).await;
+    }
 
     let mut server = None;
     let (base, authorization, client) = match &config.target {

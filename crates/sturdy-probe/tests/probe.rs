@@ -266,3 +266,28 @@ fn a_url_run_speaks_the_endpoints_key_header_and_token_field() {
     assert!(seen.contains("\"max_completion_tokens\":1"), "{seen}");
     assert!(!seen.contains("\"max_tokens\""), "{seen}");
 }
+
+#[test]
+fn batch_mode_waits_a_job_through_restarts_and_reports_it() {
+    let started = std::time::Instant::now();
+    let out = probe(&["--batch", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let b = &v["batch"];
+    assert_eq!(b["status"], "completed", "{v}");
+    assert!(b["id"].as_str().is_some_and(|id| id.starts_with("batch_")));
+    assert!(u(&v, &["batch", "failures_waited_through"]) > 0, "{v}");
+    assert!(u(&v, &["batch", "polls"]) > 2, "{v}");
+    let counts = (
+        u(&v, &["batch", "request_counts", "total"]),
+        u(&v, &["batch", "request_counts", "completed"]),
+    );
+    assert_eq!(counts, (2, 2), "{v}");
+    assert!(b["seconds"].as_f64().is_some_and(|s| s >= 12.0), "{v}");
+    assert!(b["output_file_id"].as_str().is_some(), "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
