@@ -75,9 +75,9 @@ async fn main() -> Result<(), sturdy::BoxError> {
         .await?
         .to_bytes();
     for line in String::from_utf8_lossy(&text).lines() {
-        if line.starts_with("sturdy_client_calls_total")
+        if line.starts_with("sturdy_client_call_duration_seconds_count")
             || line.starts_with("sturdy_client_retries_total")
-            || line.starts_with("# HELP sturdy_client_calls")
+            || line.starts_with("# HELP sturdy_client_call_duration")
         {
             println!("{line}");
         }

@@ -139,7 +139,7 @@ async fn a_user_classifiers_verdict_is_the_attempts_outcome_and_the_retry_reason
     let attempts = |outcome: &str| {
         value(
             &text,
-            "sturdy_client_attempts_total",
+            "http_client_request_duration_seconds_count",
             &[("outcome", outcome)],
         )
     };

@@ -85,8 +85,11 @@ fn custom_service_retries_a_hand_written_service() {
 #[test]
 fn prometheus_serves_the_stacks_metrics() {
     let out = run("prometheus");
-    assert!(out.contains("sturdy_client_calls_total"), "{out}");
-    assert!(out.contains("outcome=\"400\""), "{out}");
+    assert!(
+        out.contains("sturdy_client_call_duration_seconds_count"),
+        "{out}"
+    );
+    assert!(out.contains("error_type=\"400\""), "{out}");
     assert!(out.contains("reason=\"429\"} 1"), "{out}");
 }
 

@@ -318,7 +318,7 @@ async fn a_quota_error_is_one_attempt_with_its_own_label_and_a_rate_limit_is_ret
     assert_eq!(
         value(
             &text,
-            "sturdy_client_attempts_total",
+            "http_client_request_duration_seconds_count",
             &[("outcome", "insufficient_quota")]
         ),
         1.0

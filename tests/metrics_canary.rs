@@ -152,7 +152,7 @@ async fn the_api_key_never_reaches_metrics_reports_logs_or_debug_output() {
 
     // The checks below could fail: each output is non-trivial.
     assert_eq!(snapshot.finished(Scope::Call), 7);
-    assert!(prometheus.contains("sturdy_client_attempts_total"));
+    assert!(prometheus.contains("http_client_request_duration_seconds_count"));
     assert!(
         logs.contains("sturdy-metrics outcome"),
         "TRACE capture works:\n{logs}"

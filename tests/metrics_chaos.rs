@@ -110,24 +110,23 @@ async fn every_started_call_and_attempt_is_recorded_once_and_nothing_stays_in_fl
     let text = encode(&registry);
     for scope in ["call", "attempt"] {
         assert_eq!(
-            value(&text, "sturdy_client_in_flight", &[("scope", scope)]),
+            value(&text, &format!("sturdy_client_{scope}s_in_flight"), &[]),
             0.0,
             "{scope}"
         );
     }
     assert_eq!(
-        value(&text, "sturdy_client_started_total", &[("scope", "call")]),
-        value(&text, "sturdy_client_calls_total", &[])
+        value(&text, "sturdy_client_calls_started_total", &[]),
+        value(&text, "sturdy_client_call_duration_seconds_count", &[])
     );
     assert_eq!(
-        value(
-            &text,
-            "sturdy_client_started_total",
-            &[("scope", "attempt")]
-        ),
-        value(&text, "sturdy_client_attempts_total", &[])
+        value(&text, "sturdy_client_attempts_started_total", &[]),
+        value(&text, "http_client_request_duration_seconds_count", &[])
     );
-    assert_eq!(value(&text, "sturdy_client_calls_total", &[]), CALLS as f64);
+    assert_eq!(
+        value(&text, "sturdy_client_call_duration_seconds_count", &[]),
+        CALLS as f64
+    );
 
     // Reconciliation holds under chaos too.
     let d = server.dashboard();

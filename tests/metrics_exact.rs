@@ -121,14 +121,14 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     let calls = |outcome: &str, reach: &str| {
         value(
             &text,
-            "sturdy_client_calls_total",
+            "sturdy_client_call_duration_seconds_count",
             &[("outcome", outcome), ("reach", reach)],
         )
     };
     let attempts = |outcome: &str, reach: &str| {
         value(
             &text,
-            "sturdy_client_attempts_total",
+            "http_client_request_duration_seconds_count",
             &[("outcome", outcome), ("reach", reach)],
         )
     };
@@ -166,28 +166,21 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     // Nothing else: the totals are the sums of the rows above.
     let sum = |rows: &[(&str, &str, f64)]| rows.iter().map(|r| r.2).sum::<f64>();
     assert_eq!(
-        value(&text, "sturdy_client_calls_total", &[]),
+        value(&text, "sturdy_client_call_duration_seconds_count", &[]),
         sum(&expected_calls)
     );
     assert_eq!(
-        value(&text, "sturdy_client_attempts_total", &[]),
+        value(&text, "http_client_request_duration_seconds_count", &[]),
         sum(&expected_attempts)
     );
+    assert_eq!(value(&text, "sturdy_client_calls_started_total", &[]), 15.0);
     assert_eq!(
-        value(&text, "sturdy_client_started_total", &[("scope", "call")]),
-        15.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            "sturdy_client_started_total",
-            &[("scope", "attempt")]
-        ),
+        value(&text, "sturdy_client_attempts_started_total", &[]),
         23.0
     );
     for scope in ["call", "attempt"] {
         assert_eq!(
-            value(&text, "sturdy_client_in_flight", &[("scope", scope)]),
+            value(&text, &format!("sturdy_client_{scope}s_in_flight"), &[]),
             0.0,
             "{scope}"
         );
@@ -221,21 +214,21 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
         value(&text, "sturdy_client_possibly_duplicated_total", &[]),
         1.0
     );
-    assert_eq!(value(&text, "sturdy_client_call_attempts_total", &[]), 23.0);
+    assert_eq!(value(&text, "sturdy_client_call_attempts_sum", &[]), 23.0);
     // The duration histogram counts the same outcomes, per scope.
     assert_eq!(
         value(
             &text,
             "http_client_request_duration_seconds_count",
-            &[("scope", "attempt"), ("reach", "not_sent")]
+            &[("reach", "not_sent")]
         ),
         6.0
     );
     assert_eq!(
         value(
             &text,
-            "http_client_request_duration_seconds_count",
-            &[("scope", "call"), ("outcome", "ok")]
+            "sturdy_client_call_duration_seconds_count",
+            &[("outcome", "ok")]
         ),
         6.0
     );
@@ -243,16 +236,22 @@ async fn scripted_run_gives_exact_counts_for_calls_and_attempts() {
     assert_eq!(
         value(
             &text,
-            "sturdy_client_attempts_total",
-            &[("server_address", &server.addr().to_string())]
+            "http_client_request_duration_seconds_count",
+            &[
+                ("server_address", "127.0.0.1"),
+                ("server_port", &server.addr().port().to_string())
+            ]
         ),
         17.0
     );
     assert_eq!(
         value(
             &text,
-            "sturdy_client_attempts_total",
-            &[("server_address", "sturdy-metrics-test.invalid:80")]
+            "http_client_request_duration_seconds_count",
+            &[
+                ("server_address", "sturdy-metrics-test.invalid"),
+                ("server_port", "80")
+            ]
         ),
         3.0
     );
@@ -322,15 +321,15 @@ async fn an_sse_stream_cut_mid_way_is_an_acknowledged_failure_with_its_time_to_f
     assert_eq!(
         value(
             &text,
-            "sturdy_client_time_to_first_frame_seconds_count",
-            &[("scope", "call")]
+            "sturdy_client_call_time_to_first_frame_seconds_count",
+            &[]
         ),
         1.0
     );
     assert_eq!(
         value(
             &text,
-            "sturdy_client_calls_total",
+            "sturdy_client_call_duration_seconds_count",
             &[("outcome", "response_body"), ("reach", "acknowledged")]
         ),
         1.0

@@ -87,7 +87,7 @@ async fn exactly_once_under_chaos_with_real_timeouts_and_retries() {
     let text = encode(&registry);
     for scope in ["call", "attempt"] {
         assert_eq!(
-            value(&text, "sturdy_client_in_flight", &[("scope", scope)]),
+            value(&text, &format!("sturdy_client_{scope}s_in_flight"), &[]),
             0.0
         );
     }

@@ -124,13 +124,17 @@ async fn grpc_calls_are_labelled_by_method_and_judged_by_grpc_status() {
 
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-    for (method, outcome) in [
-        ("grpc.health.v1.Health/Check", "ok"),
-        ("grpc.health.v1.Health/Check", "grpc_not_found"),
-        ("grpc.health.v1.Health/Watch", "cancelled"),
+    for (method, error) in [
+        ("grpc.health.v1.Health/Check", ""),
+        (
+            "grpc.health.v1.Health/Check",
+            "error_type=\"grpc_not_found\",",
+        ),
+        ("grpc.health.v1.Health/Watch", "error_type=\"cancelled\","),
     ] {
+        // A gRPC call is an HTTP POST; its method goes in rpc_method.
         let line = format!(
-            "sturdy_client_attempts_total{{workload=\"interactive\",method=\"{method}\",server_address=\"health.internal:50051\",outcome=\"{outcome}\",reach=\"acknowledged\"}} 1\n"
+            "http_client_request_duration_seconds_count{{http_request_method=\"POST\",rpc_method=\"{method}\",server_address=\"health.internal\",server_port=\"50051\",http_response_status_code=\"200\",{error}reach=\"acknowledged\",workload=\"interactive\"}} 1\n"
         );
         assert!(text.contains(&line), "missing {line}\n{text}");
     }

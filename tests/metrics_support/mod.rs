@@ -82,6 +82,9 @@ pub fn encode(registry: &Registry) -> String {
 }
 
 /// The sum of every sample of `metric` whose labels include all of `labels`.
+/// `("outcome", "ok")` stands for "no `error_type` label" and
+/// `("outcome", X)` for `error_type="X"`: sturdy's outcome, on
+/// OpenTelemetry's label.
 pub fn value(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
     let mut sum = 0.0;
     for line in text.lines() {
@@ -98,9 +101,12 @@ pub fn value(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
                 None => continue,
             },
         };
-        let all = labels
-            .iter()
-            .all(|(k, v)| label_part.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        let has = |k: &str, v: &str| label_part.split(',').any(|kv| kv == format!("{k}=\"{v}\""));
+        let all = labels.iter().all(|(k, v)| match (*k, *v) {
+            ("outcome", "ok") => !label_part.contains("error_type="),
+            ("outcome", v) => has("error_type", v),
+            (k, v) => has(k, v),
+        });
         if all {
             sum += number.trim().parse::<f64>().unwrap_or(f64::NAN);
         }

@@ -1,11 +1,15 @@
 //! [`MetricsFacadeRecorder`]: the `metrics` crate's facade backend (feature
 //! `metrics`), for applications that already install a `metrics` exporter.
-//! Same names and labels as [`PrometheusRecorder`](crate::PrometheusRecorder).
+//! Same names, help texts and labels as
+//! [`PrometheusRecorder`](crate::PrometheusRecorder), from [`crate::series`].
 //! The facade builds a key per update, so each event allocates its label
 //! list; use the Prometheus backend where that matters.
 
+use std::sync::OnceLock;
+
 use sturdy_core::Workload;
 
+use crate::series::{self, Series, SeriesKind, split_method, split_server};
 use crate::{CallSummary, Ended, Recorder, Scope};
 
 /// Records through the `metrics` facade into whatever recorder the
@@ -19,122 +23,143 @@ impl MetricsFacadeRecorder {
     /// A recorder; describes the metrics (help text and units) to the
     /// installed `metrics` recorder.
     pub fn new() -> MetricsFacadeRecorder {
-        metrics::describe_histogram!(
-            "http_client_request_duration_seconds",
-            metrics::Unit::Seconds,
-            "Duration of HTTP client calls and attempts, to the end of the response body, by outcome and reach."
-        );
-        metrics::describe_counter!(
-            "sturdy_client_calls_total",
-            "Logical calls ended, by outcome and reach."
-        );
-        metrics::describe_counter!(
-            "sturdy_client_attempts_total",
-            "Attempts ended, by outcome and reach."
-        );
-        metrics::describe_counter!("sturdy_client_started_total", "Calls and attempts started.");
-        metrics::describe_gauge!(
-            "sturdy_client_in_flight",
-            "Calls and attempts started and not yet ended."
-        );
-        metrics::describe_histogram!(
-            "sturdy_client_time_to_head_seconds",
-            metrics::Unit::Seconds,
-            "Time from the call or attempt to its response head."
-        );
-        metrics::describe_histogram!(
-            "sturdy_client_time_to_first_frame_seconds",
-            metrics::Unit::Seconds,
-            "Time to the first response body frame (time to first token for a stream)."
-        );
-        metrics::describe_counter!("sturdy_client_retries_total", "Retries taken, by reason.");
-        metrics::describe_counter!(
-            "sturdy_client_retry_refusals_total",
-            "Retries a failure called for and the retry layer did not make, by reason."
-        );
-        metrics::describe_counter!(
-            "sturdy_client_possibly_duplicated_total",
-            sturdy_core::Safety::POSSIBLY_DUPLICATED
-        );
-        metrics::describe_counter!(
-            "sturdy_client_call_attempts_total",
-            "Attempts made by ended calls."
-        );
+        for s in series::SERIES {
+            let unit = s.seconds.then_some(metrics::Unit::Seconds);
+            match (s.kind, unit) {
+                (SeriesKind::Counter, _) => metrics::describe_counter!(s.name(), s.help),
+                (SeriesKind::Gauge, _) => metrics::describe_gauge!(s.name(), s.help),
+                (SeriesKind::Histogram, Some(unit)) => {
+                    metrics::describe_histogram!(s.name(), unit, s.help);
+                }
+                (SeriesKind::Histogram, None) => metrics::describe_histogram!(s.name(), s.help),
+            }
+        }
         MetricsFacadeRecorder { _private: () }
     }
 }
 
+/// The names of one scope's series.
+struct Names {
+    duration: String,
+    head: String,
+    first_frame: String,
+    started: String,
+    in_flight: String,
+}
+
+fn names(scope: Scope) -> &'static Names {
+    static NAMES: OnceLock<[Names; 2]> = OnceLock::new();
+    let all = NAMES.get_or_init(|| {
+        let of = |d: Series, h: Series, f: Series, s: Series, i: Series| Names {
+            duration: d.name(),
+            head: h.name(),
+            first_frame: f.name(),
+            started: s.name(),
+            in_flight: i.name(),
+        };
+        [
+            of(
+                series::CALL_DURATION,
+                series::CALL_TIME_TO_HEAD,
+                series::CALL_TIME_TO_FIRST_FRAME,
+                series::CALLS_STARTED,
+                series::CALLS_IN_FLIGHT,
+            ),
+            of(
+                series::ATTEMPT_DURATION,
+                series::ATTEMPT_TIME_TO_HEAD,
+                series::ATTEMPT_TIME_TO_FIRST_FRAME,
+                series::ATTEMPTS_STARTED,
+                series::ATTEMPTS_IN_FLIGHT,
+            ),
+        ]
+    });
+    &all[scope as usize]
+}
+
+/// The target labels: method (and gRPC method), server address and port.
+fn target_labels(dims: &crate::Dimensions) -> Vec<metrics::Label> {
+    let (method, rpc) = split_method(dims.method.as_str());
+    let (host, port) = split_server(dims.server.as_str());
+    let mut labels = vec![metrics::Label::new(
+        "http_request_method",
+        method.to_owned(),
+    )];
+    if let Some(rpc) = rpc {
+        labels.push(metrics::Label::new("rpc_method", rpc.to_owned()));
+    }
+    labels.push(metrics::Label::new("server_address", host.to_owned()));
+    if let Some(port) = port {
+        labels.push(metrics::Label::new("server_port", port.to_owned()));
+    }
+    labels
+}
+
 impl Recorder for MetricsFacadeRecorder {
     fn started(&self, scope: Scope) {
-        metrics::counter!("sturdy_client_started_total", "scope" => scope.label()).increment(1);
-        metrics::gauge!("sturdy_client_in_flight", "scope" => scope.label()).increment(1.0);
+        let n = names(scope);
+        metrics::counter!(n.started.as_str()).increment(1);
+        metrics::gauge!(n.in_flight.as_str()).increment(1.0);
     }
 
     fn finished(&self, ended: &Ended<'_>) {
         let dims = ended.dims;
         let outcome = ended.outcome;
-        let name = match dims.scope {
-            Scope::Call => "sturdy_client_calls_total",
-            Scope::Attempt => "sturdy_client_attempts_total",
-        };
-        metrics::counter!(
-            name,
-            "workload" => dims.workload.label(),
-            "method" => dims.method.to_string(),
-            "server_address" => dims.server.to_string(),
-            "outcome" => outcome.label(),
-            "reach" => outcome.reach().label(),
-        )
-        .increment(1);
-        metrics::histogram!(
-            "http_client_request_duration_seconds",
-            "scope" => dims.scope.label(),
-            "workload" => dims.workload.label(),
-            "method" => dims.method.to_string(),
-            "server_address" => dims.server.to_string(),
-            "outcome" => outcome.label(),
-            "reach" => outcome.reach().label(),
-        )
-        .record(ended.duration.as_secs_f64());
+        let n = names(dims.scope);
+        let target = target_labels(dims);
+        let workload = metrics::Label::new("workload", dims.workload.label());
+        let mut labels = target.clone();
+        if let Some(status) = ended.status {
+            labels.push(metrics::Label::new(
+                "http_response_status_code",
+                status.to_string(),
+            ));
+        }
+        if !outcome.is_ok() {
+            labels.push(metrics::Label::new("error_type", outcome.label()));
+        }
+        labels.push(metrics::Label::new("reach", outcome.reach().label()));
+        labels.push(workload.clone());
+        metrics::histogram!(n.duration.as_str(), labels).record(ended.duration.as_secs_f64());
         for (name, at) in [
-            ("sturdy_client_time_to_head_seconds", ended.time_to_head),
-            (
-                "sturdy_client_time_to_first_frame_seconds",
-                ended.time_to_first_frame,
-            ),
+            (&n.head, ended.time_to_head),
+            (&n.first_frame, ended.time_to_first_frame),
         ] {
             if let Some(d) = at {
-                metrics::histogram!(
-                    name,
-                    "scope" => dims.scope.label(),
-                    "workload" => dims.workload.label(),
-                    "method" => dims.method.to_string(),
-                    "server_address" => dims.server.to_string(),
-                )
-                .record(d.as_secs_f64());
+                let mut labels = target.clone();
+                labels.push(workload.clone());
+                metrics::histogram!(name.as_str(), labels).record(d.as_secs_f64());
             }
         }
         if let Some(summary) = ended.call {
             call_summary(dims.workload, summary);
         }
-        metrics::gauge!("sturdy_client_in_flight", "scope" => dims.scope.label()).decrement(1.0);
+        metrics::gauge!(n.in_flight.as_str()).decrement(1.0);
     }
 }
 
 fn call_summary(workload: Workload, summary: &CallSummary) {
+    static NAMES: OnceLock<[String; 4]> = OnceLock::new();
+    let [attempts, retries, refusals, duplicated] = NAMES.get_or_init(|| {
+        [
+            series::CALL_ATTEMPTS.name(),
+            series::RETRIES.name(),
+            series::RETRY_REFUSALS.name(),
+            series::POSSIBLY_DUPLICATED.name(),
+        ]
+    });
     let w = workload.label();
-    metrics::counter!("sturdy_client_call_attempts_total", "workload" => w)
-        .increment(u64::from(summary.attempts));
+    metrics::histogram!(attempts.as_str(), "workload" => w).record(f64::from(summary.attempts));
     for reason in &summary.retry_reasons {
-        metrics::counter!("sturdy_client_retries_total", "workload" => w, "reason" => reason.label())
+        metrics::counter!(retries.as_str(), "workload" => w, "reason" => reason.label())
             .increment(1);
     }
     for (why, n) in summary.refusal_counts() {
-        metrics::counter!("sturdy_client_retry_refusals_total", "workload" => w, "reason" => why.label())
+        metrics::counter!(refusals.as_str(), "workload" => w, "reason" => why.label())
             .increment(u64::from(n));
     }
     if summary.possibly_duplicated > 0 {
-        metrics::counter!("sturdy_client_possibly_duplicated_total", "workload" => w)
+        metrics::counter!(duplicated.as_str(), "workload" => w)
             .increment(u64::from(summary.possibly_duplicated));
     }
 }
@@ -230,6 +255,7 @@ mod tests {
             rec.finished(&Ended {
                 dims: &dims,
                 outcome: Outcome::Failed(FailureKind::Cancelled(Reach::Acknowledged)),
+                status: Some(200),
                 duration: Duration::from_millis(9),
                 time_to_head: Some(Duration::from_millis(5)),
                 time_to_first_frame: None,
@@ -243,6 +269,7 @@ mod tests {
             rec.finished(&Ended {
                 dims: &call,
                 outcome: Outcome::Ok,
+                status: Some(200),
                 duration: Duration::from_millis(20),
                 time_to_head: None,
                 time_to_first_frame: None,
@@ -254,29 +281,38 @@ mod tests {
                 }),
             });
         });
+        let target = "http_request_method=POST,server_address=api.example,server_port=443";
         assert_eq!(
-            capture.get("sturdy_client_attempts_total{workload=agentic,method=POST,server_address=api.example:443,outcome=cancelled,reach=acknowledged}"),
+            capture.get(&format!("http_client_request_duration_seconds{{{target},http_response_status_code=200,error_type=cancelled,reach=acknowledged,workload=agentic}}:count")),
             1.0
         );
-        assert_eq!(capture.get("sturdy_client_in_flight{scope=attempt}"), 0.0);
         assert_eq!(
-            capture.get("sturdy_client_started_total{scope=attempt}"),
+            capture.get(&format!("sturdy_client_call_duration_seconds{{{target},http_response_status_code=200,reach=acknowledged,workload=agentic}}:count")),
             1.0
         );
+        assert_eq!(
+            capture.get(&format!(
+                "sturdy_client_attempt_time_to_head_seconds{{{target},workload=agentic}}:count"
+            )),
+            1.0
+        );
+        assert_eq!(capture.get("sturdy_client_attempts_in_flight{}"), 0.0);
+        assert_eq!(capture.get("sturdy_client_attempts_started_total{}"), 1.0);
+        assert_eq!(capture.get("sturdy_client_calls_started_total{}"), 1.0);
         assert_eq!(
             capture.get("sturdy_client_retries_total{workload=agentic,reason=reset}"),
             1.0
         );
         assert_eq!(
-            capture.get("sturdy_client_call_attempts_total{workload=agentic}"),
-            2.0
+            capture.get("sturdy_client_call_attempts{workload=agentic}:count"),
+            1.0
         );
         assert_eq!(
             capture.get("sturdy_client_retry_refusals_total{workload=agentic,reason=budget}"),
             1.0
         );
         assert_eq!(
-            capture.get("http_client_request_duration_seconds{scope=attempt,workload=agentic,method=POST,server_address=api.example:443,outcome=cancelled,reach=acknowledged}:count"),
+            capture.get("sturdy_client_possibly_duplicated_total{workload=agentic}"),
             1.0
         );
     }

@@ -35,6 +35,8 @@ pub(crate) struct Flight<R: Recorder> {
     pub(crate) grpc: bool,
     start: Instant,
     head: Option<Duration>,
+    /// The status of the response head, once it came.
+    status: Option<u16>,
     first_frame: Option<Duration>,
     /// The reach a cancellation would have: `NotSent` until the inner future
     /// is first polled (hyper-util's and tonic's futures send nothing before
@@ -66,6 +68,7 @@ impl<R: Recorder> Flight<R> {
             grpc,
             start: Instant::now(),
             head: None,
+            status: None,
             first_frame: None,
             reach: Reach::NotSent,
             known: None,
@@ -86,9 +89,10 @@ impl<R: Recorder> Flight<R> {
         }
     }
 
-    /// The response head arrived.
-    pub(crate) fn head(&mut self) {
+    /// The response head arrived, with `status`.
+    pub(crate) fn head(&mut self, status: http::StatusCode) {
         self.reach = Reach::Acknowledged;
+        self.status = Some(status.as_u16());
         self.head = Some(self.start.elapsed());
     }
 
@@ -148,6 +152,7 @@ impl<R: Recorder> Flight<R> {
         self.shared.recorder.finished(&Ended {
             dims: &dims,
             outcome,
+            status: self.status,
             duration,
             time_to_head: self.head,
             time_to_first_frame: self.first_frame,

@@ -73,7 +73,7 @@ where
                 let (parts, body) = res.into_parts();
                 let watch = match flight.as_mut() {
                     Some(flight) => {
-                        flight.head();
+                        flight.head(parts.status);
                         judge_head(flight, &parts, &body)
                     }
                     None => Watch::Plain,

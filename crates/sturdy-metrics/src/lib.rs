@@ -19,7 +19,8 @@
 //!   reach `not_sent` if it was never polled, `unknown` otherwise.
 //!
 //! Every started call or attempt ends in exactly one outcome, and the
-//! in-flight gauge of its scope goes back down exactly once.
+//! in-flight gauge of its scope goes back down exactly once. The exported
+//! series, their labels and help texts are listed once, in [`series`].
 //!
 //! Dimensions: scope, workload, method (unknown methods are `_OTHER`; gRPC
 //! methods are `service/method` from tonic's `GrpcMethod`, feature `grpc`),
@@ -58,7 +59,7 @@
 //! assert_eq!(snapshot.snapshot().count(Scope::Call, "ok", sturdy_core::Reach::Acknowledged), 1);
 //! let mut text = String::new();
 //! prometheus_client::encoding::text::encode(&mut text, &registry)?;
-//! assert!(text.contains(r#"sturdy_client_calls_total{workload="interactive",method="POST",server_address="api.example:443",outcome="ok",reach="acknowledged"} 1"#));
+//! assert!(text.contains(r#"sturdy_client_call_duration_seconds_count{http_request_method="POST",server_address="api.example",server_port="443",http_response_status_code="200",reach="acknowledged",workload="interactive"} 1"#));
 //! println!("{}", Report::new(&snapshot.snapshot()));
 //! # Ok(())
 //! # }
@@ -77,6 +78,7 @@ mod layer;
 mod prometheus;
 mod recorder;
 mod report;
+pub mod series;
 mod service;
 mod snapshot;
 

@@ -1,6 +1,7 @@
-//! [`PrometheusRecorder`]: the prometheus-client backend. Registers
-//! OpenTelemetry's `http_client_request_duration_seconds` and sturdy's own
-//! counters, gauges and histograms into a user's `Registry`.
+//! [`PrometheusRecorder`]: the prometheus-client backend. Registers the
+//! series of [`crate::series`] (OpenTelemetry's
+//! `http_client_request_duration_seconds` per attempt, sturdy's own for
+//! calls, retries and refusals) into a user's `Registry`.
 //!
 //! Label sets are structs of `&'static str` and interned `Arc<str>` labels.
 //! Each label set is looked up in its `Family` once: the recorder keeps the
@@ -14,14 +15,15 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
-use sturdy_core::{Safety, Workload};
+use prometheus_client::registry::{Metric, Registry, Unit};
+use sturdy_core::Workload;
 
+use crate::series::{self, CALL_ATTEMPTS_BUCKETS, Series, split_method, split_server};
 use crate::{CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
 
 /// Histogram buckets in seconds, sized for LLM calls: from 5 ms (a cached
@@ -37,36 +39,66 @@ fn histogram() -> Histogram {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// The labels of both duration histograms, encoded on OpenTelemetry's
+/// names: the server label split into `server_address` and `server_port`,
+/// a gRPC `service/method` as `http_request_method="POST"` beside
+/// `rpc_method`, the status code when a response head came, `error_type`
+/// only on failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct OutcomeLabels {
-    scope: &'static str,
-    workload: &'static str,
     method: MethodLabel,
-    server_address: ServerAddress,
-    outcome: &'static str,
+    server: ServerAddress,
+    status: Option<u16>,
+    error: Option<&'static str>,
     reach: &'static str,
+    workload: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EndLabels {
-    workload: &'static str,
-    method: MethodLabel,
-    server_address: ServerAddress,
-    outcome: &'static str,
-    reach: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// The labels of the timing histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct TimingLabels {
-    scope: &'static str,
-    workload: &'static str,
     method: MethodLabel,
-    server_address: ServerAddress,
+    server: ServerAddress,
+    workload: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ScopeLabels {
-    scope: &'static str,
+fn encode_target(
+    encoder: &mut LabelSetEncoder<'_>,
+    method: &MethodLabel,
+    server: &ServerAddress,
+) -> Result<(), fmt::Error> {
+    let (method, rpc) = split_method(method.as_str());
+    ("http_request_method", method).encode(encoder.encode_label())?;
+    if let Some(rpc) = rpc {
+        ("rpc_method", rpc).encode(encoder.encode_label())?;
+    }
+    let (host, port) = split_server(server.as_str());
+    ("server_address", host).encode(encoder.encode_label())?;
+    if let Some(port) = port {
+        ("server_port", port).encode(encoder.encode_label())?;
+    }
+    Ok(())
+}
+
+impl EncodeLabelSet for OutcomeLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        encode_target(encoder, &self.method, &self.server)?;
+        if let Some(status) = self.status {
+            ("http_response_status_code", status).encode(encoder.encode_label())?;
+        }
+        if let Some(error) = self.error {
+            ("error_type", error).encode(encoder.encode_label())?;
+        }
+        ("reach", self.reach).encode(encoder.encode_label())?;
+        ("workload", self.workload).encode(encoder.encode_label())
+    }
+}
+
+impl EncodeLabelSet for TimingLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        encode_target(encoder, &self.method, &self.server)?;
+        ("workload", self.workload).encode(encoder.encode_label())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,13 +107,7 @@ struct WorkloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RefusalLabels {
-    workload: &'static str,
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RetryLabels {
+struct ReasonLabels {
     workload: &'static str,
     reason: &'static str,
 }
@@ -171,11 +197,12 @@ impl SeriesKey {
     }
 }
 
-/// The same and the outcome.
+/// The same, the outcome and the status code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct EndKey {
     series: SeriesKey,
     outcome: Outcome,
+    status: Option<u16>,
 }
 
 struct Held<V> {
@@ -236,49 +263,73 @@ impl<K: Hash + Eq, V> Handles<K, V> {
 /// the first time a flight has the timing, so a series appears only once
 /// something is recorded in it.
 struct EndHandles {
-    /// `calls` or `attempts`, by scope.
-    count: Counter,
     duration: Histogram,
     time_to_head: OnceLock<Histogram>,
     time_to_first_frame: OnceLock<Histogram>,
 }
 
-struct Metrics {
+/// The families of one scope.
+struct ScopeMetrics {
     duration: HistogramFamily<OutcomeLabels>,
-    calls: Family<EndLabels, Counter>,
-    attempts: Family<EndLabels, Counter>,
     time_to_head: HistogramFamily<TimingLabels>,
     time_to_first_frame: HistogramFamily<TimingLabels>,
-    retries: Family<RetryLabels, Counter>,
-    refusals: Family<RefusalLabels, Counter>,
+    started: Counter,
+    in_flight: Gauge,
+}
+
+impl ScopeMetrics {
+    fn new() -> ScopeMetrics {
+        ScopeMetrics {
+            duration: Family::new_with_constructor(histogram as fn() -> Histogram),
+            time_to_head: Family::new_with_constructor(histogram as fn() -> Histogram),
+            time_to_first_frame: Family::new_with_constructor(histogram as fn() -> Histogram),
+            started: Counter::default(),
+            in_flight: Gauge::default(),
+        }
+    }
+
+    /// Registers the families under the names of `series` (duration, time
+    /// to head, time to first frame, started, in flight).
+    fn register(&self, registry: &mut Registry, series: [Series; 5]) {
+        let [duration, head, first, started, in_flight] = series;
+        register(registry, duration, self.duration.clone());
+        register(registry, head, self.time_to_head.clone());
+        register(registry, first, self.time_to_first_frame.clone());
+        register(registry, started, self.started.clone());
+        register(registry, in_flight, self.in_flight.clone());
+    }
+}
+
+/// Registers `metric` under `s`'s name, help text and unit.
+fn register(registry: &mut Registry, s: Series, metric: impl Metric) {
+    if s.seconds {
+        registry.register_with_unit(s.base, s.help, Unit::Seconds, metric);
+    } else {
+        registry.register(s.base, s.help, metric);
+    }
+}
+
+fn attempts_histogram() -> Histogram {
+    Histogram::new(CALL_ATTEMPTS_BUCKETS)
+}
+
+struct Metrics {
+    /// Indexed by `Scope as usize`.
+    scopes: [ScopeMetrics; 2],
+    retries: Family<ReasonLabels, Counter>,
+    refusals: Family<ReasonLabels, Counter>,
     possibly_duplicated: Family<WorkloadLabels, Counter>,
-    call_attempts: Family<WorkloadLabels, Counter>,
-    /// Indexed by `Scope as usize`: two label sets, resolved once.
-    started: [Counter; 2],
-    in_flight: [Gauge; 2],
+    call_attempts: Family<WorkloadLabels, Histogram, fn() -> Histogram>,
     /// Handles of every series one ended flight records into, by label
     /// set: one lookup per flight.
     end_handles: Handles<EndKey, EndHandles>,
     /// `call_attempts` by `Workload as usize`, created when first used.
-    call_attempts_handles: [OnceLock<Counter>; Workload::ALL.len()],
+    call_attempts_handles: [OnceLock<Histogram>; Workload::ALL.len()],
 }
 
 /// Records into prometheus-client metrics registered in a user's
-/// [`Registry`]. Cloning shares the metrics.
-///
-/// | metric | type | labels |
-/// |---|---|---|
-/// | `http_client_request_duration_seconds` | histogram, to the end of the body | scope, workload, method, server_address, outcome, reach |
-/// | `sturdy_client_calls_total` | counter, calls ended | workload, method, server_address, outcome, reach |
-/// | `sturdy_client_attempts_total` | counter, attempts ended | the same |
-/// | `sturdy_client_started_total` | counter | scope |
-/// | `sturdy_client_in_flight` | gauge | scope |
-/// | `sturdy_client_time_to_head_seconds` | histogram | scope, workload, method, server_address |
-/// | `sturdy_client_time_to_first_frame_seconds` | histogram | the same |
-/// | `sturdy_client_retries_total` | counter | workload, reason |
-/// | `sturdy_client_retry_refusals_total` | counter, retries the verdict called for and not made | workload, reason |
-/// | `sturdy_client_possibly_duplicated_total` | counter | workload |
-/// | `sturdy_client_call_attempts_total` | counter, attempts summed over ended calls | workload |
+/// [`Registry`], under the names of [`crate::series`] (README's metrics
+/// reference lists them). Cloning shares the metrics.
 ///
 /// ```
 /// use prometheus_client::registry::Registry;
@@ -289,7 +340,7 @@ struct Metrics {
 /// let _attempts = FailureMetricsLayer::attempts(recorder);
 /// let mut text = String::new();
 /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-/// assert!(text.contains("sturdy_client_in_flight{scope=\"call\"} 0"));
+/// assert!(text.contains("sturdy_client_calls_in_flight 0"));
 /// ```
 #[derive(Clone)]
 pub struct PrometheusRecorder {
@@ -300,133 +351,70 @@ impl PrometheusRecorder {
     /// Creates the metrics and registers them into `registry`.
     pub fn new(registry: &mut Registry) -> PrometheusRecorder {
         let m = Metrics {
-            duration: Family::new_with_constructor(histogram as fn() -> Histogram),
-            calls: Family::default(),
-            attempts: Family::default(),
-            time_to_head: Family::new_with_constructor(histogram as fn() -> Histogram),
-            time_to_first_frame: Family::new_with_constructor(histogram as fn() -> Histogram),
+            scopes: [ScopeMetrics::new(), ScopeMetrics::new()],
             retries: Family::default(),
             refusals: Family::default(),
             possibly_duplicated: Family::default(),
-            call_attempts: Family::default(),
-            started: Default::default(),
-            in_flight: Default::default(),
+            call_attempts: Family::new_with_constructor(attempts_histogram as fn() -> Histogram),
             end_handles: Handles::default(),
             call_attempts_handles: Default::default(),
         };
-        let started: Family<ScopeLabels, Counter> = Family::default();
-        let in_flight: Family<ScopeLabels, Gauge> = Family::default();
-        let mut started_handles: [Counter; 2] = Default::default();
-        let mut in_flight_handles: [Gauge; 2] = Default::default();
-        for scope in Scope::ALL {
-            let labels = ScopeLabels {
-                scope: scope.label(),
-            };
-            started_handles[scope as usize] = started.get_or_create_owned(&labels);
-            in_flight_handles[scope as usize] = in_flight.get_or_create_owned(&labels);
-        }
-        registry.register_with_unit(
-            "http_client_request_duration",
-            "Duration of HTTP client calls and attempts, to the end of the response body, by outcome and reach",
-            Unit::Seconds,
-            m.duration.clone(),
+        m.scopes[Scope::Attempt as usize].register(
+            registry,
+            [
+                series::ATTEMPT_DURATION,
+                series::ATTEMPT_TIME_TO_HEAD,
+                series::ATTEMPT_TIME_TO_FIRST_FRAME,
+                series::ATTEMPTS_STARTED,
+                series::ATTEMPTS_IN_FLIGHT,
+            ],
         );
-        registry.register(
-            "sturdy_client_calls",
-            "Logical calls ended, by outcome and reach (how far the call got)",
-            m.calls.clone(),
+        m.scopes[Scope::Call as usize].register(
+            registry,
+            [
+                series::CALL_DURATION,
+                series::CALL_TIME_TO_HEAD,
+                series::CALL_TIME_TO_FIRST_FRAME,
+                series::CALLS_STARTED,
+                series::CALLS_IN_FLIGHT,
+            ],
         );
-        registry.register(
-            "sturdy_client_attempts",
-            "Attempts ended, by outcome and reach: not_sent attempts never reached the server",
-            m.attempts.clone(),
-        );
-        registry.register(
-            "sturdy_client_started",
-            "Calls and attempts started",
-            started,
-        );
-        registry.register(
-            "sturdy_client_in_flight",
-            "Calls and attempts started and not yet ended",
-            in_flight,
-        );
-        registry.register_with_unit(
-            "sturdy_client_time_to_head",
-            "Time from the call or attempt to its response head",
-            Unit::Seconds,
-            m.time_to_head.clone(),
-        );
-        registry.register_with_unit(
-            "sturdy_client_time_to_first_frame",
-            "Time from the call or attempt to the first response body frame (time to first token for a stream)",
-            Unit::Seconds,
-            m.time_to_first_frame.clone(),
-        );
-        registry.register(
-            "sturdy_client_retries",
-            "Retries taken, by the failure that caused them",
-            m.retries.clone(),
-        );
-        registry.register(
-            "sturdy_client_retry_refusals",
-            "Retries a failure called for and the retry layer did not make, by reason: budget, body_not_replayable, not_repeatable, retries_spent, past_deadline, hint_beyond_cap",
-            m.refusals.clone(),
-        );
-        registry.register(
-            "sturdy_client_possibly_duplicated",
-            Safety::POSSIBLY_DUPLICATED,
+        register(registry, series::RETRIES, m.retries.clone());
+        register(registry, series::RETRY_REFUSALS, m.refusals.clone());
+        register(
+            registry,
+            series::POSSIBLY_DUPLICATED,
             m.possibly_duplicated.clone(),
         );
-        registry.register(
-            "sturdy_client_call_attempts",
-            "Attempts made by ended calls, as counted by the retry layer (1 per call without one)",
-            m.call_attempts.clone(),
-        );
+        register(registry, series::CALL_ATTEMPTS, m.call_attempts.clone());
         PrometheusRecorder {
-            metrics: Arc::new(Metrics {
-                started: started_handles,
-                in_flight: in_flight_handles,
-                ..m
-            }),
+            metrics: Arc::new(m),
         }
     }
 }
 
 fn timing_labels(dims: &Dimensions) -> TimingLabels {
     TimingLabels {
-        scope: dims.scope.label(),
-        workload: dims.workload.label(),
         method: dims.method.clone(),
-        server_address: dims.server.clone(),
+        server: dims.server.clone(),
+        workload: dims.workload.label(),
     }
 }
 
 impl Metrics {
-    fn end_handles(&self, dims: &Dimensions, outcome: Outcome) -> EndHandles {
-        let (label, reach) = (outcome.label(), outcome.reach().label());
-        let end = EndLabels {
-            workload: dims.workload.label(),
+    fn end_handles(&self, dims: &Dimensions, outcome: Outcome, status: Option<u16>) -> EndHandles {
+        let labels = OutcomeLabels {
             method: dims.method.clone(),
-            server_address: dims.server.clone(),
-            outcome: label,
-            reach,
+            server: dims.server.clone(),
+            status,
+            error: (!outcome.is_ok()).then(|| outcome.label()),
+            reach: outcome.reach().label(),
+            workload: dims.workload.label(),
         };
-        let count = match dims.scope {
-            Scope::Call => self.calls.get_or_create_owned(&end),
-            Scope::Attempt => self.attempts.get_or_create_owned(&end),
-        };
-        let duration = self.duration.get_or_create_owned(&OutcomeLabels {
-            scope: dims.scope.label(),
-            workload: end.workload,
-            method: end.method,
-            server_address: end.server_address,
-            outcome: label,
-            reach,
-        });
         EndHandles {
-            count,
-            duration,
+            duration: self.scopes[dims.scope as usize]
+                .duration
+                .get_or_create_owned(&labels),
             time_to_head: OnceLock::new(),
             time_to_first_frame: OnceLock::new(),
         }
@@ -434,22 +422,22 @@ impl Metrics {
 
     fn call_summary(&self, workload: Workload, summary: &CallSummary) {
         let w = workload.label();
-        let attempts = u64::from(summary.attempts);
+        let attempts = f64::from(summary.attempts);
         match self.call_attempts_handles.get(workload as usize) {
             Some(cell) => cell
                 .get_or_init(|| {
                     self.call_attempts
                         .get_or_create_owned(&WorkloadLabels { workload: w })
                 })
-                .inc_by(attempts),
+                .observe(attempts),
             None => self
                 .call_attempts
                 .get_or_create(&WorkloadLabels { workload: w })
-                .inc_by(attempts),
+                .observe(attempts),
         };
         for reason in &summary.retry_reasons {
             self.retries
-                .get_or_create(&RetryLabels {
+                .get_or_create(&ReasonLabels {
                     workload: w,
                     reason: reason.label(),
                 })
@@ -457,7 +445,7 @@ impl Metrics {
         }
         for (why, n) in summary.refusal_counts() {
             self.refusals
-                .get_or_create(&RefusalLabels {
+                .get_or_create(&ReasonLabels {
                     workload: w,
                     reason: why.label(),
                 })
@@ -473,33 +461,37 @@ impl Metrics {
 
 impl Recorder for PrometheusRecorder {
     fn started(&self, scope: Scope) {
-        let i = scope as usize;
-        self.metrics.started[i].inc();
-        self.metrics.in_flight[i].inc();
+        let m = &self.metrics.scopes[scope as usize];
+        m.started.inc();
+        m.in_flight.inc();
     }
 
     fn finished(&self, ended: &Ended<'_>) {
         let m = &self.metrics;
         let dims = ended.dims;
+        let scope = &m.scopes[dims.scope as usize];
         m.end_handles.with(
             EndKey {
                 series: SeriesKey::of(dims),
                 outcome: ended.outcome,
+                status: ended.status,
             },
             dims,
-            || m.end_handles(dims, ended.outcome),
+            || m.end_handles(dims, ended.outcome, ended.status),
             |h| {
-                h.count.inc();
                 h.duration.observe(ended.duration.as_secs_f64());
                 if let Some(d) = ended.time_to_head {
                     h.time_to_head
-                        .get_or_init(|| m.time_to_head.get_or_create_owned(&timing_labels(dims)))
+                        .get_or_init(|| {
+                            scope.time_to_head.get_or_create_owned(&timing_labels(dims))
+                        })
                         .observe(d.as_secs_f64());
                 }
                 if let Some(d) = ended.time_to_first_frame {
                     h.time_to_first_frame
                         .get_or_init(|| {
-                            m.time_to_first_frame
+                            scope
+                                .time_to_first_frame
                                 .get_or_create_owned(&timing_labels(dims))
                         })
                         .observe(d.as_secs_f64());
@@ -509,7 +501,7 @@ impl Recorder for PrometheusRecorder {
         if let Some(summary) = ended.call {
             m.call_summary(dims.workload, summary);
         }
-        m.in_flight[dims.scope as usize].dec();
+        scope.in_flight.dec();
     }
 }
 
@@ -518,11 +510,11 @@ impl fmt::Debug for PrometheusRecorder {
         f.debug_struct("PrometheusRecorder")
             .field(
                 "calls_in_flight",
-                &self.metrics.in_flight[Scope::Call as usize].get(),
+                &self.metrics.scopes[Scope::Call as usize].in_flight.get(),
             )
             .field(
                 "attempts_in_flight",
-                &self.metrics.in_flight[Scope::Attempt as usize].get(),
+                &self.metrics.scopes[Scope::Attempt as usize].in_flight.get(),
             )
             .finish_non_exhaustive()
     }
@@ -561,6 +553,7 @@ mod tests {
         rec.finished(&Ended {
             dims: d,
             outcome,
+            status: outcome.is_ok().then_some(200),
             duration: ms(20),
             time_to_head: head.map(ms),
             time_to_first_frame: first.map(ms),
@@ -585,23 +578,21 @@ mod tests {
             end(&rec, d, Outcome::Ok, Some(7), None, None);
         }
         let out = text(&registry);
-        let labels = "workload=\"agentic\",method=\"POST\",server_address=\"h:1\",outcome=\"ok\",reach=\"acknowledged\"";
-        assert_eq!(
-            value(&out, &format!("sturdy_client_calls_total{{{labels}}}")).as_deref(),
-            Some("4")
-        );
+        let labels = "http_request_method=\"POST\",server_address=\"h\",server_port=\"1\",http_response_status_code=\"200\",reach=\"acknowledged\",workload=\"agentic\"";
         assert_eq!(
             value(
                 &out,
-                &format!("http_client_request_duration_seconds_count{{scope=\"call\",{labels}}}")
+                &format!("sturdy_client_call_duration_seconds_count{{{labels}}}")
             )
             .as_deref(),
-            Some("4")
+            Some("4"),
+            "{out}"
         );
+        assert!(!out.contains("http_client_request_duration_seconds_count{"));
         assert_eq!(
             value(
                 &out,
-                "sturdy_client_time_to_head_seconds_count{scope=\"call\",workload=\"agentic\",method=\"POST\",server_address=\"h:1\"}"
+                "sturdy_client_call_time_to_head_seconds_count{http_request_method=\"POST\",server_address=\"h\",server_port=\"1\",workload=\"agentic\"}"
             )
             .as_deref(),
             Some("4")
@@ -616,7 +607,6 @@ mod tests {
         let rec = PrometheusRecorder::new(&mut registry);
         let d = dims(Scope::Attempt, ServerAddress::from_static("h:2"));
         let out = text(&registry);
-        assert!(!out.contains("sturdy_client_attempts_total{"));
         assert!(!out.contains("http_client_request_duration_seconds_count{"));
         end(
             &rec,
@@ -627,8 +617,11 @@ mod tests {
             None,
         );
         let out = text(&registry);
-        assert!(out.contains("sturdy_client_attempts_total{"));
-        assert!(!out.contains("sturdy_client_time_to_head_seconds_count{"));
+        // No head: no status code; a failure: its error type.
+        assert!(out.contains(
+            "http_client_request_duration_seconds_count{http_request_method=\"POST\",server_address=\"h\",server_port=\"2\",error_type=\"reset\",reach=\"unknown\",workload=\"agentic\"} 1"
+        ), "{out}");
+        assert!(!out.contains("sturdy_client_attempt_time_to_head_seconds_count{"));
         end(
             &rec,
             &d,
@@ -645,17 +638,38 @@ mod tests {
         };
         end(&rec, &call, Outcome::Ok, Some(3), None, Some(&summary));
         let out = text(&registry);
-        assert!(out.contains("sturdy_client_time_to_head_seconds_count{"));
-        assert!(!out.contains("sturdy_client_time_to_first_frame_seconds_count{"));
+        assert!(out.contains("sturdy_client_attempt_time_to_head_seconds_count{"));
+        assert!(!out.contains("sturdy_client_attempt_time_to_first_frame_seconds_count{"));
+        assert_eq!(
+            value(&out, "sturdy_client_call_attempts_sum{workload=\"batch\"}").as_deref(),
+            Some("2.0")
+        );
         assert_eq!(
             value(
                 &out,
-                "sturdy_client_call_attempts_total{workload=\"batch\"}"
+                "sturdy_client_call_attempts_count{workload=\"batch\"}"
             )
             .as_deref(),
-            Some("2")
+            Some("1")
         );
-        assert!(!out.contains("sturdy_client_call_attempts_total{workload=\"agentic\"}"));
+        assert!(!out.contains("sturdy_client_call_attempts_count{workload=\"agentic\"}"));
+        assert_eq!(
+            value(&out, "sturdy_client_attempts_started_total").as_deref(),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn grpc_methods_are_posts_with_an_rpc_method() {
+        let mut registry = Registry::default();
+        let rec = PrometheusRecorder::new(&mut registry);
+        let mut d = dims(Scope::Attempt, ServerAddress::from_static("[::1]:50051"));
+        d.method = MethodLabel::from_static("grpc.health.v1.Health/Check");
+        end(&rec, &d, Outcome::Ok, Some(1), None, None);
+        let out = text(&registry);
+        assert!(out.contains(
+            "http_client_request_duration_seconds_count{http_request_method=\"POST\",rpc_method=\"grpc.health.v1.Health/Check\",server_address=\"::1\",server_port=\"50051\",http_response_status_code=\"200\",reach=\"acknowledged\",workload=\"agentic\"} 1"
+        ), "{out}");
     }
 
     #[test]
@@ -679,16 +693,16 @@ mod tests {
         let out = text(&registry);
         for i in [0, HANDLE_LIMIT - 1, HANDLE_LIMIT, HANDLE_LIMIT + 19] {
             let end = format!(
-                "sturdy_client_attempts_total{{workload=\"agentic\",method=\"POST\",server_address=\"s{i}:1\",outcome=\"connect_refused\",reach=\"not_sent\"}}"
+                "http_client_request_duration_seconds_count{{http_request_method=\"POST\",server_address=\"s{i}\",server_port=\"1\",error_type=\"connect_refused\",reach=\"not_sent\",workload=\"agentic\"}}"
             );
             assert_eq!(value(&out, &end).as_deref(), Some("2"), "{end}");
             let ttff = format!(
-                "sturdy_client_time_to_first_frame_seconds_count{{scope=\"attempt\",workload=\"agentic\",method=\"POST\",server_address=\"s{i}:1\"}}"
+                "sturdy_client_attempt_time_to_first_frame_seconds_count{{http_request_method=\"POST\",server_address=\"s{i}\",server_port=\"1\",workload=\"agentic\"}}"
             );
             assert_eq!(value(&out, &ttff).as_deref(), Some("2"), "{ttff}");
         }
         assert_eq!(
-            value(&out, "sturdy_client_in_flight{scope=\"attempt\"}").as_deref(),
+            value(&out, "sturdy_client_attempts_in_flight").as_deref(),
             Some(&*format!("-{}", 2 * (HANDLE_LIMIT + 20)))
         );
     }

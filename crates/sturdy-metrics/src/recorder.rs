@@ -64,6 +64,9 @@ pub struct Ended<'a> {
     pub dims: &'a Dimensions,
     /// `ok` or the failure.
     pub outcome: Outcome,
+    /// The status code of the response head, if one came (for a call: the
+    /// head it returned).
+    pub status: Option<u16>,
     /// From the start to the end of the response body (or the failure).
     pub duration: Duration,
     /// From the start to the response head, if one came.

@@ -350,29 +350,29 @@ async fn prometheus_output_has_exact_labelled_counts_and_no_path_query_or_header
     let res = svc.ready().await.unwrap().call(odd).await.unwrap();
     res.into_body().collect().await.unwrap();
     let text = prometheus_text(&registry);
-    let line = |outcome: &str, method: &str| {
+    let line = |method: &str, status: u16, error: &str| {
         format!(
-            "sturdy_client_attempts_total{{workload=\"interactive\",method=\"{method}\",server_address=\"127.0.0.1:9\",outcome=\"{outcome}\",reach=\"acknowledged\"}}"
+            "http_client_request_duration_seconds_count{{http_request_method=\"{method}\",server_address=\"127.0.0.1\",server_port=\"9\",http_response_status_code=\"{status}\",{error}reach=\"acknowledged\",workload=\"interactive\"}}"
         )
     };
     assert!(
-        text.contains(&format!("{} 2\n", line("ok", "POST"))),
+        text.contains(&format!("{} 2\n", line("POST", 200, ""))),
         "{text}"
     );
     assert!(
-        text.contains(&format!("{} 3\n", line("429", "POST"))),
+        text.contains(&format!("{} 3\n", line("POST", 429, "error_type=\"429\","))),
         "{text}"
     );
     assert!(
-        text.contains(&format!("{} 1\n", line("ok", "_OTHER"))),
+        text.contains(&format!("{} 1\n", line("_OTHER", 200, ""))),
         "{text}"
     );
     assert!(
-        text.contains("sturdy_client_started_total{scope=\"attempt\"} 6\n"),
+        text.contains("sturdy_client_attempts_started_total 6\n"),
         "{text}"
     );
     assert!(
-        text.contains("sturdy_client_in_flight{scope=\"attempt\"} 0\n"),
+        text.contains("sturdy_client_attempts_in_flight 0\n"),
         "{text}"
     );
     assert!(
@@ -405,7 +405,7 @@ async fn known_methods_and_server_label_shape_the_labels() {
     svc.ready().await.unwrap().call(r).await.unwrap();
     let text = prometheus_text(&registry);
     assert!(
-        text.contains("sturdy_client_calls_total{workload=\"interactive\",method=\"_OTHER\",server_address=\"api.example:443\",outcome=\"ok\",reach=\"acknowledged\"} 1"),
+        text.contains("sturdy_client_call_duration_seconds_count{http_request_method=\"_OTHER\",server_address=\"api.example\",server_port=\"443\",http_response_status_code=\"200\",reach=\"acknowledged\",workload=\"interactive\"} 1"),
         "{text}"
     );
     // A label that is not an authority is refused, never recorded.
@@ -458,6 +458,7 @@ fn report_shows_the_dashboard_gap_as_table_and_json() {
         rec.finished(&Ended {
             dims: &d,
             outcome,
+            status: None,
             duration: Duration::from_millis(20),
             time_to_head: None,
             time_to_first_frame: None,

@@ -614,8 +614,8 @@ async fn run(config: SoakConfig) -> Result<SoakReport, String> {
     let dashboard = server.dashboard();
     let mut text = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-    let prometheus_idle = text.contains("sturdy_client_in_flight{scope=\"call\"} 0\n")
-        && text.contains("sturdy_client_in_flight{scope=\"attempt\"} 0\n");
+    let prometheus_idle = text.contains("sturdy_client_calls_in_flight 0\n")
+        && text.contains("sturdy_client_attempts_in_flight 0\n");
 
     // Teardown: the client (every clone), the stack, the outage task, the
     // server; then every task the run started must end.
