@@ -90,7 +90,7 @@ pub use dimensions::{
 pub use facade::MetricsFacadeRecorder;
 pub use future::ResponseFuture;
 pub use layer::{FailureMetricsLayer, InvalidServerLabel};
-pub use prometheus::{BUCKETS, PrometheusRecorder};
+pub use prometheus::{BUCKETS, OPENMETRICS, PrometheusRecorder, TEXT_004, encode_text_004};
 pub use recorder::{Both, CallSummary, Ended, Recorder};
 pub use report::{
     DashboardGap, OutcomeCount, Percentiles, ReachCounts, Report, ScopeReport, ServerCounts,

@@ -11,7 +11,7 @@
 //! metric the table stops growing and recording falls back to the family.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -518,6 +518,60 @@ impl fmt::Debug for PrometheusRecorder {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// The content type of [`encode_text_004`]'s output.
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The content type of prometheus-client's own (OpenMetrics) encoding.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes `registry` in Prometheus's text format 0.0.4, for scrapers and
+/// tools that do not read OpenMetrics (`promtool check metrics`, a plain
+/// `curl`): prometheus-client writes OpenMetrics, where a counter's `HELP`
+/// and `TYPE` name the family (`sturdy_client_retries`) and its samples
+/// carry `_total`; here they name the samples, and the OpenMetrics-only
+/// `# UNIT` and `# EOF` lines are left out. Serve it when a scraper's
+/// `Accept` header does not ask for `application/openmetrics-text`.
+///
+/// ```
+/// use prometheus_client::registry::Registry;
+/// let mut registry = Registry::default();
+/// let _recorder = sturdy_metrics::PrometheusRecorder::new(&mut registry);
+/// let mut text = String::new();
+/// sturdy_metrics::encode_text_004(&mut text, &registry).unwrap();
+/// assert!(text.contains("# TYPE sturdy_client_calls_started_total counter\n"));
+/// assert!(!text.contains("# EOF"));
+/// ```
+pub fn encode_text_004(out: &mut String, registry: &Registry) -> fmt::Result {
+    let mut open = String::new();
+    prometheus_client::encoding::text::encode(&mut open, registry)?;
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    for line in open.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                let sep = if tail.is_empty() { "" } else { " " };
+                writeln!(out, "{prefix}{name}{suffix}{sep}{tail}")?;
+            }
+            None => writeln!(out, "{line}")?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

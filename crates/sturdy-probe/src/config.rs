@@ -75,6 +75,12 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Keep serving --metrics-listen this many seconds after the run has
+    /// ended and its report is printed, so a Prometheus scraping it sees
+    /// the final counts (0 to 3600).
+    #[arg(long, value_name = "SECS", requires = "metrics_listen")]
+    pub metrics_linger: Option<u64>,
+
     /// Print one JSON object instead of the report (and no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -198,6 +204,8 @@ pub struct Config {
     pub stream_all: bool,
     /// Live metrics address.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long to keep serving them after the run.
+    pub metrics_linger: Duration,
     /// JSON output.
     pub json: bool,
     /// Batch mode, with the poll cap.
@@ -301,6 +309,14 @@ impl Config {
             token_field: args.token_field,
             stream_all: args.stream,
             metrics_listen: args.metrics_listen,
+            metrics_linger: match args.metrics_linger {
+                Some(secs) if secs > 3600 => {
+                    return Err(format!(
+                        "--metrics-linger {secs}: expected 0 to 3600 seconds"
+                    ));
+                }
+                secs => Duration::from_secs(secs.unwrap_or(0)),
+            },
             json: args.json,
         })
     }
@@ -384,6 +400,13 @@ mod tests {
             &["--batch", "--poll-cap", "0"],
             &["--batch", "--poll-cap", "NaN"],
             &["--metrics-listen", "0.0.0.0:9464"],
+            &["--metrics-linger", "5"],
+            &[
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--metrics-linger",
+                "4000",
+            ],
             &["--requests", "many"],
         ] {
             assert!(parse(argv).is_err(), "{argv:?}");

@@ -225,9 +225,8 @@ async fn run(config: Config) -> Result<(), String> {
     .await;
     ticker.abort();
     bar.finish_and_clear();
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
+    // Served until the report is out (and --metrics-linger after it).
+    let metrics_task = AbortOnDrop(metrics_task);
     outcome?;
 
     let snap = snapshot.snapshot();
@@ -261,10 +260,27 @@ async fn run(config: Config) -> Result<(), String> {
     } else {
         print!("{}", summary.text(&report));
     }
+    if metrics_task.0.is_some() && !config.metrics_linger.is_zero() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::time::sleep(config.metrics_linger).await;
+    }
+    drop(metrics_task);
     if let Some(s) = server {
         s.shutdown().await;
     }
     Ok(())
+}
+
+/// Aborts the metrics server when dropped, whichever way `run` returns.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 fn progress_bar(config: &Config) -> ProgressBar {

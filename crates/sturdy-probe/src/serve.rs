@@ -1,5 +1,6 @@
 //! `--metrics-listen`: live Prometheus metrics at `/metrics` while the probe
-//! runs, in the text format prometheus-client encodes.
+//! runs: OpenMetrics for a scraper that asks for it, else Prometheus's text
+//! format 0.0.4.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,18 @@ pub async fn metrics(
             connections.spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let registry = registry.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(req.uri().path(), &registry)) }
+                    async move {
+                        let openmetrics =
+                            req.headers().get_all(http::header::ACCEPT).iter().any(|v| {
+                                v.to_str()
+                                    .is_ok_and(|v| v.contains("application/openmetrics-text"))
+                            });
+                        Ok::<_, std::convert::Infallible>(answer(
+                            req.uri().path(),
+                            openmetrics,
+                            &registry,
+                        ))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -37,17 +49,28 @@ pub async fn metrics(
     Ok((bound, task))
 }
 
-fn answer(path: &str, registry: &Registry) -> http::Response<Full<Bytes>> {
+/// `/metrics` in OpenMetrics when the scraper asks for it (Prometheus
+/// does), else in the text format 0.0.4 (`curl`, `promtool check metrics`).
+fn answer(path: &str, openmetrics: bool, registry: &Registry) -> http::Response<Full<Bytes>> {
     let mut text = String::new();
     let (status, body, kind) = match path {
-        "/metrics" => match prometheus_client::encoding::text::encode(&mut text, registry) {
-            Ok(()) => (
-                200,
-                text,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-            Err(e) => (500, format!("encoding failed: {e}\n"), "text/plain"),
-        },
+        "/metrics" => {
+            let (encoded, kind) = if openmetrics {
+                (
+                    prometheus_client::encoding::text::encode(&mut text, registry),
+                    sturdy::metrics::OPENMETRICS,
+                )
+            } else {
+                (
+                    sturdy::metrics::encode_text_004(&mut text, registry),
+                    sturdy::metrics::TEXT_004,
+                )
+            };
+            match encoded {
+                Ok(()) => (200, text, kind),
+                Err(e) => (500, format!("encoding failed: {e}\n"), "text/plain"),
+            }
+        }
         _ => (404, "try /metrics\n".to_owned(), "text/plain"),
     };
     let mut resp = http::Response::new(Full::new(Bytes::from(body)));
@@ -88,6 +111,32 @@ mod tests {
             .to_bytes();
         let text = String::from_utf8_lossy(&body);
         assert!(text.contains("probe_test_calls_total 3"), "{text}");
+        // Text format 0.0.4 for a plain scraper: HELP and TYPE name the
+        // counter's samples, no OpenMetrics-only lines.
+        assert!(
+            text.contains("# TYPE probe_test_calls_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        let om = http::Request::get(format!("http://{addr}/metrics"))
+            .header(
+                http::header::ACCEPT,
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = client.request(om).await.unwrap();
+        assert_eq!(
+            resp.headers()[http::header::CONTENT_TYPE],
+            sturdy::metrics::OPENMETRICS
+        );
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("# TYPE probe_test_calls counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(get("/").await.unwrap().status(), 404);
         task.abort();
     }
