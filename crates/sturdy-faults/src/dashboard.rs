@@ -3,13 +3,17 @@
 //!
 //! The server records into a [`Recorder`] as requests flow through it;
 //! [`FaultServer::dashboard`](crate::FaultServer::dashboard) and
-//! `GET /dashboard` both read a [`Dashboard`] snapshot. Requests for
-//! `/dashboard` itself are never counted.
+//! `GET /dashboard` both read a [`Dashboard`] snapshot, and `GET /metrics`
+//! renders the same requests as a Prometheus counter (the `metrics`
+//! module). Requests for `/dashboard` and `/metrics` themselves are never
+//! counted.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+
+use crate::metrics::Route;
 
 /// A snapshot of the server's counts.
 ///
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 ///   `received`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Dashboard {
-    /// Request heads read, excluding `/dashboard` requests.
+    /// Request heads read, excluding `/dashboard` and `/metrics` requests.
     pub received: u64,
     /// Response heads produced, by status code (`"200"`, `"503"`, ...).
     pub responded: BTreeMap<String, u64>,
@@ -57,6 +61,9 @@ pub(crate) struct Recorder {
 #[derive(Debug, Default)]
 struct Maps {
     received: u64,
+    /// Received requests that are over, by route and the status answered
+    /// (`None`: dropped without an answer).
+    requests: BTreeMap<(Route, Option<u16>), u64>,
     responded: BTreeMap<u16, u64>,
     faults: BTreeMap<&'static str, u64>,
 }
@@ -68,8 +75,24 @@ impl Recorder {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn received(&self) {
+    /// Counts a request received on `route`; the returned tally puts it on
+    /// `/metrics` once, when it is answered or dropped.
+    pub(crate) fn received(&self, route: Route) -> Received<'_> {
         self.lock().received += 1;
+        Received {
+            recorder: self,
+            route,
+            counted: false,
+        }
+    }
+
+    /// Requests over, by route and status answered, for `/metrics`.
+    pub(crate) fn requests(&self) -> BTreeMap<(Route, Option<u16>), u64> {
+        self.lock().requests.clone()
+    }
+
+    fn request_over(&self, route: Route, code: Option<u16>) {
+        *self.lock().requests.entry((route, code)).or_default() += 1;
     }
 
     pub(crate) fn responded(&self, status: u16) {
@@ -99,6 +122,34 @@ impl Recorder {
                 .iter()
                 .map(|(kind, n)| ((*kind).to_owned(), *n))
                 .collect(),
+        }
+    }
+}
+
+/// One received request on its way to `/metrics`: counted once, with the
+/// status of the response head produced for it ([`Received::answered`]), or
+/// as unanswered (`code="none"`) when it is dropped without one: an injected
+/// `close`, a request body that failed, or a handler dropped with its
+/// connection (the client gave up, an outage).
+#[derive(Debug)]
+pub(crate) struct Received<'a> {
+    recorder: &'a Recorder,
+    route: Route,
+    counted: bool,
+}
+
+impl Received<'_> {
+    /// Counts the request as answered with `status`.
+    pub(crate) fn answered(mut self, status: u16) {
+        self.counted = true;
+        self.recorder.request_over(self.route, Some(status));
+    }
+}
+
+impl Drop for Received<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.recorder.request_over(self.route, None);
         }
     }
 }

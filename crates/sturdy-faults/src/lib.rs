@@ -16,9 +16,18 @@
 //!   ending. Files and jobs are kept in memory (at most 1 000 files or
 //!   256 MiB of them, and 10 000 jobs, the oldest forgotten first) and
 //!   survive outages;
-//! - and `GET /dashboard`;
+//! - `GET /dashboard` (the [`Dashboard`] as JSON);
+//! - and `GET /metrics`: the counter `sturdy_faults_requests_total` in the
+//!   Prometheus text format (0.0.4), labelled `route` (`chat_completions`,
+//!   `models`, `files`, `batches`, `other`) and `code` (the status answered,
+//!   `none` for a request dropped without an answer). It counts the requests
+//!   the dashboard counts as `received`, each once it is over (a `reset`
+//!   counts as the `200` whose head it sent), so at any quiescent moment its
+//!   sum equals `received`: a server's own view, as a provider's exported
+//!   metrics give it;
 //!
-//! and injects faults into everything but the dashboard:
+//! and injects faults into everything but the dashboard and `/metrics`,
+//! which are never counted either:
 //!
 //! - per call, from a [`Script`] in the [`FAULT_HEADER`] request header: the
 //!   n-th attempt carrying the same [`CALL_HEADER`] gets the n-th entry, the
@@ -62,6 +71,7 @@ mod body;
 mod dashboard;
 mod fault;
 mod jobs;
+mod metrics;
 mod mix;
 mod openai;
 mod respond;

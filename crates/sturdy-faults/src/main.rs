@@ -20,8 +20,11 @@ use sturdy_faults::{Fault, FaultParams, FaultServer, Mix};
 /// Serves POST /v1/chat/completions (JSON or SSE), GET /v1/models,
 /// POST /v1/files (multipart: file, purpose), GET /v1/files/{id} and
 /// GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches/{id},
-/// POST /v1/batches/{id}/cancel, GET /v1/batches?limit=N&after=ID and
-/// GET /dashboard. Batch jobs run for --job-seconds, in memory; metadata
+/// POST /v1/batches/{id}/cancel, GET /v1/batches?limit=N&after=ID,
+/// GET /dashboard (its counts as JSON) and GET /metrics (Prometheus text:
+/// sturdy_faults_requests_total by route and code, the status answered or
+/// `none` when dropped unanswered; it sums to the dashboard's received).
+/// The dashboard and /metrics are never faulted nor counted. Batch jobs run for --job-seconds, in memory; metadata
 /// `"sturdy_fate": "failed"` or `"expired"` scripts their ending. A request
 /// may script its own faults with `x-sturdy-call: ID` and
 /// `x-sturdy-fault: 503;retry-after-ms=200, 503, 200`; other requests draw

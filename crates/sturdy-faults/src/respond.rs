@@ -1,7 +1,8 @@
 //! One request in, one (possibly broken) response out: reads the request,
 //! picks its fault (script first, then the mix), routes it to the normal
 //! OpenAI answer (chat completions, models, files and batch jobs) and shapes
-//! its delivery by the fault, counting on the dashboard as it goes.
+//! its delivery by the fault, counting on the dashboard and `/metrics` as it
+//! goes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,9 +19,10 @@ use hyper::body::Incoming;
 use rand::rngs::StdRng;
 
 use crate::body::{PlannedBody, Step};
-use crate::dashboard::Recorder;
+use crate::dashboard::{Received, Recorder};
 use crate::fault::{DEFAULT_HOSTILE_HEADERS, Fault, FaultParams, Script};
 use crate::jobs::{Jobs, Reply};
+use crate::metrics::{self, Route};
 use crate::mix::Mix;
 use crate::openai::{self, ChatRequest};
 use crate::{CALL_HEADER, FAULT_HEADER};
@@ -369,9 +371,16 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// Counts the response head and hands it over.
-    fn respond(&self, response: Response<PlannedBody>) -> Response<PlannedBody> {
-        self.recorder.responded(response.status().as_u16());
+    /// Counts the response head (on the dashboard, and the request it
+    /// answers on `/metrics`) and hands it over.
+    fn respond(
+        &self,
+        received: Received<'_>,
+        response: Response<PlannedBody>,
+    ) -> Response<PlannedBody> {
+        let status = response.status().as_u16();
+        self.recorder.responded(status);
+        received.answered(status);
         response
     }
 }
@@ -388,7 +397,8 @@ pub(crate) async fn handle(
     shared: &Shared,
     request: Request<Incoming>,
 ) -> Result<Response<PlannedBody>, DropConnection> {
-    if request.uri().path() == "/dashboard" && request.method() == Method::GET {
+    let path = request.uri().path();
+    if path == "/dashboard" && request.method() == Method::GET {
         let body = serde_json::to_vec(&shared.recorder.snapshot()).unwrap_or_default();
         return Ok(shape(
             Answer::Json {
@@ -398,7 +408,15 @@ pub(crate) async fn handle(
             Delivery::Whole,
         ));
     }
-    shared.recorder.received();
+    if path == "/metrics" && request.method() == Method::GET {
+        let body = Bytes::from(metrics::render(&shared.recorder.requests()));
+        let length = body.len() as u64;
+        let body = PlannedBody::new(vec![Step::Data(body)], Some(length));
+        return Ok(with_head(StatusCode::OK, metrics::CONTENT_TYPE, body));
+    }
+    // Counted on `/metrics` when answered (`respond`), or as unanswered when
+    // dropped any other way.
+    let received = shared.recorder.received(Route::of(path));
 
     let (parts, body) = request.into_parts();
     let (fault, origin) = match shared.choose(&parts.headers) {
@@ -406,7 +424,7 @@ pub(crate) async fn handle(
         Ok(None) => (Fault::status(200), None),
         Err(message) => {
             let answer = error_answer(StatusCode::BAD_REQUEST, &message);
-            return Ok(shared.respond(shape(answer, Delivery::Whole)));
+            return Ok(shared.respond(received, shape(answer, Delivery::Whole)));
         }
     };
     // (`200` always reads the body: its answer is made from it.)
@@ -423,7 +441,7 @@ pub(crate) async fn handle(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("request body exceeds {MAX_REQUEST_BODY} bytes"),
                 );
-                return Ok(shared.respond(shape(answer, Delivery::Whole)));
+                return Ok(shared.respond(received, shape(answer, Delivery::Whole)));
             }
             Err(_) => return Err(DropConnection("request body failed")),
         }
@@ -501,7 +519,7 @@ pub(crate) async fn handle(
         }
         Fault::Hostile { headers } => hostile(headers.unwrap_or(DEFAULT_HOSTILE_HEADERS)),
     };
-    Ok(shared.respond(response))
+    Ok(shared.respond(received, response))
 }
 
 /// The `hostile` answer: a 503 whose every hint is ambiguous or garbage,

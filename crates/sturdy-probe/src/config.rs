@@ -8,6 +8,8 @@ use clap::{Parser, ValueEnum};
 use sturdy::Workload;
 use sturdy_faults::Mix;
 
+use crate::exposition::LabelFilter;
+
 /// sturdy-probe: sends chat completions through sturdy's full stack and shows
 /// what the layers saw: calls and attempts by outcome and reach, retries,
 /// budget use, latency, and the client's counts beside the server's.
@@ -97,6 +99,31 @@ pub struct Args {
     /// (default: 3 embedded, 60 with --url).
     #[arg(long, value_name = "SECS")]
     pub poll_cap: Option<f64>,
+
+    /// Scrape the server's own Prometheus metrics before and after the run
+    /// and print the growth of one counter beside the client's attempts by
+    /// reach. A URL (a provider's per-deployment metrics endpoint), or a
+    /// path such as /metrics on the target's own scheme, host and port
+    /// (the embedded fault server without --url). The API key goes along
+    /// only to the --url's own scheme, host and port. A scrape that fails is
+    /// reported, and the run goes on.
+    #[arg(long, value_name = "URL")]
+    pub server_metrics: Option<String>,
+
+    /// The counter to sum: samples named NAME or NAME_total (default
+    /// sturdy_faults_requests_total, the fault server's).
+    #[arg(long, value_name = "NAME")]
+    pub server_metrics_series: Option<String>,
+
+    /// Sum only the samples whose labels all have these values, e.g.
+    /// route=chat_completions (a label a sample lacks counts as empty).
+    #[arg(long, value_name = "LABEL=VALUE[,LABEL=VALUE...]")]
+    pub server_metrics_filter: Option<String>,
+
+    /// Seconds to wait after the run before the second scrape, for a server
+    /// that publishes its metrics on an interval (default 0).
+    #[arg(long, value_name = "SECS")]
+    pub server_metrics_wait: Option<f64>,
 }
 
 /// The default embedded mix: statuses with and without hints (one hint
@@ -210,6 +237,111 @@ pub struct Config {
     pub json: bool,
     /// Batch mode, with the poll cap.
     pub batch: Option<Duration>,
+    /// `--server-metrics` and its options.
+    pub server_metrics: Option<ServerMetrics>,
+}
+
+/// The counter `--server-metrics-series` names by default.
+pub const DEFAULT_SERVER_SERIES: &str = "sturdy_faults_requests_total";
+
+/// Longest `--server-metrics-wait`, in seconds.
+pub const MAX_SERVER_METRICS_WAIT: f64 = 600.0;
+
+/// Where the server's metrics are scraped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAt {
+    /// An absolute `http://` or `https://` URL.
+    Url(http::Uri),
+    /// A path (and query) on the target's own scheme, host and port.
+    Path(String),
+}
+
+/// `--server-metrics`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    /// Where to scrape.
+    pub at: MetricsAt,
+    /// The counter's name.
+    pub series: String,
+    /// Which of its samples to sum (empty: all).
+    pub filter: LabelFilter,
+    /// How long to wait after the run before the second scrape.
+    pub wait: Duration,
+}
+
+impl ServerMetrics {
+    /// Checks the `--server-metrics*` flags (`None` when none is given).
+    fn from_args(args: &Args) -> Result<Option<ServerMetrics>, String> {
+        let Some(location) = &args.server_metrics else {
+            if args.server_metrics_series.is_some()
+                || args.server_metrics_filter.is_some()
+                || args.server_metrics_wait.is_some()
+            {
+                return Err("--server-metrics-series, --server-metrics-filter and \
+                     --server-metrics-wait apply with --server-metrics URL only"
+                    .into());
+            }
+            return Ok(None);
+        };
+        if args.batch {
+            return Err("--server-metrics applies to chat completion runs, not --batch".into());
+        }
+        let at = if location.starts_with('/') {
+            location
+                .parse::<http::uri::PathAndQuery>()
+                .map_err(|e| format!("--server-metrics {location:?}: not a path: {e}"))?;
+            MetricsAt::Path(location.clone())
+        } else {
+            let uri: http::Uri = location
+                .parse()
+                .map_err(|e| format!("--server-metrics {location:?}: {e}"))?;
+            match (uri.scheme_str(), uri.authority()) {
+                (Some("http" | "https"), Some(authority)) if !authority.as_str().contains('@') => {}
+                (Some("http" | "https"), Some(_)) => {
+                    return Err(
+                        "--server-metrics: credentials in the URL are not supported \
+                         (the API key goes along to the --url's own host)"
+                            .into(),
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "--server-metrics {location:?}: expected an http:// or https:// URL, \
+                         or a path such as /metrics on the target's host"
+                    ));
+                }
+            }
+            MetricsAt::Url(uri)
+        };
+        let series = args
+            .server_metrics_series
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SERVER_SERIES.to_owned());
+        if !crate::exposition::is_metric_name(&series) {
+            return Err(format!(
+                "--server-metrics-series {series:?}: not a metric name \
+                 (letters, digits, _ and :, not starting with a digit)"
+            ));
+        }
+        let filter = match &args.server_metrics_filter {
+            Some(spec) => spec
+                .parse()
+                .map_err(|e| format!("--server-metrics-filter {spec:?}: {e}"))?,
+            None => LabelFilter::default(),
+        };
+        let wait = args.server_metrics_wait.unwrap_or(0.0);
+        if !(0.0..=MAX_SERVER_METRICS_WAIT).contains(&wait) {
+            return Err(format!(
+                "--server-metrics-wait {wait}: expected 0 to {MAX_SERVER_METRICS_WAIT} seconds"
+            ));
+        }
+        Ok(Some(ServerMetrics {
+            at,
+            series,
+            filter,
+            wait: Duration::from_secs_f64(wait),
+        }))
+    }
 }
 
 /// Longest run the flags may ask for.
@@ -224,6 +356,7 @@ impl Config {
     /// variable (injected so tests need not touch the process environment).
     pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         let workload = Workload::from(args.workload);
+        let server_metrics = ServerMetrics::from_args(&args)?;
         if let Some(addr) = args.metrics_listen
             && !addr.ip().is_loopback()
         {
@@ -318,6 +451,7 @@ impl Config {
                 secs => Duration::from_secs(secs.unwrap_or(0)),
             },
             json: args.json,
+            server_metrics,
         })
     }
 
@@ -408,8 +542,82 @@ mod tests {
                 "4000",
             ],
             &["--requests", "many"],
+            &[
+                "--server-metrics",
+                "/metrics",
+                "--server-metrics-filter",
+                "route",
+            ],
+            &[
+                "--server-metrics",
+                "/metrics",
+                "--server-metrics-filter",
+                "",
+            ],
+            &[
+                "--server-metrics",
+                "/metrics",
+                "--server-metrics-filter",
+                "a=1,,b=2",
+            ],
+            &[
+                "--server-metrics",
+                "/metrics",
+                "--server-metrics-series",
+                "bad-name",
+            ],
+            &[
+                "--server-metrics",
+                "/metrics",
+                "--server-metrics-wait",
+                "-1",
+            ],
+            &[
+                "--server-metrics",
+                "/metrics",
+                "--server-metrics-wait",
+                "NaN",
+            ],
+            &["--server-metrics", "ftp://x.test/metrics"],
+            &["--server-metrics", "metrics"],
+            &["--server-metrics", "https://user:pw@x.test/metrics"],
+            &["--server-metrics", "/metrics", "--batch"],
+            &["--server-metrics-filter", "route=models"],
+            &["--server-metrics-series", "x"],
         ] {
             assert!(parse(argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn server_metrics_take_a_url_or_a_path_and_default_to_the_fault_servers_counter() {
+        let c = parse(&[]).unwrap();
+        assert!(c.server_metrics.is_none());
+        let c = parse(&["--server-metrics", "/metrics"]).unwrap();
+        let sm = c.server_metrics.unwrap();
+        assert_eq!(sm.at, MetricsAt::Path("/metrics".into()));
+        assert_eq!(sm.series, "sturdy_faults_requests_total");
+        assert_eq!(sm.filter, LabelFilter::default());
+        assert_eq!(sm.wait, Duration::ZERO);
+        let c = parse(&[
+            "--url",
+            "https://api.example.test/inference/v1",
+            "--model",
+            "m",
+            "--server-metrics",
+            "https://api.example.test/v1/accounts/a/metrics",
+            "--server-metrics-series",
+            "requests",
+            "--server-metrics-filter",
+            "deployment=d1,code=\"200\"",
+            "--server-metrics-wait",
+            "45",
+        ])
+        .unwrap();
+        let sm = c.server_metrics.unwrap();
+        assert!(matches!(sm.at, MetricsAt::Url(ref u) if u.path() == "/v1/accounts/a/metrics"));
+        assert_eq!(sm.series, "requests");
+        assert_eq!(sm.filter.to_string(), r#"deployment="d1",code="200""#);
+        assert_eq!(sm.wait, Duration::from_secs(45));
     }
 }

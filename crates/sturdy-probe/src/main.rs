@@ -1,6 +1,7 @@
 //! sturdy-probe: the main job. Sends chat completions through
 //! `sturdy::client()` + `sturdy::Stack` and prints what the layers saw,
-//! beside what the server's dashboard counted.
+//! beside what the server's dashboard counted and, with `--server-metrics`,
+//! what its own Prometheus metrics say.
 //!
 //! Exit codes: 0 when the run completed (whatever the faults), 2 on a usage
 //! error, 1 on an internal failure.
@@ -9,7 +10,9 @@
 
 mod batch;
 mod config;
+mod exposition;
 mod load;
+mod scrape;
 mod serve;
 mod summary;
 
@@ -30,7 +33,8 @@ use tower::Layer;
 
 use config::{Args, Config, Target};
 use load::{RequestPlan, Tally};
-use summary::{Server, Summary, Tallies};
+use scrape::Scraper;
+use summary::{Server, ServerMetricsReport, Summary, Tallies};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -185,6 +189,31 @@ async fn run(config: Config) -> Result<(), String> {
         print_header(&config, &profiles, hint_cap, &base);
     }
 
+    // The server's own count before the run; a failure is reported, and the
+    // run goes on without the figures.
+    let scraper = match &config.server_metrics {
+        Some(sm) => Some(Scraper::new(
+            sm,
+            &base,
+            authorization.as_ref(),
+            server.is_some(),
+        )?),
+        None => None,
+    };
+    let scraped_before = match &scraper {
+        Some(scraper) => {
+            let before = scraper.scrape().await;
+            if let Err(e) = &before {
+                eprintln!(
+                    "sturdy-probe: scraping the server's metrics before the run failed: {e}; \
+                     the run goes on without them"
+                );
+            }
+            Some(before)
+        }
+        None => None,
+    };
+
     let plan = Arc::new(RequestPlan {
         url: format!("{base}/chat/completions"),
         model: config.model.clone(),
@@ -229,6 +258,18 @@ async fn run(config: Config) -> Result<(), String> {
     let metrics_task = AbortOnDrop(metrics_task);
     outcome?;
 
+    let scraped = match (&scraper, scraped_before) {
+        (Some(scraper), Some(before)) => {
+            let failed_before = before.is_err();
+            let scraped = scraper.after(before).await;
+            if let (Err(e), false) = (&scraped, failed_before) {
+                eprintln!("sturdy-probe: {e}");
+            }
+            Some(scraped)
+        }
+        _ => None,
+    };
+
     let snap = snapshot.snapshot();
     let dashboard = server.as_ref().map(FaultServer::dashboard);
     let mut report = Report::new(&snap);
@@ -244,7 +285,7 @@ async fn run(config: Config) -> Result<(), String> {
         failed: tally.failed.load(Ordering::Relaxed),
         unrecoverable: tally.unrecoverable.load(Ordering::Relaxed),
     };
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         &tallies,
         &snap,
         &tally.ttft(),
@@ -253,6 +294,14 @@ async fn run(config: Config) -> Result<(), String> {
             responded: d.responded,
         }),
     );
+    if let (Some(scraper), Some(scraped)) = (&scraper, scraped) {
+        summary.server_metrics = Some(ServerMetricsReport::new(
+            scraper.series().to_owned(),
+            scraper.filter(),
+            scraped,
+            &summary.by_reach,
+        ));
+    }
     if config.json {
         let json =
             serde_json::to_string_pretty(&summary).map_err(|e| format!("encoding JSON: {e}"))?;

@@ -8,6 +8,8 @@ use serde::Serialize;
 use sturdy::Reach;
 use sturdy::metrics::{Percentiles, Report, Scope, Snapshot, Timing};
 
+use crate::exposition::Sum;
+
 /// The `--json` object.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -42,6 +44,138 @@ pub struct Summary {
     /// The embedded server's own counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Server>,
+    /// The server's own metrics (`--server-metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_metrics: Option<ServerMetricsReport>,
+}
+
+/// `--server-metrics`: the growth of the server's counter during the run,
+/// beside the client's attempts by reach.
+#[derive(Debug, Serialize)]
+pub struct ServerMetricsReport {
+    /// The counter summed.
+    pub series: String,
+    /// The label filter, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// The figures, or why there are none.
+    #[serde(flatten)]
+    pub figures: ServerFigures,
+}
+
+/// The figures of [`ServerMetricsReport`].
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ServerFigures {
+    /// Both scrapes worked.
+    Scraped {
+        /// The sum before the run.
+        before: f64,
+        /// The sum after it.
+        after: f64,
+        /// `after - before`.
+        delta: f64,
+        /// Samples that matched in the scrape after the run.
+        matched_samples: u64,
+        /// Attempts that reached the server for sure (a response head).
+        client_acknowledged: u64,
+        /// Attempts sent without a response head: they may have reached it.
+        client_unknown: u64,
+        /// Whether `client_acknowledged <= delta <= client_acknowledged +
+        /// client_unknown`.
+        within_reach_bounds: bool,
+    },
+    /// A scrape failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+impl ServerMetricsReport {
+    /// The report for `series` (filtered by `filter`) from the two scrapes'
+    /// sums, against `reach`.
+    pub fn new(
+        series: String,
+        filter: Option<String>,
+        scrapes: Result<(Sum, Sum), String>,
+        reach: &ByReach,
+    ) -> ServerMetricsReport {
+        let figures = match scrapes {
+            Ok((before, after)) => {
+                let delta = after.total - before.total;
+                let (low, high) = (reach.acknowledged, reach.acknowledged + reach.unknown);
+                ServerFigures::Scraped {
+                    before: before.total,
+                    after: after.total,
+                    delta,
+                    matched_samples: after.matched,
+                    client_acknowledged: reach.acknowledged,
+                    client_unknown: reach.unknown,
+                    within_reach_bounds: low as f64 <= delta && delta <= high as f64,
+                }
+            }
+            Err(error) => ServerFigures::Failed { error },
+        };
+        ServerMetricsReport {
+            series,
+            filter,
+            figures,
+        }
+    }
+
+    /// The report's lines.
+    fn text(&self) -> String {
+        let name = match &self.filter {
+            Some(filter) => format!("{}{{{filter}}}", self.series),
+            None => self.series.clone(),
+        };
+        match &self.figures {
+            ServerFigures::Failed { error } => {
+                format!("server metrics ({name}): not available: {error}\n")
+            }
+            ServerFigures::Scraped {
+                before,
+                after,
+                delta,
+                matched_samples,
+                client_acknowledged: low,
+                client_unknown,
+                within_reach_bounds,
+            } => {
+                let high = low + client_unknown;
+                let mut out = format!(
+                    "server metrics ({name}): {delta:+} during the run \
+                     ({before} before, {after} after; {matched_samples} samples matched)\n"
+                );
+                let verdict = if *within_reach_bounds {
+                    "agrees".to_owned()
+                } else if *delta < 0.0 {
+                    "outside the reach bounds: the counter went down (did the server restart?)"
+                        .to_owned()
+                } else if *delta > high as f64 {
+                    format!(
+                        "outside the reach bounds: more than the {high} attempts that may have \
+                         reached it (other traffic on the series? narrow it with \
+                         --server-metrics-filter)"
+                    )
+                } else {
+                    format!(
+                        "outside the reach bounds: fewer than the {low} attempts it acknowledged \
+                         (metrics published late? try --server-metrics-wait)"
+                    )
+                };
+                out.push_str(&format!(
+                    "  against the client's attempts: {low} reached the server for sure \
+                     (acknowledged), {high} may have (acknowledged + unknown): {verdict}\n"
+                ));
+                if *matched_samples == 0 {
+                    out.push_str("  (no sample matched the series and filter)\n");
+                }
+                out
+            }
+        }
+    }
 }
 
 /// Attempts by reach.
@@ -138,6 +272,7 @@ impl Summary {
             latency_ms: latency(s.latency(Scope::Call, Timing::Total)),
             ttft_ms: latency(ttft),
             server,
+            server_metrics: None,
         }
     }
 
@@ -145,6 +280,10 @@ impl Summary {
     pub fn text(&self, report: &Report) -> String {
         use std::fmt::Write;
         let mut out = format!("{report}\n");
+        if let Some(server_metrics) = &self.server_metrics {
+            out.push_str(&server_metrics.text());
+            out.push('\n');
+        }
         let recoverable = self.calls - self.unrecoverable;
         let rate = if recoverable == 0 {
             1.0

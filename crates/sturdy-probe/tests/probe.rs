@@ -118,6 +118,19 @@ fn bad_flags_exit_2_with_a_message() {
         &["--mix", "503=7"],
         &["--url", "https://api.example.test/v1"],
         &["--no-such-flag"],
+        &[
+            "--server-metrics",
+            "/metrics",
+            "--server-metrics-filter",
+            "route",
+        ],
+        &[
+            "--server-metrics",
+            "/metrics",
+            "--server-metrics-filter",
+            "route=a,=b",
+        ],
+        &["--server-metrics-filter", "route=chat_completions"],
     ] {
         let out = probe(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -290,4 +303,169 @@ fn batch_mode_waits_a_job_through_restarts_and_reports_it() {
     assert!(b["seconds"].as_f64().is_some_and(|s| s >= 12.0), "{v}");
     assert!(b["output_file_id"].as_str().is_some(), "{v}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
+}
+
+/// Runs the probe against `server` with `--url` and extra `args` (off the
+/// async runtime, which keeps serving).
+async fn probe_url(server: &sturdy_faults::FaultServer, args: &[&str]) -> std::process::Output {
+    let base = server.base_url();
+    let args: Vec<String> = args.iter().map(|a| a.replace("{base}", &base)).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sturdy-probe"))
+            .args(["--url", &format!("{base}/v1"), "--model", "m"])
+            .args(&args)
+            .env("STURDY_TEST_KEY", "sk-sturdy-canary")
+            .args(["--api-key-env", "STURDY_TEST_KEY"])
+            // Loopback only: no proxy may stand in between.
+            .env("NO_PROXY", "127.0.0.1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_metrics_agree_with_the_servers_dashboard_and_the_reach_bounds() {
+    // Some attempts fail: with a status, mid-body, or without any answer.
+    let server = sturdy_faults::FaultServer::builder()
+        .mix("503=0.1,reset=0.05,close=0.15".parse().unwrap())
+        .seed(5)
+        .start()
+        .await
+        .unwrap();
+    let received_before = server.dashboard().received;
+    let out = probe_url(
+        &server,
+        &[
+            "--server-metrics",
+            "{base}/metrics",
+            "--json",
+            "--requests",
+            "60",
+            "--concurrency",
+            "12",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains("sk-sturdy-canary"));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sm = &v["server_metrics"];
+    assert_eq!(sm["series"], "sturdy_faults_requests_total", "{v}");
+    assert!(sm.get("error").is_none(), "{v}");
+    // Scrapes are never counted: the server's delta is exactly what its
+    // dashboard received during the run.
+    let received = server.dashboard().received - received_before;
+    assert_eq!(f(sm, &["delta"]), received as f64, "{v}");
+    assert_eq!(f(sm, &["after"]) - f(sm, &["before"]), f(sm, &["delta"]));
+    assert!(sm["within_reach_bounds"].as_bool().unwrap(), "{v}");
+    let (acknowledged, unknown) = (
+        u(&v, &["by_reach", "acknowledged"]),
+        u(&v, &["by_reach", "unknown"]),
+    );
+    assert_eq!(u(sm, &["client_acknowledged"]), acknowledged);
+    assert_eq!(u(sm, &["client_unknown"]), unknown);
+    assert!(acknowledged <= received && received <= acknowledged + unknown);
+    // The mix did its work: closes left attempts without an answer, and
+    // the run retried them.
+    assert!(unknown > 0 && u(&v, &["retries"]) > 0, "{v}");
+    assert_eq!(u(&v, &["calls"]), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_metrics_filter_that_matches_nothing_is_outside_the_bounds_and_says_so() {
+    let server = sturdy_faults::FaultServer::start().await.unwrap();
+    let out = probe_url(
+        &server,
+        &[
+            "--server-metrics",
+            "/metrics",
+            "--server-metrics-filter",
+            "route=models",
+            "--requests",
+            "3",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "server metrics (sturdy_faults_requests_total{route=\"models\"}): +0 during the run"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("outside the reach bounds"), "{text}");
+    assert!(text.contains("no sample matched"), "{text}");
+    assert_eq!(server.dashboard().received, 3);
+}
+
+#[test]
+fn the_embedded_run_reads_its_own_servers_metrics_when_asked() {
+    let out = probe(&[
+        "--requests",
+        "100",
+        "--server-metrics",
+        "/metrics",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sm = &v["server_metrics"];
+    assert!(sm["within_reach_bounds"].as_bool().unwrap(), "{v}");
+    let delta = f(sm, &["delta"]);
+    assert!(delta >= u(&v, &["by_reach", "acknowledged"]) as f64, "{v}");
+    assert!(delta <= u(&v, &["server", "received"]) as f64, "{v}");
+    // Without the flag, nothing changes.
+    let out = probe(&["--requests", "20", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("server_metrics").is_none(), "{v}");
+}
+
+#[test]
+fn a_failed_scrape_is_reported_and_the_run_goes_on() {
+    // A loopback port nobody listens on.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let out = probe(&["--requests", "20", "--server-metrics", &url, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sm = &v["server_metrics"];
+    let error = sm["error"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(error.contains("before the run"), "{error}");
+    assert!(sm.get("delta").is_none(), "{v}");
+    assert_eq!(u(&v, &["calls"]), 20);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the run goes on"), "{stderr}");
 }
