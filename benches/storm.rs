@@ -22,6 +22,8 @@
 //! Scenarios (window start and length after the server starts):
 //! - `outage-503`: 503 for 4 s — longer than the naive client's five
 //!   backoffs, so a full outage for everyone;
+//! - `outage-503-30s`: 503 for 30 s (sturdy's two budgets only): the
+//!   storm guard over a long outage;
 //! - `blip-503`: 503 for 1 s — retries straddle the recovery;
 //! - `429-retry-after`: 429 with `retry-after: 1` for 2 s.
 
@@ -298,6 +300,15 @@ async fn run(
                 .build()?;
             storm(stack.layer(svc), &uri, callers).await
         }
+        "sturdy_impatient" => {
+            // The budget as it was (tower's TpsBudget rules): no pacing,
+            // a retry beyond the cap refused at once.
+            let stack = Stack::builder()
+                .map_retry(|r| r.backoff(Backoff::guide(base, base)))
+                .budget(sturdy::retry::BudgetConfig::default().impatient())
+                .build()?;
+            storm(stack.layer(svc), &uri, callers).await
+        }
         "sturdy_no_budget" => {
             let stack = Stack::builder()
                 .map_retry(|r| r.backoff(Backoff::guide(base, base)))
@@ -404,6 +415,11 @@ fn main() {
             len: Duration::from_secs(4),
         },
         Scenario {
+            name: "outage-503-30s",
+            fault: "503",
+            len: Duration::from_secs(30),
+        },
+        Scenario {
             name: "blip-503",
             fault: "503",
             len: Duration::from_secs(1),
@@ -453,7 +469,19 @@ fn main() {
             "last end",
             "min wait/hint"
         );
-        for variant in ["no_retries", "naive", "sturdy", "sturdy_no_budget"] {
+        // The long outage: sturdy's two budgets only (each run lasts it).
+        let variants: &[&'static str] = if sc.len > Duration::from_secs(10) {
+            &["sturdy", "sturdy_impatient"]
+        } else {
+            &[
+                "no_retries",
+                "naive",
+                "sturdy",
+                "sturdy_impatient",
+                "sturdy_no_budget",
+            ]
+        };
+        for &variant in variants {
             match rt.block_on(run(sc, variant, callers, scale)) {
                 Ok(r) => {
                     let gap = match r.min_gap_after_hint {

@@ -53,6 +53,7 @@ fn every_bad_retry_value_is_refused_by_the_stack() {
         window: Duration::from_secs(window),
         min_per_sec: 10,
         retry_ratio: ratio,
+        ..BudgetConfig::default()
     };
     let cases = [
         (
@@ -178,6 +179,8 @@ async fn values_at_the_edge_of_their_range_build_and_serve() {
             window: Duration::from_secs(60),
             min_per_sec: 1_000_000,
             retry_ratio: 10.0,
+            burst: 1_000_000,
+            patient: true,
         });
     let stack = Stack::builder()
         .retry_policy(retry)

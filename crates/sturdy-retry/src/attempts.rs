@@ -19,6 +19,7 @@ use sturdy_core::{
 };
 use tokio::time::Instant;
 
+use crate::budget::{Admission, Ticket};
 use crate::head::KeptHead;
 use crate::layer::Shared;
 use crate::replay::{NotReplayable, ReplayBody};
@@ -46,6 +47,8 @@ pub(crate) struct Attempts<S, B> {
     /// attempt goes out, so that a call dropped during its backoff, or one
     /// whose body turned unreplayable, counts no retry it never made.
     pending: Option<(FailureKind, bool)>,
+    /// Set while the retry decided on waits for room in the budget.
+    waiting: Option<Ticket>,
 }
 
 /// What only a retry needs, in one allocation (the future that holds it is
@@ -80,6 +83,14 @@ pub(crate) enum Kept<RB> {
     Error(BoxError),
     /// Boxed: kept only in that rare case, and the state stays small.
     Response(Box<Response<ResponseBody<RB>>>),
+}
+
+/// What a retry waiting for the budget does at the end of its wait.
+pub(crate) enum Readmit {
+    /// Ask again at this instant.
+    Again(Instant),
+    /// The deadline comes first: the call ends with the failure.
+    GiveUp,
 }
 
 /// What the state machine does next.
@@ -121,6 +132,7 @@ where
             deadline,
             prev_delay: Duration::ZERO,
             pending: None,
+            waiting: None,
         }
     }
 
@@ -139,6 +151,9 @@ where
             .classifier
             .judge_response(resp.status(), resp.headers(), self.grpc);
         if judged.failure.is_none() {
+            if let Some(budget) = &self.shared.budget {
+                budget.succeeded(self.attempts > 1);
+            }
             return self.deliver(resp);
         }
         // A small error body may say more than the status (a quota error
@@ -170,8 +185,9 @@ where
             Reach::Acknowledged,
             judged.hints.delay(),
         ) {
-            // Not drained: the connection is still sending the request.
-            Some(wake_at) if self.body_may_spoil() => Next::Wait(
+            // Not drained: the connection is still sending the request (or
+            // the budget may yet refuse the retry).
+            Some(wake_at) if self.must_keep() => Next::Wait(
                 wake_at,
                 Some(Kept::Response(Box::new(resp.map(ResponseBody::streaming)))),
             ),
@@ -214,7 +230,7 @@ where
             Reach::Acknowledged,
             judged.hints.delay(),
         ) {
-            Some(wake_at) if self.body_may_spoil() => {
+            Some(wake_at) if self.must_keep() => {
                 Next::Wait(wake_at, Some(Kept::Response(Box::new(resp))))
             }
             Some(wake_at) => Next::Wait(wake_at, None),
@@ -282,7 +298,7 @@ where
         };
         match self.decide(kind, judged.verdict, reach, None) {
             Some(wake_at) => {
-                let kept = self.body_may_spoil().then_some(Kept::Error(err));
+                let kept = self.must_keep().then_some(Kept::Error(err));
                 Ok(Next::Wait(wake_at, kept))
             }
             None => Err(err),
@@ -293,6 +309,64 @@ where
     /// next attempt takes it.
     fn body_may_spoil(&self) -> bool {
         self.retained.as_ref().is_some_and(|r| r.handle.may_spoil())
+    }
+
+    /// Whether the failure a retry was decided on must be kept through the
+    /// wait: the retry may yet not happen (its body may spoil, or the
+    /// budget may not make room in time), and then it is the call's answer.
+    fn must_keep(&self) -> bool {
+        self.waiting.is_some() || self.body_may_spoil()
+    }
+
+    /// The instant a retry waiting for the budget must give up by: the
+    /// call's deadline, or without one the budget's window after it began
+    /// to wait.
+    fn wait_limit(&self, ticket: &Ticket) -> Instant {
+        match (self.deadline, &self.shared.policy.budget) {
+            (Some(d), _) => d.instant(),
+            (None, Some(b)) => ticket.since() + b.window,
+            (None, None) => ticket.since(),
+        }
+    }
+
+    /// At the end of the backoff: may the retry go? A retry that waits for
+    /// room in the budget asks again; `None` means go.
+    pub(crate) fn readmit(&mut self) -> Option<Readmit> {
+        let ticket = self.waiting?;
+        let Some(budget) = &self.shared.budget else {
+            self.waiting = None;
+            return None;
+        };
+        match budget.admit(Some(ticket)) {
+            Admission::Now => {
+                self.waiting = None;
+                tracing::debug!(
+                    attempt = self.attempts,
+                    waited_ms = ticket.since().elapsed().as_millis() as u64,
+                    "the budget made room"
+                );
+                None
+            }
+            Admission::Later(at) if at < self.wait_limit(&ticket) => Some(Readmit::Again(at)),
+            Admission::Later(_) | Admission::Refused => Some(Readmit::GiveUp),
+        }
+    }
+
+    /// The call's answer when the budget made no room for its retry before
+    /// the deadline: the failure the retry was decided on.
+    pub(crate) fn budget_refused<RB>(&mut self, kept: Option<Kept<RB>>) -> Next<RB> {
+        self.waiting = None;
+        self.pending = None;
+        self.ctx.record_refusal(RetryRefusal::Budget);
+        tracing::debug!(
+            attempt = self.attempts,
+            "not retrying: no room in the budget in time"
+        );
+        Next::Return(match kept {
+            Some(Kept::Response(resp)) => Ok(*resp),
+            Some(Kept::Error(err)) => Err(RetryError::new(self.attempts, err).into()),
+            None => Err(RetryError::new(self.attempts, NotReplayable.into()).into()),
+        })
     }
 
     /// The call's answer when the next attempt cannot be made because the
@@ -350,6 +424,9 @@ where
         if verdict != Verdict::Retryable {
             return give_up(None);
         }
+        if let Some(budget) = &self.shared.budget {
+            budget.failed();
+        }
         if reach == Reach::Unknown && !self.safety.is_repeatable() {
             return give_up(Some(RetryRefusal::NotRepeatable));
         }
@@ -387,10 +464,19 @@ where
         let Some(wake_at) = past else {
             return give_up(Some(RetryRefusal::PastDeadline));
         };
-        if let Some(budget) = &self.shared.budget
-            && !budget.withdraw()
-        {
-            return give_up(Some(RetryRefusal::Budget));
+        if let Some(budget) = &self.shared.budget {
+            match budget.admit(None) {
+                Admission::Now => {}
+                Admission::Refused => return give_up(Some(RetryRefusal::Budget)),
+                Admission::Later(_) => {
+                    let ticket = budget.ticket();
+                    if self.wait_limit(&ticket) <= wake_at {
+                        return give_up(Some(RetryRefusal::Budget));
+                    }
+                    // Asked again when the backoff ends.
+                    self.waiting = Some(ticket);
+                }
+            }
         }
         let duplicated = self.safety.possibly_duplicated(reach);
         self.pending = Some((kind, duplicated));

@@ -86,6 +86,8 @@ pub enum RetryConfigError {
     BudgetRatio,
     /// A budget floor of retries per second too large.
     BudgetFloor,
+    /// A budget burst of zero, or too large.
+    BudgetBurst,
     /// A drain time bound of zero with a non-zero drain cap.
     ZeroDrainTime,
     /// A header name that is not a valid HTTP header name.
@@ -123,6 +125,9 @@ impl fmt::Display for RetryConfigError {
             }
             RetryConfigError::BudgetFloor => {
                 f.write_str("the budget floor of retries per second is too large")
+            }
+            RetryConfigError::BudgetBurst => {
+                f.write_str("the budget burst must be between 1 and 1 000 000")
             }
             RetryConfigError::ZeroDrainTime => {
                 f.write_str("the drain time bound must be greater than zero")

@@ -26,7 +26,7 @@ use sturdy_core::{BoxError, InnerBody, Judgement, SseScan};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use crate::attempts::{Attempts, Kept, Next};
+use crate::attempts::{Attempts, Kept, Next, Readmit};
 use crate::prefetch::Prefetched;
 use crate::{ResponseBody, RetryError};
 
@@ -249,16 +249,26 @@ where
                     if !fired(this.sleep, cx) {
                         return Poll::Pending;
                     }
-                    let kept = kept.take();
-                    let bounded = match this.attempts.deadline() {
-                        Some(d) => {
-                            set(this.sleep, d.instant());
-                            true
+                    match this.attempts.readmit() {
+                        // Still no room in the budget: ask again later.
+                        Some(Readmit::Again(at)) => {
+                            set(this.sleep, at);
+                            continue;
                         }
-                        None => false,
-                    };
-                    this.state.set(State::Ready { kept, bounded });
-                    continue;
+                        Some(Readmit::GiveUp) => this.attempts.budget_refused(kept.take()),
+                        None => {
+                            let kept = kept.take();
+                            let bounded = match this.attempts.deadline() {
+                                Some(d) => {
+                                    set(this.sleep, d.instant());
+                                    true
+                                }
+                                None => false,
+                            };
+                            this.state.set(State::Ready { kept, bounded });
+                            continue;
+                        }
+                    }
                 }
                 // The body first: a ready service is not held while an
                 // earlier attempt still reads the body.

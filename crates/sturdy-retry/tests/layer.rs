@@ -394,7 +394,9 @@ async fn the_budget_refuses_when_empty_and_refills() {
         window: Duration::from_secs(1),
         min_per_sec: 1,
         retry_ratio: 0.0,
-    };
+        ..BudgetConfig::default()
+    }
+    .impatient();
     let policy = quick().budget(budget).build().unwrap();
     let layer = RetryLayer::new(policy);
     let fake = Fake::new(vec![status(503)]);
@@ -831,6 +833,7 @@ fn invalid_configurations_are_errors() {
         window: Duration::from_secs(window),
         min_per_sec,
         retry_ratio: ratio,
+        ..BudgetConfig::default()
     };
     for (cfg, want) in [
         (budget(0, 0.2, 10), RetryConfigError::BudgetWindow),
@@ -839,6 +842,13 @@ fn invalid_configurations_are_errors() {
         (budget(10, -0.1, 10), RetryConfigError::BudgetRatio),
         (budget(10, 10.5, 10), RetryConfigError::BudgetRatio),
         (budget(10, 0.2, u32::MAX), RetryConfigError::BudgetFloor),
+        (
+            BudgetConfig {
+                burst: 0,
+                ..budget(10, 0.2, 10)
+            },
+            RetryConfigError::BudgetBurst,
+        ),
     ] {
         assert_eq!(b().budget(cfg).build().unwrap_err(), want, "{cfg:?}");
     }
@@ -1228,4 +1238,82 @@ async fn a_retry_is_counted_when_it_is_sent_not_when_it_is_decided() {
     let gave_up = tokio::time::timeout(Duration::from_millis(500), svc.oneshot(req)).await;
     assert!(gave_up.is_err());
     assert_eq!((ctx.attempts(), ctx.retries()), (1, 0));
+}
+
+/// A patient budget with one token and no floor: the second failing call
+/// must wait for room.
+fn one_token() -> BudgetConfig {
+    BudgetConfig {
+        window: Duration::from_secs(10),
+        min_per_sec: 0,
+        retry_ratio: 1.0,
+        burst: 1,
+        patient: true,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_patient_budget_holds_a_retry_until_another_retry_succeeds() {
+    let policy = quick().budget(one_token()).build().unwrap();
+    let svc = RetryLayer::new(policy).layer(Fake::new(vec![status(503), status(503), status(200)]));
+    let started = Instant::now();
+    let call = |svc: sturdy_retry::RetryService<Fake>| async move {
+        let mut req = get();
+        let ctx = CallContext::attach(&mut req);
+        let resp = svc.oneshot(req).await.unwrap();
+        (
+            resp.status(),
+            ctx.attempts(),
+            ctx.budget_refusals(),
+            started.elapsed(),
+        )
+    };
+    let (a, b) = tokio::join!(call(svc.clone()), call(svc.clone()));
+    // One retried at once with the token; the other waited for its
+    // success, then went: nobody was refused.
+    let (first, second) = if a.3 <= b.3 { (a, b) } else { (b, a) };
+    assert_eq!((first.0, first.1, first.2), (StatusCode::OK, 2, 0));
+    assert_eq!((second.0, second.1, second.2), (StatusCode::OK, 2, 0));
+    assert!(second.3 >= first.3, "{first:?} {second:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_retry_gives_up_at_the_deadline_with_the_failure() {
+    let policy = quick().budget(one_token()).build().unwrap();
+    let fake = Fake::new(vec![status(503)]);
+    let svc = RetryLayer::new(policy).layer(fake.clone());
+    let mut req = get();
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(2)));
+    let ctx = CallContext::attach(&mut req);
+    let started = Instant::now();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    // The token went to the first retry; the second waited, in vain, up to
+    // the deadline (checked at most a second apart).
+    assert_eq!((ctx.attempts(), ctx.budget_refusals()), (2, 1));
+    assert_eq!(fake.attempts(), 2);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited <= Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_deadline_a_waiting_retry_gives_up_after_the_window() {
+    let policy = quick().budget(one_token()).build().unwrap();
+    let fake = Fake::new(vec![status(503)]);
+    let svc = RetryLayer::new(policy).layer(fake.clone());
+    let mut req = get();
+    let ctx = CallContext::attach(&mut req);
+    let started = Instant::now();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(ctx.budget_refusals(), 1);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited <= Duration::from_secs(10),
+        "{waited:?}"
+    );
 }
