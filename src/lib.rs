@@ -61,7 +61,9 @@ pub use sturdy_retry::RetrySafeRule;
 /// The shared vocabulary, whole: the status tables, the hint parser, the
 /// inner-edge body types.
 pub use sturdy_core as core;
-/// Failure metrics by reach, Prometheus export, reports.
+/// Failure metrics by reach, Prometheus export, reports; with feature
+/// `metrics-facade`, `MetricsFacadeRecorder` too (the `metrics` crate's
+/// facade).
 pub use sturdy_metrics as metrics;
 /// Retries: classification, jittered backoff, server hints, budget, replay.
 pub use sturdy_retry as retry;

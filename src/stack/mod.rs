@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! FailureMetricsLayer::calls()      one outcome per logical call; creates the call's plan and context
+//! [call_layer]                      yours (StackBuilder::call_layer): once per call; none by default
 //! WorkloadTimeoutLayer              settles workload, profile and deadline in the plan; ready + total
 //! RetryLayer                        settles safety and the classifier; backs off, honours hints, spends the budget
+//! [attempt_layer]                   yours (StackBuilder::attempt_layer): once per attempt; none by default
 //! FailureMetricsLayer::attempts()   one outcome per attempt, with its reach, judged by the plan's classifier
 //! AttemptTimeoutLayer               headers and read from the plan's profile; grpc-timeout for this attempt
 //! inner client                      sturdy::client() or a tonic Channel
@@ -17,6 +19,15 @@
 //! attempt and every backoff sleep together; retry sits above the
 //! per-attempt metrics and timeouts so that each attempt is timed and
 //! recorded on its own.
+//!
+//! The two places for the user's own layers follow from the same order. A
+//! call layer sits just under the call's metrics, so what it does (a span,
+//! a log line, a header for the whole call) happens once per call, inside
+//! the call's plan and context, and its time counts in the call's
+//! duration. An attempt layer sits just under the retry layer, so it sees
+//! every attempt's request, the retry's re-sent copies included (a tracing
+//! span per attempt, a freshly refreshed token), and the attempt's metrics
+//! and timeouts below it judge what actually went out.
 
 use std::marker::PhantomData;
 
@@ -32,7 +43,7 @@ use sturdy_timeout::{
     AttemptTimeout, AttemptTimeoutLayer, ClassifyWorkload, PathClassifier, WorkloadTimeout,
     WorkloadTimeoutBuilder, WorkloadTimeoutLayer,
 };
-use tower_layer::Layer;
+use tower_layer::{Identity, Layer};
 
 /// Responses up to this size (by content-length, never SSE) are read in full
 /// before they are handed over, so a connection cut mid-body is retried.
@@ -54,18 +65,57 @@ pub const DEFAULT_PREFETCH: u64 = 256 * 1024;
 /// # let _ = (service, snapshot);
 /// # Ok(()) }
 /// ```
-pub struct Stack<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
+///
+/// `CL` and `AL` are the user's own layers, at the call and at the attempt
+/// position ([`StackBuilder::call_layer`], [`StackBuilder::attempt_layer`]);
+/// both are [`Identity`] unless set, and a stack without them is exactly
+/// the stack without the two positions: same type, same code.
+///
+/// The user's layers are used as they are, with no adapter around them:
+/// the retry layer and the metrics take any response body of `Bytes` whose
+/// error converts into a `BoxError`, so a layer that changes the response
+/// body (tower-http's `TraceLayer`) composes as it is, nothing is boxed
+/// for it, and the default stack keeps its type and its cost. (Boxing
+/// every attempt layer's body back into [`BoxBody`] would cost an
+/// allocation per attempt and buy nothing the layers need.)
+pub struct Stack<
+    R = SnapshotRecorder,
+    C = PathClassifier,
+    E = BoxBody,
+    CL = Identity,
+    AL = Identity,
+> {
     calls: FailureMetricsLayer<R>,
+    call_layer: CL,
     workload: WorkloadTimeoutLayer<C>,
     retry: RetryLayer<E>,
+    attempt_layer: AL,
     attempts: FailureMetricsLayer<R>,
     attempt: AttemptTimeoutLayer,
     recorder: R,
 }
 
 /// The service a [`Stack`] makes around `S`.
-pub type StackService<S, R = SnapshotRecorder, C = PathClassifier, E = BoxBody> =
-    FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<AttemptTimeout<S>, R>, E>, C>, R>;
+///
+/// With the user's layers at their default, [`Identity`], this is
+/// `FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<AttemptTimeout<S>, R>, E>, C>, R>`,
+/// as before the two positions existed.
+pub type StackService<
+    S,
+    R = SnapshotRecorder,
+    C = PathClassifier,
+    E = BoxBody,
+    CL = Identity,
+    AL = Identity,
+> = FailureMetrics<
+    <CL as Layer<
+        WorkloadTimeout<
+            RetryService<<AL as Layer<FailureMetrics<AttemptTimeout<S>, R>>>::Service, E>,
+            C,
+        >,
+    >>::Service,
+    R,
+>;
 
 impl Stack {
     /// A builder with the guide's defaults, for `sturdy::client()`.
@@ -99,7 +149,7 @@ impl Stack<SnapshotRecorder, PathClassifier, tonic::body::Body> {
     }
 }
 
-impl<R, C, E> Stack<R, C, E> {
+impl<R, C, E, CL, AL> Stack<R, C, E, CL, AL> {
     /// The recorder both metrics layers write to (a [`SnapshotRecorder`] by
     /// default: call `snapshot()` on it for a report).
     pub fn recorder(&self) -> &R {
@@ -117,12 +167,14 @@ impl<R, C, E> Stack<R, C, E> {
     }
 }
 
-impl<R: Clone, C: Clone, E> Clone for Stack<R, C, E> {
+impl<R: Clone, C: Clone, E, CL: Clone, AL: Clone> Clone for Stack<R, C, E, CL, AL> {
     fn clone(&self) -> Self {
         Stack {
             calls: self.calls.clone(),
+            call_layer: self.call_layer.clone(),
             workload: self.workload.clone(),
             retry: self.retry.clone(),
+            attempt_layer: self.attempt_layer.clone(),
             attempts: self.attempts.clone(),
             attempt: self.attempt,
             recorder: self.recorder.clone(),
@@ -130,7 +182,7 @@ impl<R: Clone, C: Clone, E> Clone for Stack<R, C, E> {
     }
 }
 
-impl<R, C, E> std::fmt::Debug for Stack<R, C, E> {
+impl<R, C, E, CL, AL> std::fmt::Debug for Stack<R, C, E, CL, AL> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack")
             .field("profiles", self.workload.profiles())
@@ -139,18 +191,22 @@ impl<R, C, E> std::fmt::Debug for Stack<R, C, E> {
     }
 }
 
-impl<S, R, C, E> Layer<S> for Stack<R, C, E>
+impl<S, R, C, E, CL, AL> Layer<S> for Stack<R, C, E, CL, AL>
 where
     R: Recorder,
     C: Clone,
+    AL: Layer<FailureMetrics<AttemptTimeout<S>, R>>,
+    CL: Layer<WorkloadTimeout<RetryService<AL::Service, E>, C>>,
 {
-    type Service = StackService<S, R, C, E>;
+    type Service = StackService<S, R, C, E, CL, AL>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let s = self.attempt.layer(inner);
         let s = self.attempts.layer(s);
+        let s = self.attempt_layer.layer(s);
         let s = self.retry.service(s);
         let s = self.workload.layer(s);
+        let s = self.call_layer.layer(s);
         self.calls.layer(s)
     }
 }
@@ -198,12 +254,20 @@ impl std::error::Error for StackError {
 /// are handed over. A policy builder handed to
 /// [`retry_policy`](StackBuilder::retry_policy) keeps it unless it sets
 /// its own.
-pub struct StackBuilder<R = SnapshotRecorder, C = PathClassifier, E = BoxBody> {
+pub struct StackBuilder<
+    R = SnapshotRecorder,
+    C = PathClassifier,
+    E = BoxBody,
+    CL = Identity,
+    AL = Identity,
+> {
     workload: WorkloadTimeoutBuilder<C>,
     capture_connection: bool,
     retry: RetryPolicyBuilder,
     recorder: R,
     server_label: Option<String>,
+    call_layer: CL,
+    attempt_layer: AL,
     _body: PhantomData<fn(E)>,
 }
 
@@ -220,12 +284,14 @@ impl<E> StackBuilder<SnapshotRecorder, PathClassifier, E> {
             retry: RetryPolicy::builder(),
             recorder: SnapshotRecorder::new(),
             server_label: None,
+            call_layer: Identity::new(),
+            attempt_layer: Identity::new(),
             _body: PhantomData,
         }
     }
 }
 
-impl<R, C, E> StackBuilder<R, C, E> {
+impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
     /// Every workload's profile.
     pub fn profiles(mut self, profiles: Profiles) -> Self {
         self.workload = self.workload.profiles(profiles);
@@ -272,20 +338,25 @@ impl<R, C, E> StackBuilder<R, C, E> {
 
     /// Records into `recorder` (both scopes) instead of a fresh
     /// [`SnapshotRecorder`]; use `sturdy::metrics::Both` for two at once.
-    pub fn recorder<R2>(self, recorder: R2) -> StackBuilder<R2, C, E> {
+    pub fn recorder<R2>(self, recorder: R2) -> StackBuilder<R2, C, E, CL, AL> {
         StackBuilder {
             workload: self.workload,
             capture_connection: self.capture_connection,
             retry: self.retry,
             recorder,
             server_label: self.server_label,
+            call_layer: self.call_layer,
+            attempt_layer: self.attempt_layer,
             _body: PhantomData,
         }
     }
 
     /// Picks each request's workload with `classifier` when the request
     /// carries no `Workload` extension.
-    pub fn classifier<C2: ClassifyWorkload>(self, classifier: C2) -> StackBuilder<R, C2, E> {
+    pub fn classifier<C2: ClassifyWorkload>(
+        self,
+        classifier: C2,
+    ) -> StackBuilder<R, C2, E, CL, AL> {
         self.map_workload_timeout(|b| b.classifier(classifier))
     }
 
@@ -306,7 +377,7 @@ impl<R, C, E> StackBuilder<R, C, E> {
     /// let stack = sturdy::Stack::builder().openai_presets().build().unwrap();
     /// # let _ = stack;
     /// ```
-    pub fn openai_presets(self) -> StackBuilder<R, crate::openai::EndpointClassifier, E> {
+    pub fn openai_presets(self) -> StackBuilder<R, crate::openai::EndpointClassifier, E, CL, AL> {
         self.retry_safe(crate::openai::retry_safe())
             .classifier(crate::openai::EndpointClassifier)
     }
@@ -331,13 +402,15 @@ impl<R, C, E> StackBuilder<R, C, E> {
     pub fn map_workload_timeout<C2>(
         self,
         f: impl FnOnce(WorkloadTimeoutBuilder<C>) -> WorkloadTimeoutBuilder<C2>,
-    ) -> StackBuilder<R, C2, E> {
+    ) -> StackBuilder<R, C2, E, CL, AL> {
         StackBuilder {
             workload: f(self.workload),
             capture_connection: self.capture_connection,
             retry: self.retry,
             recorder: self.recorder,
             server_label: self.server_label,
+            call_layer: self.call_layer,
+            attempt_layer: self.attempt_layer,
             _body: PhantomData,
         }
     }
@@ -348,10 +421,113 @@ impl<R, C, E> StackBuilder<R, C, E> {
         self
     }
 
+    /// Adds `layer` at the attempt position: under the retry layer, above
+    /// the attempt's metrics and timeouts. Its service runs once per
+    /// attempt and sees each attempt's request, the copies the retry layer
+    /// sends again included (each one fresh from the call's request: what
+    /// the layer did to an earlier attempt is not carried over), so it is
+    /// the place for a span per attempt or a token refreshed before every
+    /// send. The attempt's metrics and timeouts below it judge what it
+    /// sends.
+    ///
+    /// Called again, it adds another layer under the ones before, as
+    /// `tower::ServiceBuilder` does: the first layer added is the
+    /// outermost. The type becomes `tower_layer::Stack<L, AL>`.
+    ///
+    /// What the layer may change, and what it must keep:
+    ///
+    /// - the response body, freely (tower-http's `TraceLayer` wraps it):
+    ///   the retry layer and the metrics take any body of `Bytes` whose
+    ///   error converts into a `BoxError`, so nothing is boxed or mapped
+    ///   for it, and a stack without an attempt layer pays nothing;
+    /// - the request body type, not: the layer is handed
+    ///   `http::Request<E>` (a [`BoxBody`] for `sturdy::client()`) and the
+    ///   inner client takes that type. A layer that wraps the request body
+    ///   needs it boxed again under it, e.g. with
+    ///   `MapRequestLayer::new(|r: http::Request<_>| r.map(sturdy::boxed))`;
+    /// - errors: any error that converts into a `BoxError` is taken, but
+    ///   one passed on unchanged keeps its failure kind, which the retry
+    ///   layer and the metrics read by downcasting;
+    /// - the request's extensions, which carry the call's plan: pass them
+    ///   on (every `tower` and `tower-http` layer does);
+    /// - its service must be `Clone` (the retry layer keeps a clone per
+    ///   call), and `Send` for the stack's futures to be.
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// use tower::util::MapRequestLayer;
+    /// # fn main() -> Result<(), sturdy::BoxError> {
+    /// // A token read fresh before every attempt, retries included.
+    /// let token = || http::HeaderValue::from_static("Bearer fresh");
+    /// let stack = sturdy::Stack::builder()
+    ///     .attempt_layer(MapRequestLayer::new(move |mut req: http::Request<sturdy::BoxBody>| {
+    ///         req.headers_mut().insert(http::header::AUTHORIZATION, token());
+    ///         req
+    ///     }))
+    ///     .attempt_layer(tower_http::trace::TraceLayer::new_for_http())
+    ///     .build()?;
+    /// let service = stack.layer(sturdy::client().build()?);
+    /// # let _ = service;
+    /// # Ok(()) }
+    /// ```
+    pub fn attempt_layer<L>(
+        self,
+        layer: L,
+    ) -> StackBuilder<R, C, E, CL, tower_layer::Stack<L, AL>> {
+        StackBuilder {
+            workload: self.workload,
+            capture_connection: self.capture_connection,
+            retry: self.retry,
+            recorder: self.recorder,
+            server_label: self.server_label,
+            call_layer: self.call_layer,
+            attempt_layer: tower_layer::Stack::new(layer, self.attempt_layer),
+            _body: PhantomData,
+        }
+    }
+
+    /// Adds `layer` at the call position: under the call's metrics, above
+    /// the workload timeout. Its service runs once per call, whatever the
+    /// retries below it do, with the call's plan and context already in the
+    /// request's extensions; its time counts in the call's duration but not
+    /// in the workload's deadline. The place for a span or a log line per
+    /// call, or a header every attempt of the call shares.
+    ///
+    /// Called again, it adds another layer under the ones before (the first
+    /// added is the outermost), as [`attempt_layer`](Self::attempt_layer)
+    /// does, with the same rules: the response body may change, the
+    /// request's extensions must be passed on, errors are best passed on
+    /// unchanged, and its service must be `Clone`. The request body it is
+    /// handed is the caller's own, and the retry layer below takes any
+    /// body of `Bytes`.
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// # fn main() -> Result<(), sturdy::BoxError> {
+    /// let stack = sturdy::Stack::builder()
+    ///     .call_layer(tower_http::trace::TraceLayer::new_for_http())
+    ///     .build()?;
+    /// let service = stack.layer(sturdy::client().build()?);
+    /// # let _ = service;
+    /// # Ok(()) }
+    /// ```
+    pub fn call_layer<L>(self, layer: L) -> StackBuilder<R, C, E, tower_layer::Stack<L, CL>, AL> {
+        StackBuilder {
+            workload: self.workload,
+            capture_connection: self.capture_connection,
+            retry: self.retry,
+            recorder: self.recorder,
+            server_label: self.server_label,
+            call_layer: tower_layer::Stack::new(layer, self.call_layer),
+            attempt_layer: self.attempt_layer,
+            _body: PhantomData,
+        }
+    }
+
     /// Checks everything and builds the stack: a zero phase in any profile,
     /// an invalid retry policy (see `RetryPolicyBuilder::build`) or a bad
     /// server label is a [`StackError`].
-    pub fn build(self) -> Result<Stack<R, C, E>, StackError>
+    pub fn build(self) -> Result<Stack<R, C, E, CL, AL>, StackError>
     where
         R: Recorder + Clone,
     {
@@ -375,8 +551,10 @@ impl<R, C, E> StackBuilder<R, C, E> {
         }
         Ok(Stack {
             calls,
+            call_layer: self.call_layer,
             workload,
             retry: RetryLayer::new(policy),
+            attempt_layer: self.attempt_layer,
             attempts,
             attempt,
             recorder: self.recorder,
@@ -384,7 +562,7 @@ impl<R, C, E> StackBuilder<R, C, E> {
     }
 }
 
-impl<R, C, E> std::fmt::Debug for StackBuilder<R, C, E> {
+impl<R, C, E, CL, AL> std::fmt::Debug for StackBuilder<R, C, E, CL, AL> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StackBuilder")
             .field("retry", &self.retry)
