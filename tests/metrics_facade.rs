@@ -97,12 +97,12 @@ async fn a_stack_records_through_the_metrics_facade() {
 
     let totals = totals.0.lock().expect("not poisoned").clone();
     assert_eq!(
-        totals.get("sturdy_client_calls_total"),
+        totals.get("sturdy_client_calls_started_total"),
         Some(&1),
         "{totals:?}"
     );
     assert_eq!(
-        totals.get("sturdy_client_attempts_total"),
+        totals.get("sturdy_client_attempts_started_total"),
         Some(&2),
         "{totals:?}"
     );
