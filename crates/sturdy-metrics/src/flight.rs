@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use sturdy_core::{CallContext, Classifier, FailureKind, Reach, Workload};
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::layer::Shared;
 use crate::{CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
@@ -45,6 +46,9 @@ pub(crate) struct Flight<R: Recorder> {
     /// rather than `cancelled`.
     known: Option<FailureKind>,
     done: bool,
+    /// The call's or attempt's span: entered while the inner future and
+    /// the body are polled, filled in as it goes, dropped with the flight.
+    span: Span,
 }
 
 impl<R: Recorder> Flight<R> {
@@ -55,6 +59,7 @@ impl<R: Recorder> Flight<R> {
         workload: Workload,
         ctx: Option<CallContext>,
         grpc: bool,
+        span: Span,
     ) -> Self {
         shared.recorder.started(shared.scope);
         Flight {
@@ -70,7 +75,13 @@ impl<R: Recorder> Flight<R> {
             reach: Reach::NotSent,
             known: None,
             done: false,
+            span,
         }
+    }
+
+    /// The call's or attempt's span.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
     }
 
     /// The classifier this call's answers are judged with.
@@ -86,10 +97,11 @@ impl<R: Recorder> Flight<R> {
         }
     }
 
-    /// The response head arrived.
-    pub(crate) fn head(&mut self) {
+    /// The response head arrived, with `status`.
+    pub(crate) fn head(&mut self, status: http::StatusCode) {
         self.reach = Reach::Acknowledged;
         self.head = Some(self.start.elapsed());
+        crate::span::record_status(&self.span, status);
     }
 
     /// A data frame of the response body arrived; `last` when it ends the
@@ -153,7 +165,14 @@ impl<R: Recorder> Flight<R> {
             time_to_first_frame: self.first_frame,
             call: summary.as_ref(),
         });
-        // Labels only: never a header value, a path or a query.
+        let attempts = match dims.scope {
+            Scope::Call => Some(summary.as_ref().map_or(1, |s| s.attempts)),
+            Scope::Attempt => None,
+        };
+        crate::span::record_end(&self.span, outcome, dims.workload, attempts);
+        // Labels only: never a header value, a path or a query; inside the
+        // span it ends.
+        let _entered = self.span.enter();
         tracing::trace!(
             scope = dims.scope.label(),
             workload = dims.workload.label(),

@@ -56,7 +56,11 @@ where
             ));
         };
         flight.polled();
-        let result = ready!(this.inner.poll(cx));
+        let result = {
+            // Inner layers' spans and events nest in this one.
+            let _entered = flight.span().enter();
+            ready!(this.inner.poll(cx))
+        };
         // Taken now: whatever happens next, this future records no more.
         let mut flight = this.flight.take();
         match result {
@@ -73,7 +77,7 @@ where
                 let (parts, body) = res.into_parts();
                 let watch = match flight.as_mut() {
                     Some(flight) => {
-                        flight.head();
+                        flight.head(parts.status);
                         judge_head(flight, &parts, &body)
                     }
                     None => Watch::Plain,

@@ -79,6 +79,7 @@ mod recorder;
 mod report;
 mod service;
 mod snapshot;
+mod span;
 
 pub use body::MetricsBody;
 pub use dimensions::{
