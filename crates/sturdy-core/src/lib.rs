@@ -13,7 +13,8 @@
 //!   found by [`classify_error`] and the status tables, judged once per
 //!   attempt by a [`Classifier`]);
 //! - what a server hinted ([`ServerHints`]);
-//! - the body type handed to the inner service ([`InnerBody`]).
+//! - the body type handed to the inner service ([`InnerBody`]);
+//! - the `tracing` spans of a call and of its attempts ([`span`]).
 //!
 //! ```
 //! use sturdy_core::{classify_response, FailureKind, Reach, Verdict};
@@ -35,6 +36,7 @@ mod error;
 mod failure;
 mod hints;
 mod plan;
+pub mod span;
 mod verdict;
 mod workload;
 

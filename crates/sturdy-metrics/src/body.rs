@@ -97,7 +97,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let polled = {
+            let _entered = this.flight.as_ref().map(|f| f.span().enter());
+            this.inner.as_mut().poll_frame(cx)
+        };
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use sturdy_core::{CallContext, Classifier, FailureKind, Reach, Workload};
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::layer::Shared;
 use crate::{CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress};
@@ -47,6 +48,9 @@ pub(crate) struct Flight<R: Recorder> {
     /// rather than `cancelled`.
     known: Option<FailureKind>,
     done: bool,
+    /// The call's or attempt's span: entered while the inner future and
+    /// the body are polled, filled in as it goes, dropped with the flight.
+    span: Span,
 }
 
 impl<R: Recorder> Flight<R> {
@@ -57,6 +61,7 @@ impl<R: Recorder> Flight<R> {
         workload: Workload,
         ctx: Option<CallContext>,
         grpc: bool,
+        span: Span,
     ) -> Self {
         shared.recorder.started(shared.scope);
         Flight {
@@ -73,7 +78,13 @@ impl<R: Recorder> Flight<R> {
             reach: Reach::NotSent,
             known: None,
             done: false,
+            span,
         }
+    }
+
+    /// The call's or attempt's span.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
     }
 
     /// The classifier this call's answers are judged with.
@@ -94,6 +105,7 @@ impl<R: Recorder> Flight<R> {
         self.reach = Reach::Acknowledged;
         self.status = Some(status.as_u16());
         self.head = Some(self.start.elapsed());
+        crate::span::record_status(&self.span, status);
     }
 
     /// A data frame of the response body arrived; `last` when it ends the
@@ -158,7 +170,14 @@ impl<R: Recorder> Flight<R> {
             time_to_first_frame: self.first_frame,
             call: summary.as_ref(),
         });
-        // Labels only: never a header value, a path or a query.
+        let attempts = match dims.scope {
+            Scope::Call => Some(summary.as_ref().map_or(1, |s| s.attempts)),
+            Scope::Attempt => None,
+        };
+        crate::span::record_end(&self.span, outcome, dims.workload, attempts);
+        // Labels only: never a header value, a path or a query; inside the
+        // span it ends.
+        let _entered = self.span.enter();
         tracing::trace!(
             scope = dims.scope.label(),
             workload = dims.workload.label(),

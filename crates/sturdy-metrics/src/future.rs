@@ -56,7 +56,11 @@ where
             ));
         };
         flight.polled();
-        let result = ready!(this.inner.poll(cx));
+        let result = {
+            // Inner layers' spans and events nest in this one.
+            let _entered = flight.span().enter();
+            ready!(this.inner.poll(cx))
+        };
         // Taken now: whatever happens next, this future records no more.
         let mut flight = this.flight.take();
         match result {

@@ -81,6 +81,7 @@ mod report;
 pub mod series;
 mod service;
 mod snapshot;
+mod span;
 
 pub use body::MetricsBody;
 pub use dimensions::{

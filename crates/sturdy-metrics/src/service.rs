@@ -1,7 +1,8 @@
 //! [`FailureMetrics`]: starts a flight per call, synchronously inside `call`.
 //! The flight reads the workload from the call's context only when it ends,
 //! so the label is the one the workload layer below settled, whatever lies
-//! in between (a `Buffer` that calls it later included).
+//! in between (a `Buffer` that calls it later included). The call's or
+//! attempt's span (see [`crate::span`]) starts here too.
 
 use std::fmt;
 use std::sync::Arc;
@@ -91,14 +92,23 @@ where
             Some(p) => (Some(p.context().clone()), p.is_grpc()),
             None => (None, is_grpc(req.headers())),
         };
+        let method = method_label(shared, &req);
+        let server = shared.labels.server(&req, shared.server_label.as_ref());
+        // Before the markers are read: an attempt's span handed down is
+        // taken out of the request, which then carries its plan alone again.
+        let span = crate::span::start(shared, &mut req, &server);
         let asked = CallPlan::markers(req.extensions())
             .get::<Workload>()
             .copied()
             .unwrap_or_default();
-        let method = method_label(shared, &req);
-        let server = shared.labels.server(&req, shared.server_label.as_ref());
-        let flight = Flight::start(self.shared.clone(), method, server, asked, ctx, grpc);
-        ResponseFuture::new(self.inner.call(req), flight)
+        let flight = Flight::start(self.shared.clone(), method, server, asked, ctx, grpc, span);
+        // Entered while the inner service starts the call: a layer below
+        // (the retry layer's first attempt span) is its child.
+        let fut = {
+            let _entered = flight.span().enter();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(fut, flight)
     }
 }
 

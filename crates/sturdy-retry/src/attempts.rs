@@ -13,11 +13,13 @@ use http::{Request, Response};
 use http_body::Body;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use sturdy_core::span::{AttemptSpan, attempt_span};
 use sturdy_core::{
     BodyVerdict, BoxError, CallContext, Deadline, FailureKind, InnerBody, Judgement,
     MAX_ERROR_BODY, Reach, RetryRefusal, Ruling, Safety, Verdict,
 };
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::budget::{Admission, Ticket};
 use crate::head::KeptHead;
@@ -49,6 +51,11 @@ pub(crate) struct Attempts<S, B> {
     pending: Option<(FailureKind, bool)>,
     /// Set while the retry decided on waits for room in the budget.
     waiting: Option<Ticket>,
+    /// The span of the attempt in flight (created here, handed down to the
+    /// attempts metrics layer in the request): the decision on its failure
+    /// is an event inside it. Let go once decided, so that the span ends
+    /// with the attempt, not with the backoff after it.
+    span: Span,
 }
 
 /// What only a retry needs, in one allocation (the future that holds it is
@@ -133,7 +140,20 @@ where
             prev_delay: Duration::ZERO,
             pending: None,
             waiting: None,
+            span: Span::none(),
         }
+    }
+
+    /// The first attempt's span.
+    pub(crate) fn in_span(mut self, span: Span) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// The call's answer is decided: the last attempt's span is let go (it
+    /// ends with its body).
+    pub(crate) fn finished(&mut self) {
+        self.span = Span::none();
     }
 
     /// The inner service a retry goes through (none when no retry is
@@ -405,9 +425,15 @@ where
         reach: Reach,
         hint: Option<Duration>,
     ) -> Option<Instant> {
+        // The decision is an event of the attempt that failed: inside its
+        // span (when it is disabled, inside the call's), which this layer
+        // then lets go.
+        let span = std::mem::replace(&mut self.span, Span::none());
+        let _entered = span.enter();
         let policy = &self.shared.policy;
         let attempt = self.attempts;
         let ctx = &self.ctx;
+        let hint_ms = hint.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let give_up = |why: Option<RetryRefusal>| {
             if let Some(why) = why {
                 ctx.record_refusal(why);
@@ -417,6 +443,7 @@ where
                 reason = kind.label(),
                 reach = reach.label(),
                 why = why.map_or("not retryable", RetryRefusal::label),
+                hint_ms,
                 "not retrying"
             );
             None
@@ -483,6 +510,7 @@ where
         tracing::debug!(
             attempt,
             delay_ms = delay.as_millis() as u64,
+            hint_used = hint.is_some(),
             reason = kind.label(),
             reach = reach.label(),
             possibly_duplicated = duplicated,
@@ -515,6 +543,12 @@ where
         self.ctx.record_attempt();
         let body = body.reporting_sending(self.ctx.clone(), self.attempts);
         let mut req = head.request(E::from_body(body));
+        // A child of the current span: the call's, whose future polls this
+        // one.
+        self.span = attempt_span(self.attempts - 1);
+        if !self.span.is_disabled() {
+            req.extensions_mut().insert(AttemptSpan(self.span.clone()));
+        }
         self.ctx.arm_sending(self.attempts);
         let policy = &self.shared.policy;
         if let Some(name) = &policy.attempt_header {

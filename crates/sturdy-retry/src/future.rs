@@ -317,6 +317,7 @@ where
             };
             match next {
                 Next::Return(out) => {
+                    this.attempts.finished();
                     this.state.set(State::Done);
                     return Poll::Ready(out);
                 }

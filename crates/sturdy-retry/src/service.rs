@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
+use sturdy_core::span::{AttemptSpan, attempt_span};
 use sturdy_core::{
     BoxBody, BoxError, CallPlan, Deadline, InnerBody, MaxRetries, NotRetrySafe, RequestHead,
     RetrySafe, Safety,
@@ -158,13 +159,19 @@ where
                 .insert(name.clone(), http::HeaderValue::from(0u32));
         }
 
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let caps = ReplayCaps {
             in_memory: policy.in_memory_cap,
             streamed: policy.replay_cap,
         };
         let body = ReplayBody::with_caps(body, caps).reporting_sending(ctx.clone(), 1);
         let kept = (max_retries > 0).then(|| (KeptHead::copy(&parts), body.handle()));
+        // The first attempt's span, handed down to the attempts metrics
+        // layer (after the head was kept: a retry carries its own).
+        let span = attempt_span(0);
+        if !span.is_disabled() {
+            parts.extensions.insert(AttemptSpan(span.clone()));
+        }
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
         // The ready service makes this call (tower's contract); a clone,
@@ -172,7 +179,8 @@ where
         // future when retries are possible.
         let retained = kept.map(|(head, handle)| Retained::new(head, handle, self.inner.clone()));
         let fut = self.inner.call(req);
-        let attempts = Attempts::new(shared, ctx, retained, max_retries, safety, grpc, deadline);
+        let attempts =
+            Attempts::new(shared, ctx, retained, max_retries, safety, grpc, deadline).in_span(span);
         ResponseFuture::new(fut, attempts)
     }
 }

@@ -1,4 +1,5 @@
-//! The retry layer's tracing events, in a test binary of their own: a
+//! The retry layer's tracing events (inside the span of the attempt each
+//! is about), in a test binary of their own: a
 //! thread-local subscriber races with tests on other threads over tracing's
 //! global callsite cache. Paused time, fake inner service, no sockets.
 
@@ -95,5 +96,18 @@ async fn decisions_are_traced_without_header_values_or_queries() {
     assert!(text.contains("connect_refused"), "{text}");
     assert!(text.contains("not retryable"), "{text}");
     assert!(text.contains("delay_ms=5"), "{text}");
+    assert!(text.contains("hint_used=true"), "{text}");
     assert!(!text.contains("sk-"), "a secret reached the log: {text}");
+    // Each decision is an event of the attempt it is about: inside that
+    // attempt's span, which tells which resend it was.
+    let decisions: Vec<&str> = text.lines().filter(|l| l.contains("retrying")).collect();
+    assert_eq!(decisions.len(), 3, "{text}");
+    for (n, line) in decisions.iter().enumerate() {
+        assert!(line.contains("sturdy.attempt{"), "{line}");
+        assert_eq!(
+            line.contains(&format!("http.request.resend_count={n}")),
+            n > 0,
+            "{line}"
+        );
+    }
 }
