@@ -16,6 +16,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use crate::capacity::Slot;
+
 /// One step of a body's plan.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -49,6 +51,8 @@ pub(crate) struct PlannedBody {
     /// Counts the response as over: when its last step is taken, or when
     /// the body is dropped before that.
     finished: Option<Finished>,
+    /// The capacity-mode slot its request holds, freed at the same moment.
+    slot: Option<Slot>,
 }
 
 /// Adds one to a counter when dropped: the end of one request's life on its
@@ -71,7 +75,15 @@ impl PlannedBody {
             pause: None,
             remaining: length,
             finished: None,
+            slot: None,
         }
+    }
+
+    /// The same body, holding its request's capacity-mode `slot` until its
+    /// last step is taken or it is dropped.
+    pub(crate) fn holding(mut self, slot: Slot) -> PlannedBody {
+        self.slot = Some(slot);
+        self
     }
 
     /// The same body, counting its end with `finished`.
@@ -105,6 +117,7 @@ impl Body for PlannedBody {
                 // The response is over once its last frame leaves: counted
                 // now, before a peer can have read it and sent another.
                 this.finished = None;
+                this.slot = None;
             }
             match step {
                 None => return Poll::Ready(None),
@@ -120,6 +133,7 @@ impl Body for PlannedBody {
                 Some(Step::Fail) => {
                     this.steps.clear();
                     this.finished = None;
+                    this.slot = None;
                     return Poll::Ready(Some(Err(InjectedReset)));
                 }
             }

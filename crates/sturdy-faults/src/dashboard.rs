@@ -20,12 +20,22 @@ use crate::metrics::Route;
 /// - `received` moves when a request head has been read.
 /// - `responded[status]` moves when a response head is produced (before its
 ///   body is sent, so a `reset` counts as the `200` it started as).
-/// - `faults[kind]` moves when a fault is chosen for a request, right after
-///   its body has been read: `status` (an injected non-200 status), `delay`,
-///   `stall`, `slow`, `reset`, `close`, `hostile`; `outage_dropped` counts
+/// - `faults[kind]` moves when a fault is applied to a request, right after
+///   its body has been read (a fault that only shapes a normal answer is
+///   not applied to a request the capacity mode or the rate limiter
+///   refuses): `status` (an injected non-200 status), `delay`, `stall`,
+///   `slow`, `reset`, `close`, `hostile`; `outage_dropped` counts
 ///   connections dropped when an outage starts, `idle_close` idle
 ///   connections closed as a request arrived on them (that request is not
 ///   `received`).
+/// - `too_many_requests` moves with `responded["429"]`: every `429`
+///   answered, whatever produced it (a scripted or drawn fault, the rate
+///   limiter, the capacity mode).
+/// - `rate_limited` counts the requests the rate limiter refused (its
+///   `429`s), `over_capacity` those the capacity mode refused (its `429`s
+///   or `503`s); neither counts as a fault.
+///
+/// The last three are absent from older dashboards' JSON and read as 0.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Dashboard {
     /// Request heads read, excluding `/dashboard` and `/metrics` requests.
@@ -34,6 +44,17 @@ pub struct Dashboard {
     pub responded: BTreeMap<String, u64>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// `429` response heads produced, whatever produced them.
+    #[serde(default)]
+    pub too_many_requests: u64,
+    /// Requests the rate limiter refused
+    /// ([`FaultServerBuilder::rate_limit`](crate::FaultServerBuilder::rate_limit)).
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Requests the capacity mode refused
+    /// ([`FaultServerBuilder::capacity`](crate::FaultServerBuilder::capacity)).
+    #[serde(default)]
+    pub over_capacity: u64,
 }
 
 impl Dashboard {
@@ -66,6 +87,9 @@ struct Maps {
     requests: BTreeMap<(Route, Option<u16>), u64>,
     responded: BTreeMap<u16, u64>,
     faults: BTreeMap<&'static str, u64>,
+    too_many_requests: u64,
+    rate_limited: u64,
+    over_capacity: u64,
 }
 
 impl Recorder {
@@ -98,6 +122,19 @@ impl Recorder {
     pub(crate) fn responded(&self, status: u16) {
         let mut maps = self.lock();
         *maps.responded.entry(status).or_default() += 1;
+        if status == 429 {
+            maps.too_many_requests += 1;
+        }
+    }
+
+    /// Counts a request the rate limiter refused.
+    pub(crate) fn rate_limited(&self) {
+        self.lock().rate_limited += 1;
+    }
+
+    /// Counts a request the capacity mode refused.
+    pub(crate) fn over_capacity(&self) {
+        self.lock().over_capacity += 1;
     }
 
     pub(crate) fn fault(&self, kind: &'static str, n: u64) {
@@ -122,6 +159,9 @@ impl Recorder {
                 .iter()
                 .map(|(kind, n)| ((*kind).to_owned(), *n))
                 .collect(),
+            too_many_requests: maps.too_many_requests,
+            rate_limited: maps.rate_limited,
+            over_capacity: maps.over_capacity,
         }
     }
 }

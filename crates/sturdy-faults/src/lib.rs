@@ -44,6 +44,32 @@
 //! stored), so a client sees what a lost answer looks like in reality: the
 //! server acted, the client cannot know it.
 //!
+//! Two modes put a provider's limits in front of `POST /v1/chat/completions`,
+//! the inference route (models, files, batches, `/dashboard` and `/metrics`
+//! are never limited):
+//!
+//! - a rate limit ([`FaultServerBuilder::rate_limit`], [`RateLimit`]):
+//!   token buckets per requests and per tokens like OpenAI's organisation
+//!   limits, the `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+//!   headers on every answer it decides, and a `429`
+//!   (`rate_limit_exceeded`, with `retry-after-ms` and `retry-after`) when a
+//!   bucket lacks room;
+//! - a capacity ([`FaultServerBuilder::capacity`], [`Capacity`]): at most N
+//!   requests in service at once, each answered after a service time; the
+//!   rest refused at once with a `429` or a `503` (an "overloaded" error,
+//!   without rate-limit headers or `retry-after`).
+//!
+//! The fault is chosen first. A fault that replaces the answer (a non-200
+//! status, `close`, `hostile`; scripted, from a window or drawn from the
+//! mix) is applied, and neither mode sees the request. Any other request
+//! (no fault, `200`, or a fault that only shapes the delivery: `delay`,
+//! `stall`, `slow`, `reset`, `streamerr`) takes a capacity slot as it
+//! arrives or is refused at once, then is admitted or refused by the rate
+//! limiter from its body's token estimate; an admitted request waits the
+//! service time and gets its normal answer, delivered as its fault says. A
+//! refused one gets its refusal instead of its fault. Refusals are answers
+//! like any other, on the dashboard and `/metrics`.
+//!
 //! It counts what it saw in a [`Dashboard`].
 //!
 //! ```
@@ -68,23 +94,29 @@
 #![deny(missing_docs)]
 
 mod body;
+mod capacity;
 mod dashboard;
 mod fault;
 mod jobs;
 mod metrics;
 mod mix;
 mod openai;
+mod rate_limit;
 mod respond;
 mod server;
+mod spec;
 
+pub use capacity::{Capacity, OverCapacity};
 pub use dashboard::Dashboard;
 pub use fault::{
     DEFAULT_HOSTILE_HEADERS, Fault, FaultParams, MAX_CHUNKS, MAX_FAULT_MS, MAX_HOSTILE_HEADERS,
     ParseError, Script,
 };
 pub use mix::Mix;
+pub use rate_limit::RateLimit;
 pub use respond::BodyDigest;
 pub use server::{FaultServer, FaultServerBuilder};
+pub use spec::SpecError;
 
 /// Request header naming a call, so its attempts can be told apart. The
 /// server remembers the attempts of at least the last 65 536 calls (and at

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
-use sturdy_faults::{Fault, FaultParams, FaultServer, Mix};
+use sturdy_faults::{Capacity, Fault, FaultParams, FaultServer, Mix, RateLimit};
 
 /// A fault-injecting OpenAI-compatible HTTP server (HTTP/1.1 and h2c) on
 /// loopback.
@@ -29,7 +29,9 @@ use sturdy_faults::{Fault, FaultParams, FaultServer, Mix};
 /// may script its own faults with `x-sturdy-call: ID` and
 /// `x-sturdy-fault: 503;retry-after-ms=200, 503, 200`; other requests draw
 /// from --mix. A `close` does the request's work (creates the batch, stores
-/// the file), then drops the connection unanswered.
+/// the file), then drops the connection unanswered. --rate-limit and
+/// --capacity put a provider's limits in front of chat completions (429s
+/// and 503s counted on the dashboard and /metrics like any answer).
 #[derive(Debug, Parser)]
 #[command(name = "sturdy-faults", version)]
 struct Args {
@@ -93,6 +95,34 @@ struct Args {
     /// a cancel takes 10 %. Must be above zero. Default 10.
     #[arg(long, value_name = "SECS", value_parser = parse_job_seconds)]
     job_seconds: Option<Duration>,
+
+    /// Rate-limit POST /v1/chat/completions with token buckets, as OpenAI's
+    /// organisation limits, e.g. "rps=50,burst=50,tpm=100000,headers=true".
+    /// Keys: rps=N or rpm=N (requests per second or per minute, exactly one;
+    /// above 0); burst=N (the requests bucket's capacity; default one
+    /// second's worth, rounded up, at least 1); tpm=N (tokens per minute;
+    /// no token limit without it); token-burst=N (the token bucket's
+    /// capacity; default one second's worth); headers=true|false (send
+    /// x-ratelimit-{limit,remaining,reset}-{requests,tokens}, default true);
+    /// retry-after=true|false (send retry-after-ms and retry-after on a 429,
+    /// default true). A request's tokens are the server's estimate: body
+    /// bytes / 4 plus its max_completion_tokens or max_tokens; one estimated
+    /// above the token burst gets a 429 "Request too large". A bucket
+    /// without room answers 429 rate_limit_exceeded and takes nothing.
+    /// Requests whose fault (scripted or drawn) replaces the answer (a
+    /// non-200 status, close, hostile) get it and bypass the limiter.
+    #[arg(long, value_name = "SPEC")]
+    rate_limit: Option<RateLimit>,
+
+    /// Serve at most n chat completions at once, e.g.
+    /// "n=20,over=429,service-ms=50": a request holds its slot from arrival
+    /// until its response body is sent; beyond n it is refused at once with
+    /// over=429 (default) or over=503, an "overloaded" error without
+    /// rate-limit headers or retry-after. Each served chat completion waits
+    /// service-ms (default 50) before its answer. Stands before
+    /// --rate-limit; requests whose fault replaces the answer bypass it.
+    #[arg(long, value_name = "SPEC")]
+    capacity: Option<Capacity>,
 }
 
 fn parse_job_seconds(text: &str) -> Result<Duration, String> {
@@ -211,6 +241,12 @@ async fn run(args: Args) -> ExitCode {
     }
     for w in &args.window {
         builder = builder.window(w.span.start, w.span.len, w.fault.clone());
+    }
+    if let Some(limit) = args.rate_limit {
+        builder = builder.rate_limit(limit);
+    }
+    if let Some(capacity) = args.capacity {
+        builder = builder.capacity(capacity);
     }
     let server = match builder.start().await {
         Ok(server) => server,

@@ -3,6 +3,13 @@
 //! OpenAI answer (chat completions, models, files and batch jobs) and shapes
 //! its delivery by the fault, counting on the dashboard and `/metrics` as it
 //! goes.
+//!
+//! A chat completion whose fault does not replace the answer (no fault, a
+//! `200`, or one that only shapes the delivery: `delay`, `stall`, `slow`,
+//! `reset`, `streamerr`) passes the capacity mode (a slot, taken as the
+//! request arrives, before its body is read) and then the rate limiter
+//! (which needs the body to estimate its tokens) before it is answered
+//! after the capacity mode's service time.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,12 +26,14 @@ use hyper::body::Incoming;
 use rand::rngs::StdRng;
 
 use crate::body::{PlannedBody, Step};
+use crate::capacity::{Slot, Slots};
 use crate::dashboard::{Received, Recorder};
 use crate::fault::{DEFAULT_HOSTILE_HEADERS, Fault, FaultParams, Script};
 use crate::jobs::{Jobs, Reply};
 use crate::metrics::{self, Route};
 use crate::mix::Mix;
 use crate::openai::{self, ChatRequest};
+use crate::rate_limit::{self, RateLimiter};
 use crate::{CALL_HEADER, FAULT_HEADER};
 
 /// Largest request body the server reads (a peer must not make it buffer
@@ -134,6 +143,10 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// Uploaded files and batch jobs; they outlive outages.
     jobs: Jobs,
+    /// The rate-limit mode's buckets, when on.
+    pub(crate) rate_limit: Option<RateLimiter>,
+    /// The capacity mode's slots, when on.
+    pub(crate) capacity: Option<Slots>,
 }
 
 impl fmt::Debug for Shared {
@@ -222,6 +235,8 @@ impl Shared {
             bodies: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             jobs,
+            rate_limit: None,
+            capacity: None,
         }
     }
 
@@ -414,9 +429,41 @@ pub(crate) async fn handle(
         let body = PlannedBody::new(vec![Step::Data(body)], Some(length));
         return Ok(with_head(StatusCode::OK, metrics::CONTENT_TYPE, body));
     }
+    // The capacity-mode slot, held by the response body once there is one
+    // (and dropped with this future otherwise).
+    let mut slot = None;
+    let response = serve_counted(shared, request, &mut slot).await?;
+    Ok(match slot {
+        Some(slot) => response.map(|body| body.holding(slot)),
+        None => response,
+    })
+}
+
+/// Whether a fault replaces the normal answer (rather than shaping its
+/// delivery): such a request bypasses the capacity mode and the rate
+/// limiter.
+fn replaces_answer(fault: &Fault) -> bool {
+    match fault {
+        Fault::Status { code, .. } => *code != 200,
+        Fault::Close | Fault::Hostile { .. } => true,
+        Fault::Delay { .. }
+        | Fault::Stall { .. }
+        | Fault::Slow { .. }
+        | Fault::Reset { .. }
+        | Fault::StreamError { .. } => false,
+    }
+}
+
+/// Serves one counted request (not the dashboard nor `/metrics`), putting
+/// the capacity-mode slot it takes, if any, in `slot`.
+async fn serve_counted(
+    shared: &Shared,
+    request: Request<Incoming>,
+    slot: &mut Option<Slot>,
+) -> Result<Response<PlannedBody>, DropConnection> {
     // Counted on `/metrics` when answered (`respond`), or as unanswered when
     // dropped any other way.
-    let received = shared.recorder.received(Route::of(path));
+    let received = shared.recorder.received(Route::of(request.uri().path()));
 
     let (parts, body) = request.into_parts();
     let (fault, origin) = match shared.choose(&parts.headers) {
@@ -427,6 +474,26 @@ pub(crate) async fn handle(
             return Ok(shared.respond(received, shape(answer, Delivery::Whole)));
         }
     };
+    // The rate-limit and capacity modes stand in front of chat completions
+    // that are to get a normal answer (perhaps delivered badly); a fault
+    // that replaces the answer goes first and leaves both alone.
+    let limited = parts.method == Method::POST
+        && parts.uri.path() == "/v1/chat/completions"
+        && !replaces_answer(&fault);
+    if let (true, Some(slots)) = (limited, &shared.capacity) {
+        match slots.take() {
+            Some(taken) => *slot = Some(taken),
+            None => {
+                // Refused at once; the body is read and dropped beside the
+                // answer, as for an early fault.
+                tokio::spawn(Limited::new(body, MAX_REQUEST_BODY).collect());
+                shared.recorder.over_capacity();
+                let (status, body) = slots.refusal();
+                let answer = Answer::Json { status, body };
+                return Ok(shared.respond(received, shape(answer, Delivery::Whole)));
+            }
+        }
+    }
     // (`200` always reads the body: its answer is made from it.)
     let body = if matches!(fault, Fault::Status { early: true, code, .. } if code != 200) {
         // Read and dropped beside the answer; the task ends with the body
@@ -448,14 +515,38 @@ pub(crate) async fn handle(
     };
 
     shared.record_body(&parts.headers, &body);
+    let mut rate_headers = None;
+    if let (true, Some(limiter)) = (limited, &shared.rate_limit) {
+        let cost = if limiter.counts_tokens() {
+            rate_limit::token_cost(&body)
+        } else {
+            0
+        };
+        let verdict = limiter.check(cost);
+        if let Some(refusal) = verdict.refused {
+            shared.recorder.rate_limited();
+            let answer = Answer::Json {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                body: refusal,
+            };
+            let mut response = shape(answer, Delivery::Whole);
+            response.headers_mut().extend(verdict.headers);
+            return Ok(shared.respond(received, response));
+        }
+        rate_headers = Some(verdict.headers);
+    }
     if let Some(kind) = fault.dashboard_kind() {
         shared.recorder.fault(kind, 1);
+    }
+    if let (Some(_), Some(slots)) = (&slot, &shared.capacity) {
+        // The capacity mode's service time: what makes a slot worth having.
+        tokio::time::sleep(slots.service_time).await;
     }
 
     let params = &shared.params;
     let chunks = fault.chunks().unwrap_or(params.chunks);
     let normal = || shared.answer(&parts, &body, chunks);
-    let response = match fault {
+    let mut response = match fault {
         Fault::Status {
             code,
             retry_after,
@@ -519,6 +610,9 @@ pub(crate) async fn handle(
         }
         Fault::Hostile { headers } => hostile(headers.unwrap_or(DEFAULT_HOSTILE_HEADERS)),
     };
+    if let Some(headers) = rate_headers {
+        response.headers_mut().extend(headers);
+    }
     Ok(shared.respond(received, response))
 }
 

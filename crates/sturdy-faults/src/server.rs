@@ -44,12 +44,15 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::body::Finished;
+use crate::capacity::{Capacity, Slots};
 use crate::dashboard::Dashboard;
 use crate::fault::{Fault, FaultParams};
 use crate::jobs;
 use crate::mix::Mix;
+use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::respond::Window;
 use crate::respond::{self, Shared};
+use crate::spec::SpecError;
 
 const BACKLOG: u32 = 1024;
 
@@ -168,6 +171,8 @@ pub struct FaultServerBuilder {
     windows: Vec<Window>,
     idle_close: f64,
     job_duration: Duration,
+    rate_limit: Option<RateLimit>,
+    capacity: Option<Capacity>,
 }
 
 impl Default for FaultServerBuilder {
@@ -181,6 +186,8 @@ impl Default for FaultServerBuilder {
             windows: Vec::new(),
             idle_close: 0.0,
             job_duration: jobs::DEFAULT_JOB_DURATION,
+            rate_limit: None,
+            capacity: None,
         }
     }
 }
@@ -252,9 +259,39 @@ impl FaultServerBuilder {
         self
     }
 
+    /// Puts a rate limit (token buckets per requests and per tokens, with
+    /// OpenAI's `x-ratelimit-*` headers and `429`s) in front of
+    /// `POST /v1/chat/completions`; see [`RateLimit`]. A request whose fault
+    /// replaces the answer (a non-200 status, `close`, `hostile`, scripted
+    /// or drawn) gets its fault and takes nothing from the buckets; the
+    /// rest (no fault, `200`, or a fault that only shapes the delivery) are
+    /// admitted or refused by the limiter, and a refused one gets its `429`
+    /// instead of its fault.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Serves at most [`Capacity`]'s `n` chat completions at once, each
+    /// after a service time, and refuses the rest at once (`429` or `503`).
+    /// It stands before the rate limiter, and like it leaves alone a
+    /// request whose fault replaces the answer.
+    pub fn capacity(mut self, capacity: Capacity) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
     /// Binds and starts serving; fails for a non-loopback address, an
-    /// idle-close probability outside 0..=1 or a zero job duration.
+    /// idle-close probability outside 0..=1, a zero job duration, or a rate
+    /// limit or capacity with values out of range.
     pub async fn start(self) -> io::Result<FaultServer> {
+        let invalid = |e: SpecError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        if let Some(limit) = &self.rate_limit {
+            limit.validate().map_err(invalid)?;
+        }
+        if let Some(capacity) = &self.capacity {
+            capacity.validate().map_err(invalid)?;
+        }
         if !(0.0..=1.0).contains(&self.idle_close) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -281,14 +318,17 @@ impl FaultServerBuilder {
         }
         let listener = bind_reusable(self.listen)?.listen(BACKLOG)?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             self.mix,
             StdRng::seed_from_u64(self.seed),
             self.params,
             self.windows,
             self.idle_close,
             self.job_duration,
-        ));
+        );
+        shared.rate_limit = self.rate_limit.as_ref().map(RateLimiter::new);
+        shared.capacity = self.capacity.as_ref().map(Slots::new);
+        let shared = Arc::new(shared);
         let (outages, requests) = mpsc::channel(16);
         let mut tasks = vec![tokio::spawn(accept_loop(
             listener,

@@ -131,7 +131,8 @@ pub async fn ok_exchange(client: &HttpClient, request: Request<Full<Bytes>>) -> 
     exchange(client, request).await.expect("request failed")
 }
 
-/// The dashboard a test expects.
+/// The dashboard a test expects (no rate limit or capacity refusals; every
+/// 429 in `responded` counted in `too_many_requests`).
 pub fn dashboard(received: u64, responded: &[(u16, u64)], faults: &[(&str, u64)]) -> Dashboard {
     Dashboard {
         received,
@@ -140,5 +141,12 @@ pub fn dashboard(received: u64, responded: &[(u16, u64)], faults: &[(&str, u64)]
             .map(|(status, n)| (status.to_string(), *n))
             .collect(),
         faults: faults.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+        too_many_requests: responded
+            .iter()
+            .filter(|(status, _)| *status == 429)
+            .map(|(_, n)| n)
+            .sum(),
+        rate_limited: 0,
+        over_capacity: 0,
     }
 }
