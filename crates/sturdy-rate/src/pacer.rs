@@ -53,8 +53,10 @@ pub struct TokenEstimate(pub u64);
 /// [`classify_error`](sturdy_core::classify_error) labels
 /// `rate_limit_hold`, reach `NotSent`, never retried.
 ///
-/// Place it per attempt: below the retry layer, above the client (then a
-/// retry's attempt is paced too, and a 429's headers pace the next one).
+/// Place it per attempt: below the retry layer (then a retry is paced too,
+/// and a 429's headers pace the next attempt) and above the attempt
+/// timeout layer (then a hold does not count against an attempt's
+/// `headers` limit; the call's deadline bounds it anyway).
 ///
 /// All clones of the layer and its services share one view per server
 /// (`host:port` of the request URI, never its user-info; at most
@@ -134,7 +136,10 @@ impl<S> Layer<S> for PacerLayer {
 /// The service made by [`PacerLayer`]; see there.
 ///
 /// It needs a `Clone` inner service: a held attempt takes the service that
-/// was made ready for it along, and leaves a clone in its place.
+/// was made ready for it along, and leaves a clone in its place. So a
+/// service whose readiness reserves capacity (a concurrency limit's permit,
+/// a buffer's slot) keeps that reservation through the hold, as it would
+/// above the pacer: held attempts count against it.
 #[derive(Debug, Clone)]
 pub struct Pacer<S> {
     inner: S,

@@ -130,7 +130,7 @@ struct Dim {
 }
 
 /// What the pacer knows of one server.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct View {
     dims: [Dim; DIMS],
 }
@@ -189,7 +189,6 @@ impl View {
 }
 
 /// One server: its label, its view, and its counts.
-#[derive(Debug)]
 pub(crate) struct Server {
     /// `host:port`.
     pub(crate) label: Arc<str>,
@@ -260,15 +259,24 @@ impl Server {
 }
 
 /// Every server a pacer has seen, shared by the layer and its services.
-#[derive(Debug)]
 pub(crate) struct Shared {
     servers: RwLock<HashMap<OwnedKey, Arc<Server>>>,
     max_servers: usize,
 }
 
-impl std::fmt::Debug for OwnedKey {
+/// Only how many servers: what the pacer knows of each came from their
+/// headers, and [`Shared::stats`] is the way to look.
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        let servers = self
+            .servers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("Shared")
+            .field("servers", &servers)
+            .field("max_servers", &self.max_servers)
+            .finish()
     }
 }
 
