@@ -7,7 +7,7 @@ use std::io;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::{ConnectError, ConnectPart, DnsError, TimeoutError};
+use crate::error::{ConnectError, ConnectPart, DnsError, PacerError, TimeoutError};
 use crate::workload::InvalidProfile;
 use crate::{FailureKind, GrpcCode};
 
@@ -231,6 +231,7 @@ pub fn verdict_of(kind: &FailureKind) -> Verdict {
         FailureKind::Cancelled(_)
         | FailureKind::TotalTimeout(_)
         | FailureKind::InvalidRequest
+        | FailureKind::RateLimitHold
         | FailureKind::QuotaExhausted
         | FailureKind::StreamError => Verdict::Fatal,
         _ => Verdict::Retryable,
@@ -240,8 +241,8 @@ pub fn verdict_of(kind: &FailureKind) -> Verdict {
 /// Why a request failed, read from the error's whole source chain by type,
 /// never by message text.
 ///
-/// Recognised: sturdy's [`TimeoutError`], [`DnsError`], [`ConnectError`]
-/// and [`InvalidProfile`];
+/// Recognised: sturdy's [`TimeoutError`], [`DnsError`], [`ConnectError`],
+/// [`InvalidProfile`] and [`PacerError`];
 /// hyper-util's client error (`is_connect`); `hyper::Error`; h2's
 /// REFUSED_STREAM, the server's GOAWAY, and resets; `io::Error` kinds (looking inside with
 /// `get_ref`, since `io::Error::source` skips the error it wraps); rustls
@@ -309,6 +310,9 @@ fn one(e: &(dyn StdError + 'static), connecting: &mut bool) -> Step {
     }
     if e.is::<InvalidProfile>() {
         return Step::Done(FailureKind::InvalidRequest);
+    }
+    if e.is::<PacerError>() {
+        return Step::Done(FailureKind::RateLimitHold);
     }
     if let Some(c) = e.downcast_ref::<ConnectError>() {
         *connecting = true;
@@ -595,6 +599,22 @@ mod tests {
         assert_eq!(classify_body_error(&reset), FailureKind::ResponseBody);
         let t = TimeoutError::new(Phase::Read, Duration::from_secs(1), Reach::Acknowledged);
         assert_eq!(classify_body_error(&t), FailureKind::ReadTimeout);
+    }
+
+    #[test]
+    fn a_pacer_refusal_is_a_rate_limit_hold_never_sent_nor_retried() {
+        let e = PacerError::reset_beyond_deadline(
+            "api.test:443".into(),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        );
+        let kind = classify_error(&Wrap(Box::new(e)));
+        assert_eq!(kind, FailureKind::RateLimitHold);
+        assert_eq!(
+            (kind.label(), kind.reach()),
+            ("rate_limit_hold", Reach::NotSent)
+        );
+        assert_eq!(verdict_of(&kind), Verdict::Fatal);
     }
 
     #[test]

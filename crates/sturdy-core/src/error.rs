@@ -271,3 +271,90 @@ impl StdError for ConnectError {
         Some(&*self.source)
     }
 }
+
+/// A rate-limit pacer (the `sturdy-rate` crate's) refused an attempt
+/// before sending it. Defined here, beside the other typed errors, so that
+/// [`classify_error`](crate::classify_error) recognises it:
+/// [`FailureKind::RateLimitHold`](crate::FailureKind::RateLimitHold),
+/// reach `NotSent`, not retried.
+///
+/// Its `Display` names the server (`host:port`, from the request URI, never
+/// user-info) and durations; never a header value.
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_core::{classify_error, FailureKind, PacerError, Reach};
+/// let err = PacerError::reset_beyond_deadline(
+///     "api.test:443".into(),
+///     Duration::from_secs(30),
+///     Duration::from_secs(5),
+/// );
+/// assert_eq!(classify_error(&err), FailureKind::RateLimitHold);
+/// assert_eq!(classify_error(&err).reach(), Reach::NotSent);
+/// assert_eq!(
+///     err.to_string(),
+///     "rate limit: api.test:443 has no room for 30s, past the call's deadline (in 5s)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PacerError {
+    /// The server's rate-limit headers said it had no room left until
+    /// `wait` from now, and the call's deadline comes first (`left` from
+    /// now, at most `wait`): holding the attempt could only end in a
+    /// timeout, so it failed at once.
+    #[non_exhaustive]
+    ResetBeyondDeadline {
+        /// The server, as `host:port`.
+        server: std::sync::Arc<str>,
+        /// How long the attempt would have had to wait.
+        wait: Duration,
+        /// How long was left before the call's deadline.
+        left: Duration,
+    },
+}
+
+impl PacerError {
+    /// The attempt to `server` would have had to wait `wait`, with only
+    /// `left` before the call's deadline.
+    pub fn reset_beyond_deadline(
+        server: std::sync::Arc<str>,
+        wait: Duration,
+        left: Duration,
+    ) -> PacerError {
+        PacerError::ResetBeyondDeadline { server, wait, left }
+    }
+
+    /// The server the attempt was for, as `host:port`.
+    pub fn server(&self) -> &str {
+        match self {
+            PacerError::ResetBeyondDeadline { server, .. } => server,
+        }
+    }
+
+    /// How long the attempt would have had to wait.
+    pub fn wait(&self) -> Duration {
+        match self {
+            PacerError::ResetBeyondDeadline { wait, .. } => *wait,
+        }
+    }
+
+    /// The failure this amounts to:
+    /// [`FailureKind::RateLimitHold`](crate::FailureKind::RateLimitHold).
+    pub const fn kind(&self) -> crate::FailureKind {
+        crate::FailureKind::RateLimitHold
+    }
+}
+
+impl fmt::Display for PacerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PacerError::ResetBeyondDeadline { server, wait, left } => write!(
+                f,
+                "rate limit: {server} has no room for {wait:?}, past the call's deadline (in {left:?})"
+            ),
+        }
+    }
+}
+
+impl StdError for PacerError {}

@@ -146,6 +146,7 @@ impl GrpcCode {
 /// | `goaway` | not_sent | the server's HTTP/2 GOAWAY left the stream out of what it processed (a server draining, or one at its per-connection request limit) |
 /// | `ready_timeout` | not_sent | the inner service had no capacity within `ready` |
 /// | `invalid_request` | not_sent | refused before it was sent: the request carried an invalid [`Profile`](crate::Profile) |
+/// | `rate_limit_hold` | not_sent | refused before it was sent: the server's rate-limit headers left no room before the call's deadline ([`PacerError`](crate::PacerError)) |
 /// | `write_timeout` | unknown | a socket write made no progress within the client's `write` limit |
 /// | `headers_timeout` | unknown | no response head within `headers` on an established connection |
 /// | `reset` | unknown | the connection was reset or closed before a response head |
@@ -184,6 +185,12 @@ pub enum FailureKind {
     /// Refused before it was sent, for what the request itself carried (an
     /// invalid per-request [`Profile`](crate::Profile)). Not retried.
     InvalidRequest,
+    /// Refused before it was sent by a rate-limit pacer: the server's
+    /// rate-limit headers said it had no room left until an instant past the
+    /// call's deadline, so holding the attempt until then could only end in a
+    /// timeout ([`PacerError`](crate::PacerError)). Not retried: a retry
+    /// would meet the same wait.
+    RateLimitHold,
     /// A socket write made no progress in time.
     WriteTimeout,
     /// No response head in time on an established connection.
@@ -235,7 +242,8 @@ impl FailureKind {
             | FailureKind::RefusedStream
             | FailureKind::GoAway
             | FailureKind::ReadyTimeout
-            | FailureKind::InvalidRequest => Reach::NotSent,
+            | FailureKind::InvalidRequest
+            | FailureKind::RateLimitHold => Reach::NotSent,
             FailureKind::WriteTimeout
             | FailureKind::HeadersTimeout
             | FailureKind::Reset
@@ -265,6 +273,7 @@ impl FailureKind {
             FailureKind::GoAway => "goaway",
             FailureKind::ReadyTimeout => "ready_timeout",
             FailureKind::InvalidRequest => "invalid_request",
+            FailureKind::RateLimitHold => "rate_limit_hold",
             FailureKind::WriteTimeout => "write_timeout",
             FailureKind::HeadersTimeout => "headers_timeout",
             FailureKind::ReadTimeout => "read_timeout",
@@ -369,6 +378,7 @@ mod tests {
             (GoAway, "goaway", Reach::NotSent),
             (ReadyTimeout, "ready_timeout", Reach::NotSent),
             (InvalidRequest, "invalid_request", Reach::NotSent),
+            (RateLimitHold, "rate_limit_hold", Reach::NotSent),
             (WriteTimeout, "write_timeout", Reach::Unknown),
             (HeadersTimeout, "headers_timeout", Reach::Unknown),
             (Reset, "reset", Reach::Unknown),

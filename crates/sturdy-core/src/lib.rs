@@ -51,7 +51,7 @@ pub use classify::{
     verdict_of,
 };
 pub use context::{CallContext, MaxRetries, NotRetrySafe, RetryRefusal, RetrySafe};
-pub use error::{BoxError, ConnectError, ConnectPart, DnsError, Phase, TimeoutError};
+pub use error::{BoxError, ConnectError, ConnectPart, DnsError, PacerError, Phase, TimeoutError};
 pub use failure::{FailureKind, GrpcCode, Reach, status_label};
 pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};
 pub use plan::{CallPlan, Markers, RequestHead, Safety};
