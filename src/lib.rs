@@ -65,6 +65,9 @@ pub use sturdy_core as core;
 /// `metrics-facade`, `MetricsFacadeRecorder` too (the `metrics` crate's
 /// facade).
 pub use sturdy_metrics as metrics;
+/// Rate control: pacing by the server's rate-limit headers, adaptive
+/// concurrency.
+pub use sturdy_rate as rate;
 /// Retries: classification, jittered backoff, server hints, budget, replay.
 pub use sturdy_retry as retry;
 /// Workload timeouts: the total deadline, `ready`, and per-attempt phases.

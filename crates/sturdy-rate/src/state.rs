@@ -125,8 +125,13 @@ struct Dim {
     reset_at: Option<Instant>,
     /// The window's whole quota, when said.
     limit: Option<u64>,
+    /// How long the last answer said the quota takes to come back.
+    period: Option<Duration>,
     /// What the attempts sent and not yet answered take.
     in_flight: u64,
+    /// What the attempts sent since the last answer took: the server's
+    /// reset did not count them.
+    sent_since: u64,
 }
 
 /// What the pacer knows of one server.
@@ -142,13 +147,29 @@ impl View {
     /// A dimension holds an attempt when its remaining count is known and
     /// below the need, unless the need exceeds the whole limit (waiting
     /// could never make room: the server decides). A reset instant that has
-    /// passed makes the remaining count unknown again.
+    /// passed brings the whole limit back, less the attempts sent since the
+    /// last answer (its reset did not count them) or in flight, for
+    /// another such period (so the attempts held until the reset do not all
+    /// go at once); without a known limit the remaining count is unknown
+    /// again.
     fn admit(&mut self, need: &Need, now: Instant) -> Option<Instant> {
         let mut until: Option<Instant> = None;
         for (d, &n) in self.dims.iter_mut().zip(need) {
             if d.reset_at.is_some_and(|at| at <= now) {
-                d.remaining = None;
-                d.reset_at = None;
+                match (d.limit, d.period) {
+                    // The quota is back whole: as much of it as the
+                    // attempts in flight leave may go, and the rest waits
+                    // as long again (or for the next answer's word).
+                    (Some(limit), Some(period)) if !period.is_zero() => {
+                        let taken = d.sent_since.max(d.in_flight);
+                        d.remaining = Some(limit.saturating_sub(taken));
+                        d.reset_at = Some(now + period);
+                    }
+                    _ => {
+                        d.remaining = None;
+                        d.reset_at = None;
+                    }
+                }
             }
             if let (Some(left), Some(at)) = (d.remaining, d.reset_at)
                 && left < n
@@ -161,6 +182,7 @@ impl View {
             for (d, &n) in self.dims.iter_mut().zip(need) {
                 d.remaining = d.remaining.map(|left| left.saturating_sub(n));
                 d.in_flight = d.in_flight.saturating_add(n);
+                d.sent_since = d.sent_since.saturating_add(n);
             }
         }
         until
@@ -183,6 +205,8 @@ impl View {
                 d.remaining = Some(left.saturating_sub(d.in_flight));
                 d.reset_at = Some(arrived + reset);
                 d.limit = q.limit;
+                d.period = Some(reset);
+                d.sent_since = 0;
             }
         }
     }
@@ -418,15 +442,24 @@ mod tests {
         assert_eq!(v.admit(&one, now), None);
         let reset = now + Duration::from_secs(5);
         assert_eq!(v.admit(&one, now), Some(reset));
-        // A need larger than the whole limit is never held.
-        assert_eq!(v.admit(&[11, 0, 0, 0], now), None);
-        // Once the reset has passed, the count is unknown again.
+        // Once the reset has passed, the whole limit is back, less what
+        // was sent since the answer or is still in flight (2 here), for
+        // another period.
         assert_eq!(v.admit(&one, reset), None);
+        assert_eq!(v.dims[0].remaining, Some(7));
+        assert_eq!(v.dims[0].reset_at, Some(reset + Duration::from_secs(5)));
+        // A need larger than the whole limit is never held.
+        assert_eq!(v.admit(&[11, 0, 0, 0], reset), None);
+        // Without a limit, a passed reset leaves the count unknown.
+        let later = reset + Duration::from_secs(1);
+        v.answer(&said(0, Duration::from_secs(1), None), later);
+        let after = later + Duration::from_secs(1);
+        assert_eq!(v.admit(&one, after), None);
         assert_eq!(v.dims[0].remaining, None);
         // An answer without a reset changes nothing.
         let mut partial = said(0, Duration::ZERO, None);
         partial.requests.reset = None;
-        v.answer(&partial, reset);
+        v.answer(&partial, after);
         assert_eq!(v.dims[0].remaining, None);
     }
 }
