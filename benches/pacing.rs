@@ -2,20 +2,20 @@
 //! 64 against the fault server's rate-limit mode (a token bucket of 50
 //! requests per second, OpenAI-style `x-ratelimit-*` headers on every
 //! answer, `retry-after` on its 429s), through the `Stack` with and without
-//! the pacer, in interleaved rounds. Prints the share of attempts answered
+//! the pacer (`StackBuilder::pacing`), in interleaved rounds. Prints the share of attempts answered
 //! 429, the calls that succeeded, the attempts per call and the calls per
 //! second beside the server's rate.
 //!
 //! ```sh
 //! cargo bench -p sturdy-tower --bench pacing -- --bench
 //! cargo bench -p sturdy-tower --bench pacing -- --bench --calls 2000 --rps 50 --rounds 2
+//! cargo bench -p sturdy-tower --bench pacing -- --bench --paced-only
 //! ```
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use sturdy::Stack;
-use sturdy::rate::PacerLayer;
 use sturdy_faults::{FaultServer, RateLimit};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -38,15 +38,9 @@ async fn run(paced: bool, calls: u64, concurrency: u64, rps: f64) -> Result<Run,
         .await?;
     let uri = format!("{}/v1/chat/completions", server.base_url());
     let client = sturdy::client().no_proxy().build()?;
-    let pacer = PacerLayer::new();
+    let stack = Stack::builder().pacing(paced).build()?;
     let started = Instant::now();
-    let ok = if paced {
-        let stack = Stack::builder().attempt_layer(pacer.clone()).build()?;
-        drive(stack.layer(client), &uri, calls, concurrency).await
-    } else {
-        let stack = Stack::builder().build()?;
-        drive(stack.layer(client), &uri, calls, concurrency).await
-    };
+    let ok = drive(stack.layer(client), &uri, calls, concurrency).await;
     let seconds = started.elapsed().as_secs_f64();
     let d = server.dashboard();
     server.shutdown().await;
@@ -56,7 +50,7 @@ async fn run(paced: bool, calls: u64, concurrency: u64, rps: f64) -> Result<Run,
         attempts: d.received,
         too_many: d.too_many_requests,
         seconds,
-        held: pacer.stats().held(),
+        held: stack.pacer().stats().held(),
     })
 }
 
@@ -136,7 +130,12 @@ fn main() {
         "client", "ok", "attempts", "429s", "429 share", "att/call", "calls/s", "held"
     );
     for round in 0..rounds {
-        for paced in [true, false] {
+        let modes: &[bool] = if args.iter().any(|a| a == "--paced-only") {
+            &[true]
+        } else {
+            &[true, false]
+        };
+        for &paced in modes {
             match rt.block_on(run(paced, calls, concurrency, rps)) {
                 Ok(r) => println!(
                     "{:<10} {:>6} {:>9} {:>9} {:>9.1}% {:>9.3} {:>10.1} {:>8}",

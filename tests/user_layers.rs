@@ -298,9 +298,9 @@ async fn a_stack_without_user_layers_keeps_its_names() {
     let builder: sturdy::StackBuilder = Stack::builder();
     let stack: Stack = builder.build().expect("a valid stack");
     let svc: sturdy::StackService<sturdy::Client> = stack.layer(client());
-    // Spelled out, as before the user's layers had a place.
+    // Spelled out: the user's layers leave no trace when unused.
     type Attempts = sturdy::metrics::FailureMetrics<
-        sturdy::timeout::AttemptTimeout<sturdy::Client>,
+        sturdy::rate::Pacer<sturdy::timeout::AttemptTimeout<sturdy::Client>>,
         sturdy::metrics::SnapshotRecorder,
     >;
     type Workload = sturdy::timeout::WorkloadTimeout<

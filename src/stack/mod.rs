@@ -8,6 +8,7 @@
 //! RetryLayer                        settles safety and the classifier; backs off, honours hints, spends the budget
 //! [attempt_layer]                   yours (StackBuilder::attempt_layer): once per attempt; none by default
 //! FailureMetricsLayer::attempts()   one outcome per attempt, with its reach, judged by the plan's classifier
+//! PacerLayer                        holds an attempt while the server's rate-limit headers say no room is left
 //! AttemptTimeoutLayer               headers and read from the plan's profile; grpc-timeout for this attempt
 //! inner client                      sturdy::client() or a tonic Channel
 //! ```
@@ -35,6 +36,7 @@ use sturdy_core::{BoxBody, InvalidProfile, Profile, Profiles, RequestHead, Workl
 use sturdy_metrics::{
     FailureMetrics, FailureMetricsLayer, InvalidServerLabel, Recorder, SnapshotRecorder,
 };
+use sturdy_rate::{Pacer, PacerLayer};
 use sturdy_retry::{
     BudgetConfig, RetryConfigError, RetryLayer, RetryPolicy, RetryPolicyBuilder, RetrySafeRule,
     RetryService,
@@ -91,6 +93,7 @@ pub struct Stack<
     retry: RetryLayer<E>,
     attempt_layer: AL,
     attempts: FailureMetricsLayer<R>,
+    pacer: PacerLayer,
     attempt: AttemptTimeoutLayer,
     recorder: R,
 }
@@ -98,8 +101,7 @@ pub struct Stack<
 /// The service a [`Stack`] makes around `S`.
 ///
 /// With the user's layers at their default, [`Identity`], this is
-/// `FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<AttemptTimeout<S>, R>, E>, C>, R>`,
-/// as before the two positions existed.
+/// `FailureMetrics<WorkloadTimeout<RetryService<FailureMetrics<Pacer<AttemptTimeout<S>>, R>, E>, C>, R>`.
 pub type StackService<
     S,
     R = SnapshotRecorder,
@@ -110,7 +112,7 @@ pub type StackService<
 > = FailureMetrics<
     <CL as Layer<
         WorkloadTimeout<
-            RetryService<<AL as Layer<FailureMetrics<AttemptTimeout<S>, R>>>::Service, E>,
+            RetryService<<AL as Layer<FailureMetrics<Pacer<AttemptTimeout<S>>, R>>>::Service, E>,
             C,
         >,
     >>::Service,
@@ -165,6 +167,12 @@ impl<R, C, E, CL, AL> Stack<R, C, E, CL, AL> {
     pub fn retry_policy(&self) -> &RetryPolicy {
         self.retry.policy()
     }
+
+    /// The pacer: [`stats`](PacerLayer::stats) says which attempts it held
+    /// and for how long, per server.
+    pub fn pacer(&self) -> &PacerLayer {
+        &self.pacer
+    }
 }
 
 impl<R: Clone, C: Clone, E, CL: Clone, AL: Clone> Clone for Stack<R, C, E, CL, AL> {
@@ -176,6 +184,7 @@ impl<R: Clone, C: Clone, E, CL: Clone, AL: Clone> Clone for Stack<R, C, E, CL, A
             retry: self.retry.clone(),
             attempt_layer: self.attempt_layer.clone(),
             attempts: self.attempts.clone(),
+            pacer: self.pacer.clone(),
             attempt: self.attempt,
             recorder: self.recorder.clone(),
         }
@@ -195,13 +204,14 @@ impl<S, R, C, E, CL, AL> Layer<S> for Stack<R, C, E, CL, AL>
 where
     R: Recorder,
     C: Clone,
-    AL: Layer<FailureMetrics<AttemptTimeout<S>, R>>,
+    AL: Layer<FailureMetrics<Pacer<AttemptTimeout<S>>, R>>,
     CL: Layer<WorkloadTimeout<RetryService<AL::Service, E>, C>>,
 {
     type Service = StackService<S, R, C, E, CL, AL>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let s = self.attempt.layer(inner);
+        let s = self.pacer.layer(s);
         let s = self.attempts.layer(s);
         let s = self.attempt_layer.layer(s);
         let s = self.retry.service(s);
@@ -268,6 +278,7 @@ pub struct StackBuilder<
     server_label: Option<String>,
     call_layer: CL,
     attempt_layer: AL,
+    pacing: bool,
     _body: PhantomData<fn(E)>,
 }
 
@@ -286,6 +297,7 @@ impl<E> StackBuilder<SnapshotRecorder, PathClassifier, E> {
             server_label: None,
             call_layer: Identity::new(),
             attempt_layer: Identity::new(),
+            pacing: true,
             _body: PhantomData,
         }
     }
@@ -347,6 +359,7 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
             server_label: self.server_label,
             call_layer: self.call_layer,
             attempt_layer: self.attempt_layer,
+            pacing: self.pacing,
             _body: PhantomData,
         }
     }
@@ -411,6 +424,7 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
             server_label: self.server_label,
             call_layer: self.call_layer,
             attempt_layer: self.attempt_layer,
+            pacing: self.pacing,
             _body: PhantomData,
         }
     }
@@ -482,6 +496,7 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
             server_label: self.server_label,
             call_layer: self.call_layer,
             attempt_layer: tower_layer::Stack::new(layer, self.attempt_layer),
+            pacing: self.pacing,
             _body: PhantomData,
         }
     }
@@ -520,8 +535,27 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
             server_label: self.server_label,
             call_layer: tower_layer::Stack::new(layer, self.call_layer),
             attempt_layer: self.attempt_layer,
+            pacing: self.pacing,
             _body: PhantomData,
         }
+    }
+
+    /// Whether to pace attempts by the server's rate-limit headers (default
+    /// on). The pacer reads `x-ratelimit-*` (OpenAI-compatible),
+    /// `anthropic-ratelimit-*` and the IETF `RateLimit` fields of every
+    /// answer, and holds a new attempt while the server says no room is
+    /// left, until its reset — never past the call's deadline: a reset
+    /// beyond it fails the attempt at once as `rate_limit_hold`, never
+    /// sent. It acts only on servers that send these headers; off, it is a
+    /// branch per attempt.
+    ///
+    /// ```
+    /// let stack = sturdy::Stack::builder().pacing(false).build().unwrap();
+    /// assert!(stack.pacer().stats().servers.is_empty());
+    /// ```
+    pub fn pacing(mut self, on: bool) -> Self {
+        self.pacing = on;
+        self
     }
 
     /// Checks everything and builds the stack: a zero phase in any profile,
@@ -556,6 +590,11 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
             retry: RetryLayer::new(policy),
             attempt_layer: self.attempt_layer,
             attempts,
+            pacer: if self.pacing {
+                PacerLayer::new()
+            } else {
+                PacerLayer::off()
+            },
             attempt,
             recorder: self.recorder,
         })

@@ -110,6 +110,14 @@ impl PacerLayer {
         }
     }
 
+    /// A pacer that paces nothing: every attempt goes through at once (one
+    /// branch). What `StackBuilder::pacing(false)` puts in the stack.
+    pub fn off() -> PacerLayer {
+        PacerLayer {
+            shared: Arc::new(Shared::new(0)),
+        }
+    }
+
     /// What every service of this layer did so far, per server.
     pub fn stats(&self) -> PacerStats {
         self.shared.stats()

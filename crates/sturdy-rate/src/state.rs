@@ -115,6 +115,10 @@ fn key_of(uri: &Uri) -> Option<LookupKey<'_>> {
     })
 }
 
+/// How much earlier an answer's reset may fall than the known one before
+/// the answer is taken for one that was overtaken (arrival times jitter).
+const STALE_SLACK: Duration = Duration::from_millis(5);
+
 /// One dimension of a server's view.
 #[derive(Debug, Clone, Copy, Default)]
 struct Dim {
@@ -202,8 +206,19 @@ impl View {
     fn answer(&mut self, rl: &RateLimitHeaders, arrived: Instant) {
         for (d, q) in self.dims.iter_mut().zip(rl.dimensions()) {
             if let (Some(left), Some(reset)) = (q.remaining, q.reset) {
-                d.remaining = Some(left.saturating_sub(d.in_flight));
-                d.reset_at = Some(arrived + reset);
+                let left = left.saturating_sub(d.in_flight);
+                let at = arrived + reset;
+                // An answer overtaken by a newer one: it says more is left
+                // and comes back sooner than what is known. A quota's
+                // return only moves later as it is spent, so it is stale.
+                if let (Some(known), Some(known_at)) = (d.remaining, d.reset_at)
+                    && left > known
+                    && at + STALE_SLACK < known_at
+                {
+                    continue;
+                }
+                d.remaining = Some(left);
+                d.reset_at = Some(at);
                 d.limit = q.limit;
                 d.period = Some(reset);
                 d.sent_since = 0;
@@ -317,6 +332,9 @@ impl Shared {
     /// known (it is then not paced). A known server costs a read lock, a
     /// hash of its host and an `Arc` clone; a new one allocates once.
     pub(crate) fn server(&self, uri: &Uri) -> Option<Arc<Server>> {
+        if self.max_servers == 0 {
+            return None;
+        }
         let key = key_of(uri)?;
         let read = self.servers.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = read.get(&key as &dyn Key) {
