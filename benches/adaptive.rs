@@ -11,6 +11,7 @@
 //! cargo bench -p sturdy-tower --bench adaptive -- --bench
 //! cargo bench -p sturdy-tower --bench adaptive -- --bench --calls 4000 --concurrency 256
 //! cargo bench -p sturdy-tower --bench adaptive -- --bench --variants aimd,aimd_x0.8,aimd_x0.95
+//! cargo bench -p sturdy-tower --bench adaptive -- --bench --backoff-ms 100
 //! ```
 //!
 //! For each client it prints the share of attempts the server refused
@@ -30,6 +31,7 @@ use http::Request;
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use sturdy::Stack;
+use sturdy::retry::Backoff;
 use sturdy_core::BoxError;
 use sturdy_faults::{Capacity, Dashboard, FaultServer};
 use sturdy_rate::{AdaptiveConcurrencyLayer, ConcurrencyGauge};
@@ -44,6 +46,8 @@ struct Setup {
     concurrency: usize,
     capacity: usize,
     service_time: Duration,
+    /// The retry backoff's base and jitter, when not the stack's default.
+    backoff: Option<Duration>,
 }
 
 impl Setup {
@@ -197,6 +201,14 @@ where
     })
 }
 
+/// The stack's builder: its defaults, but for `--backoff-ms`.
+fn stack(setup: &Setup) -> sturdy::StackBuilder {
+    match setup.backoff {
+        Some(b) => Stack::builder().map_retry(|r| r.backoff(Backoff::guide(b, b))),
+        None => Stack::builder(),
+    }
+}
+
 async fn run(setup: &Setup, variant: &str) -> Result<Row, BoxError> {
     let client = sturdy::client().no_proxy().build()?;
     let limit = match variant {
@@ -218,11 +230,11 @@ async fn run(setup: &Setup, variant: &str) -> Result<Row, BoxError> {
     };
     match limit {
         None => {
-            let stack = Stack::builder().build()?;
+            let stack = stack(setup).build()?;
             drive(setup, stack.layer(client), variant, None).await
         }
         Some(limit) => {
-            let stack = Stack::builder().attempt_layer(limit.clone()).build()?;
+            let stack = stack(setup).attempt_layer(limit.clone()).build()?;
             drive(setup, stack.layer(client), variant, Some(limit.gauge())).await
         }
     }
@@ -297,6 +309,7 @@ fn main() {
         concurrency: arg("--concurrency").unwrap_or(128).max(1),
         capacity: arg("--capacity").unwrap_or(20).clamp(1, 1_000_000),
         service_time: Duration::from_millis(arg("--service-ms").unwrap_or(50).min(60_000) as u64),
+        backoff: arg("--backoff-ms").map(|ms| Duration::from_millis(ms.min(60_000) as u64)),
     };
     let variants: Vec<String> = match args.iter().position(|a| a == "--variants") {
         Some(i) => args
@@ -320,12 +333,16 @@ fn main() {
         }
     };
     println!(
-        "adaptive concurrency: {} calls by {} callers; the server serves {} at once for {} ms each ({:.0}/s) and answers 429 beyond; sturdy's Stack with its defaults (retries on)",
+        "adaptive concurrency: {} calls by {} callers; the server serves {} at once for {} ms each ({:.0}/s) and answers 429 beyond; sturdy's Stack with its defaults (retries on{})",
         setup.calls,
         setup.concurrency,
         setup.capacity,
         setup.service_time.as_millis(),
-        setup.rate()
+        setup.rate(),
+        setup.backoff.map_or(String::new(), |b| format!(
+            "; backoff base and jitter {} ms",
+            b.as_millis()
+        )),
     );
     println!(
         "{:<11} {:>9} {:>9} {:>11} {:>10} {:>9} {:>10} {:>6} {:>7} {:>7} {:>16}",
