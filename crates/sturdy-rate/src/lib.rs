@@ -29,6 +29,14 @@
 //! assert_eq!(rl.requests.limit, Some(100));
 //! assert_eq!(rl.requests.reset, Some(Duration::from_secs(30)));
 //! ```
+//!
+//! Adaptive concurrency ([`AdaptiveConcurrencyLayer`]): a limit on the
+//! requests in flight, shared by every clone, that grows while the server
+//! serves (slow start, then `+1` per round trip) and shrinks by 10 % at
+//! most once per round when it answers `429` (not a quota error), `503`,
+//! `529` or times out. Callers beyond it wait in `poll_ready`, the `ready`
+//! phase sturdy's workload timeout bounds; a permit is held until the
+//! response body is over. See the [`limit`] module for the algorithm.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -47,3 +55,8 @@ pub use headers::{
 pub use pacer::{MAX_SERVERS, Pacer, PacerLayer, TokenEstimate};
 pub use stats::{PacerStats, ServerStats};
 pub use sturdy_core::PacerError;
+pub mod limit;
+pub use limit::{
+    AdaptiveBody, AdaptiveConcurrency, AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer,
+    ConcurrencyGauge, LimitConfigError, is_overload,
+};
