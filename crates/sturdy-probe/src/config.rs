@@ -87,6 +87,21 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// Give the embedded server a rate limit with OpenAI-style
+    /// x-ratelimit-* headers, e.g. "rps=300" (see sturdy-faults --help):
+    /// the stack's pacer then holds attempts by them.
+    #[arg(long, value_name = "SPEC")]
+    pub rate_limit: Option<String>,
+
+    /// Give the embedded server a capacity, e.g. "n=20,service-ms=20"
+    /// (429 beyond it; see sturdy-faults --help).
+    #[arg(long, value_name = "SPEC")]
+    pub capacity: Option<String>,
+
+    /// Put the adaptive concurrency limit in the stack (attempt position).
+    #[arg(long)]
+    pub adaptive: bool,
+
     /// Instead of chat completions: submit one batch job and wait for it
     /// through restarts and failures (embedded: a job of ~12 s, two 2 s
     /// restarts and a burst of 503s while it runs; with --url: a two-line
@@ -235,6 +250,12 @@ pub struct Config {
     pub metrics_linger: Duration,
     /// JSON output.
     pub json: bool,
+    /// The embedded server's rate limit.
+    pub rate_limit: Option<sturdy_faults::RateLimit>,
+    /// The embedded server's capacity.
+    pub capacity: Option<sturdy_faults::Capacity>,
+    /// Adaptive concurrency on.
+    pub adaptive: bool,
     /// Batch mode, with the poll cap.
     pub batch: Option<Duration>,
     /// `--server-metrics` and its options.
@@ -441,6 +462,27 @@ impl Config {
             workload,
             token_field: args.token_field,
             stream_all: args.stream,
+            rate_limit: match &args.rate_limit {
+                None => None,
+                Some(_) if remote => {
+                    return Err("--rate-limit applies to the embedded server only".into());
+                }
+                Some(spec) => Some(
+                    spec.parse()
+                        .map_err(|e| format!("--rate-limit {spec}: {e}"))?,
+                ),
+            },
+            capacity: match &args.capacity {
+                None => None,
+                Some(_) if remote => {
+                    return Err("--capacity applies to the embedded server only".into());
+                }
+                Some(spec) => Some(
+                    spec.parse()
+                        .map_err(|e| format!("--capacity {spec}: {e}"))?,
+                ),
+            },
+            adaptive: args.adaptive,
             metrics_listen: args.metrics_listen,
             metrics_linger: match args.metrics_linger {
                 Some(secs) if secs > 3600 => {
@@ -535,6 +577,8 @@ mod tests {
             &["--batch", "--poll-cap", "NaN"],
             &["--metrics-listen", "0.0.0.0:9464"],
             &["--metrics-linger", "5"],
+            &["--rate-limit", "rps=nope"],
+            &["--capacity", "n=0"],
             &[
                 "--metrics-listen",
                 "127.0.0.1:0",

@@ -123,11 +123,18 @@ async fn run(config: Config) -> Result<(), String> {
                 chunks: 8,
                 retry_after_ms: None,
             };
-            let s = FaultServer::builder()
+            let mut builder = FaultServer::builder()
                 .mix(mix.clone())
                 .seed(*seed)
                 .params(params)
-                .outage_at(Duration::from_millis(1500), Duration::from_millis(150))
+                .outage_at(Duration::from_millis(1500), Duration::from_millis(150));
+            if let Some(limit) = &config.rate_limit {
+                builder = builder.rate_limit(limit.clone());
+            }
+            if let Some(capacity) = &config.capacity {
+                builder = builder.capacity(capacity.clone());
+            }
+            let s = builder
                 .start()
                 .await
                 .map_err(|e| format!("starting the embedded fault server: {e}"))?;
@@ -165,13 +172,27 @@ async fn run(config: Config) -> Result<(), String> {
     let mut registry = Registry::default();
     let prometheus = PrometheusRecorder::new(&mut registry);
     let snapshot = SnapshotRecorder::new();
-    let stack = Stack::builder()
+    let builder = Stack::builder()
         .profiles(profiles)
         .retry_policy(retry)
-        .recorder(Both(prometheus, snapshot.clone()))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let service = stack.layer(client);
+        .recorder(Both(prometheus, snapshot.clone()));
+    // --adaptive: the adaptive concurrency limit at the attempt position.
+    let limit = config
+        .adaptive
+        .then(sturdy::rate::AdaptiveConcurrencyLayer::new);
+    let (service, pacer) = match &limit {
+        Some(limit) => {
+            let stack = builder
+                .attempt_layer(limit.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+            (boxed_service(stack.layer(client)), stack.pacer().clone())
+        }
+        None => {
+            let stack = builder.build().map_err(|e| e.to_string())?;
+            (boxed_service(stack.layer(client)), stack.pacer().clone())
+        }
+    };
 
     let registry = Arc::new(registry);
     let metrics_task = match config.metrics_listen {
@@ -308,6 +329,27 @@ async fn run(config: Config) -> Result<(), String> {
         println!("{json}");
     } else {
         print!("{}", summary.text(&report));
+        let paced = pacer.stats();
+        for server in paced
+            .servers
+            .iter()
+            .filter(|s| s.held > 0 || s.failed_deadline > 0)
+        {
+            println!(
+                "pacing ({}): {} attempts held by the server's rate-limit headers, {:.1} s in all; {} failed as their reset was past the deadline",
+                server.server,
+                server.held,
+                server.held_time.as_secs_f64(),
+                server.failed_deadline
+            );
+        }
+        if let Some(limit) = &limit {
+            println!(
+                "adaptive concurrency: limit {} at the end (of at most {} callers)",
+                limit.limit(),
+                config.concurrency
+            );
+        }
     }
     if metrics_task.0.is_some() && !config.metrics_linger.is_zero() {
         use std::io::Write;
@@ -319,6 +361,35 @@ async fn run(config: Config) -> Result<(), String> {
         s.shutdown().await;
     }
     Ok(())
+}
+
+/// One service type with or without `--adaptive` (the probe is no
+/// benchmark: a box per call is fine here).
+type ProbeService = tower::util::BoxCloneService<
+    http::Request<http_body_util::Full<bytes::Bytes>>,
+    http::Response<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, sturdy::BoxError>>,
+    sturdy::BoxError,
+>;
+
+fn boxed_service<S, B>(svc: S) -> ProbeService
+where
+    S: tower::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = http::Response<B>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Error: Into<sturdy::BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<sturdy::BoxError>,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    tower::util::BoxCloneService::new(
+        svc.map_response(|r: http::Response<B>| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into),
+    )
 }
 
 /// Aborts the metrics server when dropped, whichever way `run` returns.

@@ -469,3 +469,30 @@ fn a_failed_scrape_is_reported_and_the_run_goes_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the run goes on"), "{stderr}");
 }
+
+#[test]
+fn the_report_shows_pacing_and_the_adaptive_limit_when_they_acted() {
+    let out = probe(&[
+        "--rate-limit",
+        "rps=100",
+        "--adaptive",
+        "--requests",
+        "200",
+        "--mix",
+        "503=0.02",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pacing (127.0.0.1:"), "{text}");
+    assert!(text.contains("attempts held by the server's rate-limit headers"), "{text}");
+    assert!(text.contains("adaptive concurrency: limit "), "{text}");
+    // Without them, neither line.
+    let out = probe(&["--requests", "100", "--mix", "503=0.02"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("pacing ("), "{text}");
+    assert!(!text.contains("adaptive concurrency"), "{text}");
+}
