@@ -257,6 +257,16 @@ impl RateLimitHeaders {
     /// time, against which Anthropic's date-time resets are measured. See
     /// the type's docs for the rules.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateLimitHeaders {
+        // Most answers carry none of these: one pass over the names (no
+        // hashing) spares the two dozen lookups below.
+        if !headers.keys().any(|name| {
+            let n = name.as_str();
+            n.starts_with("x-ratelimit-")
+                || n.starts_with("anthropic-ratelimit-")
+                || n.starts_with("ratelimit")
+        }) {
+            return RateLimitHeaders::default();
+        }
         let get = |name: &HeaderName| single(headers, name);
         let openai = |limit, remaining, reset| Quota {
             limit: get(limit).and_then(parse::count),
