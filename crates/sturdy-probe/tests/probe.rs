@@ -488,7 +488,10 @@ fn the_report_shows_pacing_and_the_adaptive_limit_when_they_acted() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("pacing (127.0.0.1:"), "{text}");
-    assert!(text.contains("attempts held by the server's rate-limit headers"), "{text}");
+    assert!(
+        text.contains("attempts held by the server's rate-limit headers"),
+        "{text}"
+    );
     assert!(text.contains("adaptive concurrency: limit "), "{text}");
     // Without them, neither line.
     let out = probe(&["--requests", "100", "--mix", "503=0.02"]);

@@ -185,10 +185,15 @@ impl<S> Pacer<S> {
 /// What an attempt of `req` takes: one request; its tokens (the caller's
 /// [`TokenEstimate`], else a quarter of the body's size hint, rounded up),
 /// at least one, from `tokens` and `input_tokens`; and one output token.
-fn need_of<B: Body>(req: &Request<B>) -> Need {
+fn need_of<B: Body>(req: &Request<B>, tokens_tracked: bool) -> Need {
     let tokens = match req.extensions().get::<TokenEstimate>() {
         Some(TokenEstimate(n)) => *n,
-        None => req.body().size_hint().lower().div_ceil(4),
+        // Asking the body its size is not free of meaning: sturdy's retry
+        // bodies take it as a connection taking the request up (what tells
+        // a timeout before the connection from one after). So only when the
+        // server counts tokens at all.
+        None if tokens_tracked => req.body().size_hint().lower().div_ceil(4),
+        None => 1,
     }
     .max(1);
     [1, tokens, tokens, 1]
@@ -221,7 +226,7 @@ where
         let Some(server) = self.shared.server(req.uri()) else {
             return ResponseFuture::unpaced(self.inner.call(req));
         };
-        let need = need_of(&req);
+        let need = need_of(&req, server.tracks_tokens());
         let now = Instant::now();
         let Some(until) = server.admit(&need, now) else {
             return ResponseFuture::sent(self.inner.call(req), server, need);

@@ -256,6 +256,14 @@ impl Server {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the server has ever said anything about tokens (only then
+    /// is a request's token count worth estimating).
+    pub(crate) fn tracks_tokens(&self) -> bool {
+        self.view().dims[1..]
+            .iter()
+            .any(|d| d.limit.is_some() || d.period.is_some())
+    }
+
     /// See [`View::admit`].
     pub(crate) fn admit(&self, need: &Need, now: Instant) -> Option<Instant> {
         self.view().admit(need, now)
