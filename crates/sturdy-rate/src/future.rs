@@ -198,7 +198,7 @@ where
                     };
                     let now = Instant::now();
                     let server = &h.guard.server;
-                    if let Some(until) = server.admit(&h.need, now) {
+                    if let Some(until) = server.admit_again(&h.need, now) {
                         // A newer answer said the quota is still spent.
                         if let Some(err) = beyond_deadline(&server.label, until, h.deadline, now) {
                             server.failed_for_deadline();

@@ -226,9 +226,9 @@ where
         let Some(server) = self.shared.server(req.uri()) else {
             return ResponseFuture::unpaced(self.inner.call(req));
         };
-        let need = need_of(&req, server.tracks_tokens());
         let now = Instant::now();
-        let Some(until) = server.admit(&need, now) else {
+        let (need, until) = server.admit(|tokens| need_of(&req, tokens), now);
+        let Some(until) = until else {
             return ResponseFuture::sent(self.inner.call(req), server, need);
         };
         let deadline = deadline_of(&req);

@@ -256,16 +256,25 @@ impl Server {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the server has ever said anything about tokens (only then
-    /// is a request's token count worth estimating).
-    pub(crate) fn tracks_tokens(&self) -> bool {
-        self.view().dims[1..]
+    /// Under one lock: `need_of` makes the attempt's need, told whether the
+    /// server has ever said anything about tokens (only then is a
+    /// request's token count worth estimating); then [`View::admit`].
+    pub(crate) fn admit(
+        &self,
+        need_of: impl FnOnce(bool) -> Need,
+        now: Instant,
+    ) -> (Need, Option<Instant>) {
+        let mut view = self.view();
+        let tracks_tokens = view.dims[1..]
             .iter()
-            .any(|d| d.limit.is_some() || d.period.is_some())
+            .any(|d| d.limit.is_some() || d.period.is_some());
+        let need = need_of(tracks_tokens);
+        let until = view.admit(&need, now);
+        (need, until)
     }
 
-    /// See [`View::admit`].
-    pub(crate) fn admit(&self, need: &Need, now: Instant) -> Option<Instant> {
+    /// [`View::admit`] for an attempt whose need is known (one that waited).
+    pub(crate) fn admit_again(&self, need: &Need, now: Instant) -> Option<Instant> {
         self.view().admit(need, now)
     }
 
