@@ -42,10 +42,11 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 8] = [
+const VARIANTS: [&str; 9] = [
     "bare",
     "workload_timeout",
     "attempt_timeout",
+    "attempt_timeout_capture",
     "retry",
     "metrics_attempts",
     "stack",
@@ -236,6 +237,15 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
             v.visit(svc, &uri).await
         }
         "attempt_timeout" => {
+            let svc = ServiceBuilder::new()
+                .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .layer(AttemptTimeoutLayer::new())
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        // With hyper-util's connection capture, which tells a connect
+        // timeout from a headers timeout when no retry layer's body does.
+        "attempt_timeout_capture" => {
             let attempt = AttemptTimeoutLayer::builder()
                 .capture_connection(true)
                 .build()

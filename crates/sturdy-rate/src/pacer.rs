@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::{Holding, ResponseFuture};
-use crate::state::{Need, Shared};
+use crate::state::{LastServer, Need, Shared};
 use crate::stats::PacerStats;
 
 /// How many servers a pacer tracks at most; requests to further servers go
@@ -137,6 +137,7 @@ impl<S> Layer<S> for PacerLayer {
         Pacer {
             inner,
             shared: Arc::clone(&self.shared),
+            last: None,
         }
     }
 }
@@ -152,6 +153,9 @@ impl<S> Layer<S> for PacerLayer {
 pub struct Pacer<S> {
     inner: S,
     shared: Arc<Shared>,
+    // The server of this service's last attempt: the next one to the same
+    // server skips the shared map.
+    last: Option<LastServer>,
 }
 
 impl<S> Pacer<S> {
@@ -223,7 +227,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(server) = self.shared.server(req.uri()) else {
+        let Some(server) = self.shared.server_via(req.uri(), &mut self.last) else {
             return ResponseFuture::unpaced(self.inner.call(req));
         };
         let now = Instant::now();

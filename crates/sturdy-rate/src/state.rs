@@ -101,18 +101,38 @@ impl Key for LookupKey<'_> {
 /// without an authority.
 fn key_of(uri: &Uri) -> Option<LookupKey<'_>> {
     let authority = uri.authority()?;
-    let port =
-        authority
-            .port_u16()
-            .unwrap_or_else(|| match uri.scheme().map(http::uri::Scheme::as_str) {
-                Some(s) if s.eq_ignore_ascii_case("https") => 443,
-                Some(s) if s.eq_ignore_ascii_case("http") => 80,
-                _ => 0,
-            });
+    let port = authority.port_u16().unwrap_or_else(|| implied_port(uri));
     Some(LookupKey {
         host: authority.host(),
         port,
     })
+}
+
+/// The port a URI's scheme implies (0 for none or another scheme).
+fn implied_port(uri: &Uri) -> u16 {
+    match uri.scheme().map(http::uri::Scheme::as_str) {
+        Some(s) if s.eq_ignore_ascii_case("https") => 443,
+        Some(s) if s.eq_ignore_ascii_case("http") => 80,
+        _ => 0,
+    }
+}
+
+/// The server a service's last attempt went to, kept in the service (see
+/// [`Shared::server_via`]). Its `Debug` shows the server's label only: the
+/// authority's text may hold user information.
+#[derive(Clone)]
+pub(crate) struct LastServer {
+    implied: u16,
+    authority: Arc<str>,
+    server: Arc<Server>,
+}
+
+impl std::fmt::Debug for LastServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LastServer")
+            .field(&self.server.label)
+            .finish()
+    }
 }
 
 /// How much earlier an answer's reset may fall than the known one before
@@ -382,6 +402,35 @@ impl Shared {
             },
             Arc::clone(&server),
         );
+        Some(server)
+    }
+
+    /// [`server`](Self::server), through `last`: the server the same
+    /// service's previous attempt went to. A run of attempts to one server
+    /// (the usual case: a client per API) then costs a comparison of the
+    /// authority's text and an `Arc` clone, not a hash and a lock.
+    pub(crate) fn server_via(
+        &self,
+        uri: &Uri,
+        last: &mut Option<LastServer>,
+    ) -> Option<Arc<Server>> {
+        if self.max_servers == 0 {
+            return None;
+        }
+        let authority = uri.authority()?.as_str();
+        let implied = implied_port(uri);
+        if let Some(l) = last.as_ref()
+            && l.implied == implied
+            && *l.authority == *authority
+        {
+            return Some(Arc::clone(&l.server));
+        }
+        let server = self.server(uri)?;
+        *last = Some(LastServer {
+            implied,
+            authority: authority.into(),
+            server: Arc::clone(&server),
+        });
         Some(server)
     }
 

@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use sturdy_core::{BoxError, CallPlan, Deadline, DeadlineLimit, Profile, Workload, attempt_limit};
+use sturdy_core::{
+    BoxError, CallPlan, Deadline, DeadlineLimit, Profile, Workload, attempt_limit, is_grpc,
+};
 use tower_service::Service;
 
 use super::ResponseFuture;
@@ -90,12 +92,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let plan = CallPlan::of_request(&mut req);
-        let ctx = plan.context().clone();
-        ctx.mark_phases_enforced();
-        let (settled, deadline, grpc) = (plan.profile().copied(), plan.deadline(), plan.is_grpc());
-        let plan_limit = plan.deadline_limit();
-        let workload = plan.workload();
+        // The plan, when a layer above made one; none is made here (used
+        // alone, nothing above reads one, and making it costs allocations
+        // on every attempt): this layer's own configuration stands in.
+        let (settled, deadline, grpc, plan_limit, workload, ctx) =
+            match CallPlan::from_extensions(req.extensions()) {
+                Some(plan) => {
+                    let ctx = plan.context();
+                    ctx.mark_phases_enforced();
+                    (
+                        plan.profile().copied(),
+                        plan.deadline(),
+                        plan.is_grpc(),
+                        plan.deadline_limit(),
+                        plan.workload(),
+                        Some(ctx.clone()),
+                    )
+                }
+                None => (None, None, is_grpc(req.headers()), None, None, None),
+            };
         let ext = req.extensions();
         // The workload layer's profile when it settled one; else this
         // layer's own, checked when it was built, or the caller's.
@@ -139,8 +154,11 @@ where
         // Whether anything was sent when a timeout fires: the retry layer's
         // bodies tell when a connection takes them up; without one, ask
         // hyper-util (when told to), else nobody knows.
-        let attempt = ctx.attempts();
-        let sent = if ctx.was_sending(attempt).is_some() {
+        let tracked = ctx.and_then(|ctx| {
+            let attempt = ctx.attempts();
+            ctx.was_sending(attempt).map(|_| (ctx, attempt))
+        });
+        let sent = if let Some((ctx, attempt)) = tracked {
             Sent::Tracked(ctx, attempt)
         } else if self.capture_connection {
             Sent::Captured(hyper_util::client::legacy::connect::capture_connection(
