@@ -28,7 +28,9 @@ pub(crate) enum Watch {
     /// the head.
     Grpc(Option<GrpcCode>),
     /// A failure whose small error body may refine the head's verdict.
-    ErrorBody { judged: Judgement, buf: Vec<u8> },
+    /// Boxed: rare, and every response body of the layer carries a `Watch`
+    /// (the body is moved whole through the layers above).
+    ErrorBody(Box<(Judgement, Vec<u8>)>),
     /// A stream whose events may carry an error object.
     Events(Box<SseScan>),
 }
@@ -73,7 +75,7 @@ fn end<R: Recorder>(
         Watch::Plain => None,
         // A gRPC response without a status has failed (tonic says the same).
         Watch::Grpc(status) => classify_grpc_code(status.unwrap_or(GrpcCode::Unknown)).1,
-        Watch::ErrorBody { judged, buf } => judged.with_body(buf).failure,
+        Watch::ErrorBody(e) => e.0.with_body(&e.1).failure,
         Watch::Events(scan) => scan.error(),
     };
     let outcome = match failure {
@@ -160,7 +162,8 @@ where
 /// first chunk is read: the bodies sturdy wraps yield contiguous frames.
 fn watch_data<R: Recorder>(watch: &mut Watch, flight: &mut Flight<R>, data: &[u8]) {
     match watch {
-        Watch::ErrorBody { buf, .. } => {
+        Watch::ErrorBody(e) => {
+            let buf = &mut e.1;
             let room = (MAX_ERROR_BODY as usize).saturating_sub(buf.len());
             buf.extend_from_slice(&data[..data.len().min(room)]);
         }

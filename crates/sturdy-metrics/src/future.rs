@@ -116,10 +116,7 @@ fn judge_head<R: Recorder, B: http_body::Body>(
             .is_some_and(|n| n <= MAX_ERROR_BODY);
         if judged.awaits_body() && small && !body.is_end_stream() {
             flight.know(kind);
-            return Watch::ErrorBody {
-                judged,
-                buf: Vec::new(),
-            };
+            return Watch::ErrorBody(Box::new((judged, Vec::new())));
         }
         flight.finish(Outcome::Failed(kind));
         return Watch::Plain;

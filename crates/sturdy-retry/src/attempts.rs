@@ -3,8 +3,8 @@
 //! gets when it gives up. The state machine in [`future`](crate::future)
 //! only carries them out.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,18 +65,22 @@ pub(crate) struct Attempts<S, B> {
 pub(crate) struct Retained<S, B> {
     head: KeptHead,
     handle: ReplayBody<B>,
-    service: S,
+    /// The service's clone shared by every call of a `RetryService`.
+    template: Arc<Mutex<S>>,
+    /// The clone of `template` the retries go through, made at the first.
+    service: Option<S>,
     /// Made when a first backoff is needed: the success path draws no
     /// randomness.
     rng: Option<SmallRng>,
 }
 
 impl<S, B> Retained<S, B> {
-    pub(crate) fn new(head: KeptHead, handle: ReplayBody<B>, service: S) -> Box<Self> {
+    pub(crate) fn new(head: KeptHead, handle: ReplayBody<B>, template: Arc<Mutex<S>>) -> Box<Self> {
         Box::new(Retained {
             head,
             handle,
-            service,
+            template,
+            service: None,
             rng: None,
         })
     }
@@ -158,8 +162,16 @@ where
 
     /// The inner service a retry goes through (none when no retry is
     /// allowed).
-    pub(crate) fn service(&mut self) -> Option<&mut S> {
-        self.retained.as_mut().map(|r| &mut r.service)
+    pub(crate) fn service(&mut self) -> Option<&mut S>
+    where
+        S: Clone,
+    {
+        self.retained.as_mut().map(|r| {
+            let template = &r.template;
+            r.service.get_or_insert_with(|| {
+                S::clone(&template.lock().unwrap_or_else(PoisonError::into_inner))
+            })
+        })
     }
 
     pub(crate) fn on_response<RB>(&mut self, resp: Response<RB>) -> Next<RB>

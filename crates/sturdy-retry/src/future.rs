@@ -144,7 +144,7 @@ fn fired(sleep: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
 
 impl<F, S, B, E, RB> Future for ResponseFuture<F, S, B, E, RB>
 where
-    S: Service<Request<E>, Response = Response<RB>, Future = F>,
+    S: Service<Request<E>, Response = Response<RB>, Future = F> + Clone,
     F: Future<Output = Result<Response<RB>, S::Error>>,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,

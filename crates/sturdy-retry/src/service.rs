@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -34,6 +34,12 @@ use crate::{MAX_RETRIES_LIMIT, ResponseBody, RetryLayer, RetryPolicy};
 /// `Client<_, Full<Bytes>>`, needs its body boxed: build it for `BoxBody`.
 pub struct RetryService<S, E = BoxBody> {
     inner: S,
+    // A clone of `inner`, made at the first call, that every call's future
+    // shares: a retry clones it then, so a call that needs no retry clones
+    // no service (a hyper-util `Client` is a dozen `Arc`s). In a `Mutex`
+    // so that the future stays `Send` for a service that is not `Sync`;
+    // it is locked only to clone, for a retry.
+    template: Option<Arc<Mutex<S>>>,
     shared: Arc<Shared>,
     _body: PhantomData<fn(E)>,
 }
@@ -47,6 +53,7 @@ impl<S, E> RetryService<S, E> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> RetryService<S, E> {
         RetryService {
             inner,
+            template: None,
             shared,
             _body: PhantomData,
         }
@@ -62,6 +69,7 @@ impl<S: Clone, E> Clone for RetryService<S, E> {
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
+            template: self.template.clone(),
             shared: Arc::clone(&self.shared),
             _body: PhantomData,
         }
@@ -174,10 +182,16 @@ where
         }
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
-        // The ready service makes this call (tower's contract); a clone,
-        // which a retry polls ready before it calls it, goes with the
-        // future when retries are possible.
-        let retained = kept.map(|(head, handle)| Retained::new(head, handle, self.inner.clone()));
+        // The ready service makes this call (tower's contract); a retry
+        // goes through a clone of the shared template, made when the first
+        // retry is, and polls it ready before it calls it.
+        let retained = kept.map(|(head, handle)| {
+            let inner = &self.inner;
+            let template = self
+                .template
+                .get_or_insert_with(|| Arc::new(Mutex::new(inner.clone())));
+            Retained::new(head, handle, Arc::clone(template))
+        });
         let fut = self.inner.call(req);
         let attempts =
             Attempts::new(shared, ctx, retained, max_retries, safety, grpc, deadline).in_span(span);
