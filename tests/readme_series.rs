@@ -9,6 +9,7 @@ use sturdy_core::{FailureKind, Workload};
 use sturdy_metrics::{
     CallSummary, Dimensions, Ended, MethodLabel, Outcome, Recorder, Scope, ServerAddress,
 };
+use tower::{Layer, ServiceExt};
 
 const BEGIN: &str = "<!-- series:begin";
 const END: &str = "<!-- series:end -->";
@@ -34,10 +35,26 @@ fn the_readme_lists_every_series_as_the_code_registers_it() {
     }
 }
 
-#[test]
-fn every_series_in_the_table_is_what_a_registry_exposes() {
+#[tokio::test]
+async fn every_series_in_the_table_is_what_a_registry_exposes() {
     let mut registry = prometheus_client::registry::Registry::default();
     let recorder = sturdy_metrics::PrometheusRecorder::new(&mut registry);
+    // The rate control's collectors: a pacer that has seen a server (one
+    // request to the fault server on loopback) and an adaptive limit.
+    let pacer = sturdy::rate::PacerLayer::new();
+    sturdy_metrics::PacerCollector::new(&pacer).register(&mut registry);
+    let limit = sturdy::rate::AdaptiveConcurrencyLayer::new();
+    sturdy_metrics::ConcurrencyCollector::new(limit.gauge()).register(&mut registry);
+    let server = sturdy_faults::FaultServer::start()
+        .await
+        .expect("fault server");
+    let client = pacer.layer(sturdy::client().no_proxy().build().expect("a client"));
+    let req = http::Request::get(format!("{}/v1/models", server.base_url()))
+        .body(sturdy::boxed(http_body_util::Empty::<bytes::Bytes>::new()))
+        .expect("a request");
+    let resp = client.oneshot(req).await.expect("an answer");
+    assert_eq!(resp.status(), 200);
+    server.shutdown().await;
     // One attempt and one call with every part: empty families print
     // nothing.
     let summary = CallSummary {

@@ -169,7 +169,18 @@ impl<R, C, E, CL, AL> Stack<R, C, E, CL, AL> {
     }
 
     /// The pacer: [`stats`](PacerLayer::stats) says which attempts it held
-    /// and for how long, per server.
+    /// and for how long, per server;
+    /// [`PacerCollector`](sturdy_metrics::PacerCollector) exports the same
+    /// to Prometheus, read at each scrape.
+    ///
+    /// ```
+    /// let mut registry = prometheus_client::registry::Registry::default();
+    /// let stack = sturdy::Stack::builder()
+    ///     .recorder(sturdy::metrics::PrometheusRecorder::new(&mut registry))
+    ///     .build()?;
+    /// sturdy::metrics::PacerCollector::new(stack.pacer()).register(&mut registry);
+    /// # Ok::<(), sturdy::StackError>(())
+    /// ```
     pub fn pacer(&self) -> &PacerLayer {
         &self.pacer
     }

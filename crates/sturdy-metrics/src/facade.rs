@@ -23,7 +23,7 @@ impl MetricsFacadeRecorder {
     /// A recorder; describes the metrics (help text and units) to the
     /// installed `metrics` recorder.
     pub fn new() -> MetricsFacadeRecorder {
-        for s in series::SERIES {
+        for s in series::RECORDED {
             let unit = s.seconds.then_some(metrics::Unit::Seconds);
             match (s.kind, unit) {
                 (SeriesKind::Counter, _) => metrics::describe_counter!(s.name(), s.help),

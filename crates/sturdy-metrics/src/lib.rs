@@ -34,6 +34,11 @@
 //! [`SnapshotRecorder`], whose [`Snapshot`] becomes a [`Report`] that puts
 //! the client's counts beside the server's.
 //!
+//! The rate control (`sturdy-rate`) is exported to the same registry by two
+//! collectors, read at scrape time: [`PacerCollector`] (attempts the pacer
+//! held, and for how long, per server) and [`ConcurrencyCollector`] (an
+//! adaptive concurrency limit's current limit, in flight and waiting).
+//!
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Full};
@@ -76,6 +81,7 @@ mod flight;
 mod future;
 mod layer;
 mod prometheus;
+mod rate;
 mod recorder;
 mod report;
 pub mod series;
@@ -92,6 +98,7 @@ pub use facade::MetricsFacadeRecorder;
 pub use future::ResponseFuture;
 pub use layer::{FailureMetricsLayer, InvalidServerLabel};
 pub use prometheus::{BUCKETS, OPENMETRICS, PrometheusRecorder, TEXT_004, encode_text_004};
+pub use rate::{ConcurrencyCollector, PacerCollector};
 pub use recorder::{Both, CallSummary, Ended, Recorder};
 pub use report::{
     DashboardGap, OutcomeCount, Percentiles, ReachCounts, Report, ScopeReport, ServerCounts,

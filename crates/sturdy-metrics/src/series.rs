@@ -1,7 +1,8 @@
 //! Every series sturdy exports, in one table: the Prometheus recorder
-//! registers from it, the `metrics`-facade recorder describes from it, and
-//! README's metrics reference is rendered from it ([`markdown_table`]), so
-//! a name, a label list or a help text exists once.
+//! registers from it, the `metrics`-facade recorder describes from it, the
+//! rate control's collectors encode from it, and README's metrics
+//! reference is rendered from it ([`markdown_table`]), so a name, a label
+//! list or a help text exists once.
 //!
 //! Names follow OpenTelemetry's HTTP-client conventions where one applies
 //! (`http_client_request_duration_seconds`, one record per physical
@@ -228,8 +229,84 @@ pub const CALL_ATTEMPTS: Series = Series {
     question: "Retries per call (sum/count - 1), and how many calls needed three attempts or more",
 };
 
-/// Every series, in the order of README's table.
-pub const SERIES: [Series; 14] = [
+/// The labels of the pacer's series: the server, as the other series
+/// split it.
+const SERVER_LABELS: &[&str] = &["server_address", "server_port?"];
+
+/// Attempts the pacer held ([`PacerCollector`](crate::PacerCollector)).
+pub const PACER_HELD: Series = Series {
+    base: "sturdy_client_pacer_held",
+    seconds: false,
+    kind: SeriesKind::Counter,
+    labels: SERVER_LABELS,
+    help: "Attempts the pacer held because the server's rate-limit headers said no room was left, each counted once however long it waited",
+    question: "Is the client waiting on the server's rate limits, and for which server",
+};
+
+/// Time attempts spent held by the pacer.
+pub const PACER_HELD_TIME: Series = Series {
+    base: "sturdy_client_pacer_held",
+    seconds: true,
+    kind: SeriesKind::Counter,
+    labels: SERVER_LABELS,
+    help: "Time attempts spent held by the pacer, added when each hold ends (its attempt sent, failed or dropped)",
+    question: "How much latency the server's rate limits add: held seconds over held attempts is the mean hold",
+};
+
+/// Attempts the pacer failed for their deadline.
+pub const PACER_DEADLINE_FAILURES: Series = Series {
+    base: "sturdy_client_pacer_deadline_failures",
+    seconds: false,
+    kind: SeriesKind::Counter,
+    labels: SERVER_LABELS,
+    help: "Attempts the pacer failed at once, never sent, because the server's rate limit resets after the call's deadline (error_type rate_limit_hold)",
+    question: "Are calls failing because the server's rate limit leaves no room within their deadlines",
+};
+
+/// Attempts held right now.
+pub const PACER_HOLDING: Series = Series {
+    base: "sturdy_client_pacer_holding",
+    seconds: false,
+    kind: SeriesKind::Gauge,
+    labels: SERVER_LABELS,
+    help: "Attempts the pacer holds right now, waiting for the server's rate limit to reset",
+    question: "How many attempts wait on a rate-limit reset at this moment",
+};
+
+/// The adaptive concurrency limit
+/// ([`ConcurrencyCollector`](crate::ConcurrencyCollector)).
+pub const CONCURRENCY_LIMIT: Series = Series {
+    base: "sturdy_client_concurrency_limit",
+    seconds: false,
+    kind: SeriesKind::Gauge,
+    labels: &[],
+    help: "The adaptive concurrency limit now: the most attempts it lets in flight at once",
+    question: "What capacity the limit has learned the server has; a drop is the server refusing under load",
+};
+
+/// Attempts holding a permit of the adaptive limit.
+pub const CONCURRENCY_IN_FLIGHT: Series = Series {
+    base: "sturdy_client_concurrency_in_flight",
+    seconds: false,
+    kind: SeriesKind::Gauge,
+    labels: &[],
+    help: "Attempts holding a permit of the adaptive concurrency limit (until their response body ends)",
+    question: "How close the client runs to its limit",
+};
+
+/// Callers waiting for a permit of the adaptive limit.
+pub const CONCURRENCY_WAITING: Series = Series {
+    base: "sturdy_client_concurrency_waiting",
+    seconds: false,
+    kind: SeriesKind::Gauge,
+    labels: &[],
+    help: "Callers waiting for a permit of the adaptive concurrency limit",
+    question: "Is the limit queueing callers (a wait longer than the profile's ready fails as ready_timeout)",
+};
+
+/// The series the recorders ([`PrometheusRecorder`](crate::PrometheusRecorder),
+/// the `metrics` facade's) write, per call and attempt.
+pub const RECORDED: [Series; 14] = [
     ATTEMPT_DURATION,
     CALL_DURATION,
     CALLS_STARTED,
@@ -244,6 +321,45 @@ pub const SERIES: [Series; 14] = [
     RETRY_REFUSALS,
     POSSIBLY_DUPLICATED,
     CALL_ATTEMPTS,
+];
+
+/// The rate control's series, read from the pacer and the adaptive limit
+/// when a registry is encoded ([`PacerCollector`](crate::PacerCollector),
+/// [`ConcurrencyCollector`](crate::ConcurrencyCollector)).
+pub const RATE: [Series; 7] = [
+    PACER_HELD,
+    PACER_HELD_TIME,
+    PACER_DEADLINE_FAILURES,
+    PACER_HOLDING,
+    CONCURRENCY_LIMIT,
+    CONCURRENCY_IN_FLIGHT,
+    CONCURRENCY_WAITING,
+];
+
+/// Every series, in the order of README's table: [`RECORDED`], then
+/// [`RATE`].
+pub const SERIES: [Series; 21] = [
+    ATTEMPT_DURATION,
+    CALL_DURATION,
+    CALLS_STARTED,
+    ATTEMPTS_STARTED,
+    CALLS_IN_FLIGHT,
+    ATTEMPTS_IN_FLIGHT,
+    CALL_TIME_TO_HEAD,
+    ATTEMPT_TIME_TO_HEAD,
+    CALL_TIME_TO_FIRST_FRAME,
+    ATTEMPT_TIME_TO_FIRST_FRAME,
+    RETRIES,
+    RETRY_REFUSALS,
+    POSSIBLY_DUPLICATED,
+    CALL_ATTEMPTS,
+    PACER_HELD,
+    PACER_HELD_TIME,
+    PACER_DEADLINE_FAILURES,
+    PACER_HOLDING,
+    CONCURRENCY_LIMIT,
+    CONCURRENCY_IN_FLIGHT,
+    CONCURRENCY_WAITING,
 ];
 
 /// Buckets of [`CALL_ATTEMPTS`].
@@ -340,6 +456,8 @@ mod tests {
                 "{n}"
             );
         }
+        let parts: Vec<Series> = RECORDED.iter().chain(&RATE).copied().collect();
+        assert_eq!(parts, SERIES, "SERIES is RECORDED, then RATE");
         for s in SERIES {
             assert_eq!(s.name().ends_with("_total"), s.kind == SeriesKind::Counter);
             assert!(!s.help.is_empty() && !s.question.is_empty());

@@ -25,7 +25,10 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
-use sturdy::metrics::{Both, PrometheusRecorder, Report, ServerCounts, SnapshotRecorder};
+use sturdy::metrics::{
+    Both, ConcurrencyCollector, PacerCollector, PrometheusRecorder, Report, ServerCounts,
+    SnapshotRecorder,
+};
 use sturdy::retry::{Backoff, RetryPolicy};
 use sturdy::{Profile, Profiles, Stack, Workload};
 use sturdy_faults::{FaultParams, FaultServer};
@@ -193,6 +196,12 @@ async fn run(config: Config) -> Result<(), String> {
             (boxed_service(stack.layer(client)), stack.pacer().clone())
         }
     };
+
+    // The pacer's and the adaptive limit's series, read at each scrape.
+    PacerCollector::new(&pacer).register(&mut registry);
+    if let Some(limit) = &limit {
+        ConcurrencyCollector::new(limit.gauge()).register(&mut registry);
+    }
 
     let registry = Arc::new(registry);
     let metrics_task = match config.metrics_listen {

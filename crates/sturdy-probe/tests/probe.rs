@@ -499,3 +499,112 @@ fn the_report_shows_pacing_and_the_adaptive_limit_when_they_acted() {
     assert!(!text.contains("pacing ("), "{text}");
     assert!(!text.contains("adaptive concurrency"), "{text}");
 }
+
+/// One plain HTTP/1.1 GET on loopback, the body.
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics port");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the one sample of `series` whose line starts with
+/// `series` followed by `labels` (`{...}` or nothing).
+fn sample(text: &str, series: &str, labels: &str) -> f64 {
+    let prefix = format!("{series}{labels} ");
+    let mut values = text.lines().filter_map(|l| l.strip_prefix(&*prefix));
+    let v = values
+        .next()
+        .unwrap_or_else(|| panic!("no {series}{labels} in\n{text}"));
+    assert!(values.next().is_none(), "{series}{labels} twice");
+    v.parse().expect("a number")
+}
+
+#[test]
+fn live_metrics_hold_the_pacers_and_the_adaptive_limits_series() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sturdy-probe"))
+        .args([
+            "--rate-limit",
+            "rps=100",
+            "--adaptive",
+            "--requests",
+            "200",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-linger",
+            "30",
+            "--json",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the probe binary runs");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the probe said nothing"
+        );
+        if let Some(rest) = line.split_once("live metrics at http://") {
+            break rest.1.trim().trim_end_matches("/metrics").to_owned();
+        }
+    };
+    // The report is out (the run is over); the metrics are still served.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut json = String::new();
+    while !json.ends_with("\n}\n") {
+        assert!(
+            stdout.read_line(&mut json).unwrap() > 0,
+            "no report: {json}"
+        );
+    }
+    let text = get(&addr, "/metrics");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The JSON contract is as before: no new field.
+    let report: Value = serde_json::from_str(&json).expect("one JSON object");
+    assert_eq!(u(&report, &["calls"]), 200);
+    assert!(report.get("pacer").is_none() && report.get("pacing").is_none());
+
+    let port = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "sturdy_client_pacer_held_total{server_address=\"127.0.0.1\",server_port=\"",
+            )
+        })
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(port, _)| port.to_owned())
+        .unwrap_or_else(|| panic!("no pacer series for the embedded server\n{text}"));
+    let at = format!("{{server_address=\"127.0.0.1\",server_port=\"{port}\"}}");
+    assert!(sample(&text, "sturdy_client_pacer_held_total", &at) > 0.0);
+    assert!(sample(&text, "sturdy_client_pacer_held_seconds_total", &at) > 0.0);
+    assert_eq!(sample(&text, "sturdy_client_pacer_holding", &at), 0.0);
+    sample(&text, "sturdy_client_pacer_deadline_failures_total", &at);
+    assert!(sample(&text, "sturdy_client_concurrency_limit", "") >= 1.0);
+    assert_eq!(
+        sample(&text, "sturdy_client_concurrency_in_flight", ""),
+        0.0
+    );
+    assert_eq!(sample(&text, "sturdy_client_concurrency_waiting", ""), 0.0);
+    // The text format 0.0.4: HELP and TYPE name a counter's samples.
+    assert!(text.contains("# TYPE sturdy_client_pacer_held_seconds_total counter\n"));
+    assert!(text.contains("# TYPE sturdy_client_concurrency_limit gauge\n"));
+}

@@ -401,7 +401,8 @@ impl AdaptiveConcurrencyLayer {
         self.shared.waiting()
     }
 
-    /// A handle that reads the limit's gauges, for a metrics exporter.
+    /// A handle that reads the limit's gauges, for a metrics exporter
+    /// (`sturdy_metrics::ConcurrencyCollector` exports them to Prometheus).
     pub fn gauge(&self) -> ConcurrencyGauge {
         ConcurrencyGauge {
             shared: Arc::clone(&self.shared),

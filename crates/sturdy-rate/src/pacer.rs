@@ -118,7 +118,8 @@ impl PacerLayer {
         }
     }
 
-    /// What every service of this layer did so far, per server.
+    /// What every service of this layer did so far, per server
+    /// (`sturdy_metrics::PacerCollector` exports it to Prometheus).
     pub fn stats(&self) -> PacerStats {
         self.shared.stats()
     }
