@@ -108,9 +108,13 @@ impl Safety {
 /// | the [`Classifier`] that judges answers | the retry layer (its policy's) | retry and both metrics scopes |
 /// | whether it is gRPC | the first layer that sees the request | every layer |
 ///
-/// A layer that finds no plan (used alone, or in another order) inserts
-/// one and makes its own part from its own configuration, so a setting
-/// given to a layer always takes effect when that layer is used alone.
+/// A layer that finds no plan (used alone, or in another order) makes its
+/// own part from its own configuration, so a setting given to a layer
+/// always takes effect when that layer is used alone; it inserts a plan for
+/// the layers below when it has something to settle or to read back (the
+/// attempt timeout, which settles nothing and reads nothing back, and the
+/// attempts metrics, which have nothing to settle, insert none: a plan
+/// costs the request's extension map, the boxed plan and the context).
 ///
 /// The plan travels down with the request; the [`CallContext`] inside it is
 /// shared, and carries back up what the layers above read when the call
