@@ -101,11 +101,18 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     /// The answer's head came, now.
+    /// The clocks are read only when the answer names a rate-limit field.
     fn answered(mut self, headers: &HeaderMap) {
-        let arrived = Instant::now();
-        let rl = RateLimitHeaders::from_headers(headers, SystemTime::now());
-        let said = (!rl.is_empty()).then_some(&rl);
-        self.server.answer(&self.need, said, arrived);
+        let rl = RateLimitHeaders::named_in(headers).then(|| {
+            let arrived = Instant::now();
+            (
+                RateLimitHeaders::from_headers(headers, SystemTime::now()),
+                arrived,
+            )
+        });
+        let said = rl.as_ref().filter(|(rl, _)| !rl.is_empty());
+        self.server
+            .answer(&self.need, said.map(|(rl, arrived)| (rl, *arrived)));
         self.open = false;
     }
 }
@@ -113,7 +120,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.open {
-            self.server.answer(&self.need, None, Instant::now());
+            self.server.answer(&self.need, None);
         }
     }
 }

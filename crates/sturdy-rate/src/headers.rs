@@ -253,18 +253,24 @@ fn each_member<'a>(
 }
 
 impl RateLimitHeaders {
+    /// Whether `headers` name any field of the three families: one pass
+    /// over the names, no hashing, no clock (most answers carry none).
+    pub(crate) fn named_in(headers: &HeaderMap) -> bool {
+        headers.keys().any(|name| {
+            let n = name.as_str();
+            n.starts_with("x-ratelimit-")
+                || n.starts_with("anthropic-ratelimit-")
+                || n.starts_with("ratelimit")
+        })
+    }
+
     /// Reads every family from `headers`; `now` is the current wall-clock
     /// time, against which Anthropic's date-time resets are measured. See
     /// the type's docs for the rules.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateLimitHeaders {
         // Most answers carry none of these: one pass over the names (no
         // hashing) spares the two dozen lookups below.
-        if !headers.keys().any(|name| {
-            let n = name.as_str();
-            n.starts_with("x-ratelimit-")
-                || n.starts_with("anthropic-ratelimit-")
-                || n.starts_with("ratelimit")
-        }) {
+        if !RateLimitHeaders::named_in(headers) {
             return RateLimitHeaders::default();
         }
         let get = |name: &HeaderName| single(headers, name);

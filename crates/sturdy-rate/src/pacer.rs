@@ -231,11 +231,11 @@ where
         let Some(server) = self.shared.server_via(req.uri(), &mut self.last) else {
             return ResponseFuture::unpaced(self.inner.call(req));
         };
-        let now = Instant::now();
-        let (need, until) = server.admit(|tokens| need_of(&req, tokens), now);
+        let (need, until) = server.admit(|tokens| need_of(&req, tokens), Instant::now);
         let Some(until) = until else {
             return ResponseFuture::sent(self.inner.call(req), server, need);
         };
+        let now = Instant::now();
         let deadline = deadline_of(&req);
         if let Some(err) = beyond_deadline(&server.label, until, deadline, now) {
             server.failed_for_deadline();

@@ -177,9 +177,23 @@ impl View {
     /// go at once); without a known limit the remaining count is unknown
     /// again.
     fn admit(&mut self, need: &Need, now: Instant) -> Option<Instant> {
+        self.admit_at(need, Some(now))
+    }
+
+    /// Whether any dimension waits for a reset: only then does admitting
+    /// need the time.
+    fn awaits_reset(&self) -> bool {
+        self.dims.iter().any(|d| d.reset_at.is_some())
+    }
+
+    /// [`admit`](Self::admit), with the time read only when a dimension
+    /// awaits a reset (`now` may be `None` otherwise).
+    fn admit_at(&mut self, need: &Need, now: Option<Instant>) -> Option<Instant> {
         let mut until: Option<Instant> = None;
         for (d, &n) in self.dims.iter_mut().zip(need) {
-            if d.reset_at.is_some_and(|at| at <= now) {
+            if let Some(now) = now
+                && d.reset_at.is_some_and(|at| at <= now)
+            {
                 match (d.limit, d.period) {
                     // The quota is back whole: as much of it as the
                     // attempts in flight leave may go, and the rest waits
@@ -279,17 +293,20 @@ impl Server {
     /// Under one lock: `need_of` makes the attempt's need, told whether the
     /// server has ever said anything about tokens (only then is a
     /// request's token count worth estimating); then [`View::admit`].
+    /// `clock` is read only when the server's view awaits a reset (a server
+    /// that never sent rate-limit headers costs no clock read).
     pub(crate) fn admit(
         &self,
         need_of: impl FnOnce(bool) -> Need,
-        now: Instant,
+        clock: impl FnOnce() -> Instant,
     ) -> (Need, Option<Instant>) {
         let mut view = self.view();
         let tracks_tokens = view.dims[1..]
             .iter()
             .any(|d| d.limit.is_some() || d.period.is_some());
         let need = need_of(tracks_tokens);
-        let until = view.admit(&need, now);
+        let now = view.awaits_reset().then(clock);
+        let until = view.admit_at(&need, now);
         (need, until)
     }
 
@@ -299,10 +316,11 @@ impl Server {
     }
 
     /// See [`View::release`] and [`View::answer`]: one lock for both.
-    pub(crate) fn answer(&self, need: &Need, rl: Option<&RateLimitHeaders>, arrived: Instant) {
+    /// `said`: what the answer's headers said, and when it arrived.
+    pub(crate) fn answer(&self, need: &Need, said: Option<(&RateLimitHeaders, Instant)>) {
         let mut view = self.view();
         view.release(need);
-        if let Some(rl) = rl {
+        if let Some((rl, arrived)) = said {
             view.answer(rl, arrived);
         }
     }
