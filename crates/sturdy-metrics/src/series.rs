@@ -337,30 +337,20 @@ pub const RATE: [Series; 7] = [
 ];
 
 /// Every series, in the order of README's table: [`RECORDED`], then
-/// [`RATE`].
-pub const SERIES: [Series; 21] = [
-    ATTEMPT_DURATION,
-    CALL_DURATION,
-    CALLS_STARTED,
-    ATTEMPTS_STARTED,
-    CALLS_IN_FLIGHT,
-    ATTEMPTS_IN_FLIGHT,
-    CALL_TIME_TO_HEAD,
-    ATTEMPT_TIME_TO_HEAD,
-    CALL_TIME_TO_FIRST_FRAME,
-    ATTEMPT_TIME_TO_FIRST_FRAME,
-    RETRIES,
-    RETRY_REFUSALS,
-    POSSIBLY_DUPLICATED,
-    CALL_ATTEMPTS,
-    PACER_HELD,
-    PACER_HELD_TIME,
-    PACER_DEADLINE_FAILURES,
-    PACER_HOLDING,
-    CONCURRENCY_LIMIT,
-    CONCURRENCY_IN_FLIGHT,
-    CONCURRENCY_WAITING,
-];
+/// [`RATE`] (made from the two, so no list of names is kept twice).
+pub const SERIES: [Series; RECORDED.len() + RATE.len()] = {
+    let mut all = [RECORDED[0]; RECORDED.len() + RATE.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = if i < RECORDED.len() {
+            RECORDED[i]
+        } else {
+            RATE[i - RECORDED.len()]
+        };
+        i += 1;
+    }
+    all
+};
 
 /// Buckets of [`CALL_ATTEMPTS`].
 pub const CALL_ATTEMPTS_BUCKETS: [f64; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
