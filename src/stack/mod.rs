@@ -315,6 +315,29 @@ impl<E> StackBuilder<SnapshotRecorder, PathClassifier, E> {
 }
 
 impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
+    /// The builder with its typed parts passed through `recorder`,
+    /// `workload`, `call_layer` and `attempt_layer`, every other setting
+    /// kept: the one place the setters that change a type list the fields.
+    fn retype<R2, C2, CL2, AL2>(
+        self,
+        recorder: impl FnOnce(R) -> R2,
+        workload: impl FnOnce(WorkloadTimeoutBuilder<C>) -> WorkloadTimeoutBuilder<C2>,
+        call_layer: impl FnOnce(CL) -> CL2,
+        attempt_layer: impl FnOnce(AL) -> AL2,
+    ) -> StackBuilder<R2, C2, E, CL2, AL2> {
+        StackBuilder {
+            workload: workload(self.workload),
+            capture_connection: self.capture_connection,
+            retry: self.retry,
+            recorder: recorder(self.recorder),
+            server_label: self.server_label,
+            call_layer: call_layer(self.call_layer),
+            attempt_layer: attempt_layer(self.attempt_layer),
+            pacing: self.pacing,
+            _body: PhantomData,
+        }
+    }
+
     /// Every workload's profile.
     pub fn profiles(mut self, profiles: Profiles) -> Self {
         self.workload = self.workload.profiles(profiles);
@@ -362,17 +385,7 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
     /// Records into `recorder` (both scopes) instead of a fresh
     /// [`SnapshotRecorder`]; use `sturdy::metrics::Both` for two at once.
     pub fn recorder<R2>(self, recorder: R2) -> StackBuilder<R2, C, E, CL, AL> {
-        StackBuilder {
-            workload: self.workload,
-            capture_connection: self.capture_connection,
-            retry: self.retry,
-            recorder,
-            server_label: self.server_label,
-            call_layer: self.call_layer,
-            attempt_layer: self.attempt_layer,
-            pacing: self.pacing,
-            _body: PhantomData,
-        }
+        self.retype(|_| recorder, |w| w, |cl| cl, |al| al)
     }
 
     /// Picks each request's workload with `classifier` when the request
@@ -427,17 +440,7 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
         self,
         f: impl FnOnce(WorkloadTimeoutBuilder<C>) -> WorkloadTimeoutBuilder<C2>,
     ) -> StackBuilder<R, C2, E, CL, AL> {
-        StackBuilder {
-            workload: f(self.workload),
-            capture_connection: self.capture_connection,
-            retry: self.retry,
-            recorder: self.recorder,
-            server_label: self.server_label,
-            call_layer: self.call_layer,
-            attempt_layer: self.attempt_layer,
-            pacing: self.pacing,
-            _body: PhantomData,
-        }
+        self.retype(|r| r, f, |cl| cl, |al| al)
     }
 
     /// Reaches the retry policy's own builder.
@@ -499,17 +502,12 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
         self,
         layer: L,
     ) -> StackBuilder<R, C, E, CL, tower_layer::Stack<L, AL>> {
-        StackBuilder {
-            workload: self.workload,
-            capture_connection: self.capture_connection,
-            retry: self.retry,
-            recorder: self.recorder,
-            server_label: self.server_label,
-            call_layer: self.call_layer,
-            attempt_layer: tower_layer::Stack::new(layer, self.attempt_layer),
-            pacing: self.pacing,
-            _body: PhantomData,
-        }
+        self.retype(
+            |r| r,
+            |w| w,
+            |cl| cl,
+            |al| tower_layer::Stack::new(layer, al),
+        )
     }
 
     /// Adds `layer` at the call position: under the call's metrics, above
@@ -538,17 +536,12 @@ impl<R, C, E, CL, AL> StackBuilder<R, C, E, CL, AL> {
     /// # Ok(()) }
     /// ```
     pub fn call_layer<L>(self, layer: L) -> StackBuilder<R, C, E, tower_layer::Stack<L, CL>, AL> {
-        StackBuilder {
-            workload: self.workload,
-            capture_connection: self.capture_connection,
-            retry: self.retry,
-            recorder: self.recorder,
-            server_label: self.server_label,
-            call_layer: tower_layer::Stack::new(layer, self.call_layer),
-            attempt_layer: self.attempt_layer,
-            pacing: self.pacing,
-            _body: PhantomData,
-        }
+        self.retype(
+            |r| r,
+            |w| w,
+            |cl| tower_layer::Stack::new(layer, cl),
+            |al| al,
+        )
     }
 
     /// Whether to pace attempts by the server's rate-limit headers (default
