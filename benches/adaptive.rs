@@ -23,6 +23,8 @@
 //! state, and at the end). The limit is run with its defaults (decrease ×0.9) and, for
 //! comparison, with TCP's ×0.5 and without slow start.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -321,16 +323,8 @@ fn main() {
             .to_vec(),
         None => ["without", "aimd"].map(String::from).to_vec(),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{e}");
-            return;
-        }
+    let Some(rt) = support::two_worker_runtime() else {
+        return;
     };
     println!(
         "adaptive concurrency: {} calls by {} callers; the server serves {} at once for {} ms each ({:.0}/s) and answers 429 beyond; sturdy's Stack with its defaults (retries on{})",

@@ -12,6 +12,8 @@
 //! cargo bench -p sturdy-tower --bench pacing -- --bench --paced-only
 //! ```
 
+mod support;
+
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -111,16 +113,8 @@ fn main() {
     let rps = arg("--rps").unwrap_or(50.0);
     let rounds = arg("--rounds").unwrap_or(1.0) as u32;
     let concurrency = 64;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{e}");
-            return;
-        }
+    let Some(rt) = support::two_worker_runtime() else {
+        return;
     };
     println!(
         "pacing: {calls} calls at concurrency {concurrency}, server bucket {rps} requests/s (burst one second's worth), x-ratelimit-* headers on every answer"

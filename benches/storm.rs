@@ -27,6 +27,8 @@
 //! - `blip-503`: 503 for 1 s — retries straddle the recovery;
 //! - `429-retry-after`: 429 with `retry-after: 1` for 2 s.
 
+mod support;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -430,16 +432,8 @@ fn main() {
             len: Duration::from_secs(2),
         },
     ];
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{e}");
-            return;
-        }
+    let Some(rt) = support::two_worker_runtime() else {
+        return;
     };
     println!(
         "retry storms: {callers} callers start together {} ms into the window; backoff scaled by {scale} (base {:.0} ms, jitter up to {:.0} ms); retry-after and sturdy's budget unscaled",
