@@ -19,10 +19,6 @@ use tower::{Layer, ServiceBuilder, ServiceExt};
 /// Every wait in this file is bounded by this.
 const BOUND: Duration = Duration::from_secs(10);
 
-fn client() -> sturdy::Client {
-    sturdy::client().no_proxy().build().expect("a valid client")
-}
-
 /// Sends `req` through `svc` and reads the body to its end; the body's
 /// outcome (it may fail: that is counted too).
 async fn call<S, B>(svc: S, req: Req) -> Result<http::StatusCode, String>

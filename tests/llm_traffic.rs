@@ -18,10 +18,6 @@ use tower::{Layer, ServiceExt};
 /// Every wait in this file is bounded by this.
 const BOUND: Duration = Duration::from_secs(10);
 
-fn client() -> sturdy::Client {
-    sturdy::client().no_proxy().build().expect("a valid client")
-}
-
 /// The stack with millisecond backoff and `read` at 300 ms (10x under the
 /// stalls that must trip it).
 fn stack(

@@ -3,22 +3,15 @@
 //! say no room is left, and a hold that would outlive the call's deadline
 //! fails at once, never sent.
 
+mod metrics_support;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use sturdy::{Profile, Stack, Workload};
+use http_body_util::BodyExt;
+use metrics_support::{client, hold_past_deadline, plain_chat};
+use sturdy::Stack;
 use sturdy_faults::{FaultServer, RateLimit};
 use tower::{Layer, ServiceExt};
-
-fn chat(url: &str) -> http::Request<Full<Bytes>> {
-    http::Request::post(format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
-        )))
-        .expect("a request")
-}
 
 async fn burst(paced: bool) -> (u64, u64, u64, u64) {
     let server = FaultServer::builder()
@@ -27,11 +20,11 @@ async fn burst(paced: bool) -> (u64, u64, u64, u64) {
         .await
         .expect("fault server");
     let stack = Stack::builder().pacing(paced).build().expect("a stack");
-    let svc = stack.layer(sturdy::client().no_proxy().build().expect("a client"));
+    let svc = stack.layer(client());
     let url = server.base_url();
     let calls = (0..120).map(|_| {
         let svc = svc.clone();
-        let req = chat(&url);
+        let req = plain_chat(&url);
         async move {
             match svc.oneshot(req).await {
                 Ok(resp) if resp.status() == 200 => resp.into_body().collect().await.is_ok(),
@@ -83,28 +76,12 @@ async fn paced_calls_mostly_avoid_the_429s_the_unpaced_ones_get() {
 
 #[tokio::test]
 async fn a_reset_beyond_the_deadline_fails_at_once_and_sends_nothing() {
-    // One request per 10 s: after the first, the server says 0 left,
-    // resetting in 10 s.
-    let server = FaultServer::builder()
-        .rate_limit(RateLimit::per_minute(6.0).burst(1))
-        .start()
-        .await
-        .expect("fault server");
-    let profile = Profile {
-        ready: Duration::from_secs(1),
-        headers: Duration::from_secs(1),
-        read: Duration::from_secs(1),
-        total: Duration::from_secs(2),
-    };
-    let stack = Stack::builder()
-        .profile(Workload::Interactive, profile)
-        .build()
-        .expect("a stack");
-    let svc = stack.layer(sturdy::client().no_proxy().build().expect("a client"));
+    let (server, stack) = hold_past_deadline().await;
+    let svc = stack.layer(client());
     let url = server.base_url();
     let first = svc
         .clone()
-        .oneshot(chat(&url))
+        .oneshot(plain_chat(&url))
         .await
         .expect("the first call");
     assert_eq!(first.status(), 200);
@@ -112,7 +89,7 @@ async fn a_reset_beyond_the_deadline_fails_at_once_and_sends_nothing() {
     let started = tokio::time::Instant::now();
     let err = svc
         .clone()
-        .oneshot(chat(&url))
+        .oneshot(plain_chat(&url))
         .await
         .expect_err("no room in time");
     assert!(

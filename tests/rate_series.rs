@@ -13,27 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use metrics_support::{encode, value};
+use metrics_support::{client, encode, hold_past_deadline, plain_chat, value};
 use prometheus_client::registry::Registry;
+use sturdy::Stack;
 use sturdy::metrics::series::{self, Series, SeriesKind};
 use sturdy::metrics::{ConcurrencyCollector, PacerCollector, PrometheusRecorder};
 use sturdy::rate::AdaptiveConcurrencyLayer;
-use sturdy::{Profile, Stack, Workload};
 use sturdy_faults::{Capacity, FaultServer, RateLimit};
 use tower::{Layer, Service, ServiceExt};
-
-fn chat(url: &str) -> http::Request<Full<Bytes>> {
-    http::Request::post(format!("{url}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(
-            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
-        )))
-        .expect("a request")
-}
-
-fn client() -> sturdy::Client {
-    sturdy::client().no_proxy().build().expect("a client")
-}
 
 /// `calls` calls through clones of `svc`, `concurrency` at a time, each
 /// read to its end; how many succeeded.
@@ -51,7 +38,7 @@ where
         let (svc, url, next, ok) = (svc.clone(), url.to_owned(), next.clone(), ok.clone());
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < calls {
-                let Ok(resp) = svc.clone().oneshot(chat(&url)).await else {
+                let Ok(resp) = svc.clone().oneshot(plain_chat(&url)).await else {
                     continue;
                 };
                 let status = resp.status();
@@ -155,36 +142,20 @@ async fn the_pacers_series_are_its_stats_by_server() {
 
 #[tokio::test]
 async fn a_hold_past_the_deadline_counts_as_a_deadline_failure() {
-    // One request per 10 s: after the first, the server says 0 left,
-    // resetting in 10 s, past the call's 2 s.
-    let server = FaultServer::builder()
-        .rate_limit(RateLimit::per_minute(6.0).burst(1))
-        .start()
-        .await
-        .expect("fault server");
+    let (server, stack) = hold_past_deadline().await;
     let url = server.base_url();
-    let profile = Profile {
-        ready: Duration::from_secs(1),
-        headers: Duration::from_secs(1),
-        read: Duration::from_secs(1),
-        total: Duration::from_secs(2),
-    };
-    let stack = Stack::builder()
-        .profile(Workload::Interactive, profile)
-        .build()
-        .expect("a stack");
     let mut registry = Registry::default();
     PacerCollector::new(stack.pacer()).register(&mut registry);
     let svc = stack.layer(client());
     let first = svc
         .clone()
-        .oneshot(chat(&url))
+        .oneshot(plain_chat(&url))
         .await
         .expect("the first call");
     first.into_body().collect().await.expect("its body");
     let err = svc
         .clone()
-        .oneshot(chat(&url))
+        .oneshot(plain_chat(&url))
         .await
         .expect_err("no room in time");
     assert_eq!(sturdy::classify_error(&*err).label(), "rate_limit_hold");

@@ -57,6 +57,44 @@ pub fn stack<I, R: Recorder + Clone>(recorder: R, retries: u32, inner: I) -> Sta
         .layer(inner)
 }
 
+/// The loopback client of the end-to-end tests: no proxy.
+pub fn client() -> sturdy::Client {
+    sturdy::client().no_proxy().build().expect("a valid client")
+}
+
+/// A plain chat completion with `max_tokens` (the rate-limit tests).
+pub fn plain_chat(url: &str) -> Req {
+    http::Request::post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
+        )))
+        .expect("a request")
+}
+
+/// A fault server that lets one request through per 10 s (after the
+/// first, it says none is left, resetting in 10 s), and a stack whose
+/// interactive calls have 2 s: a hold until that reset would outlive the
+/// call's deadline.
+pub async fn hold_past_deadline() -> (sturdy_faults::FaultServer, Stack) {
+    let server = sturdy_faults::FaultServer::builder()
+        .rate_limit(sturdy_faults::RateLimit::per_minute(6.0).burst(1))
+        .start()
+        .await
+        .expect("fault server");
+    let profile = sturdy::Profile {
+        ready: Duration::from_secs(1),
+        headers: Duration::from_secs(1),
+        read: Duration::from_secs(1),
+        total: Duration::from_secs(2),
+    };
+    let stack = Stack::builder()
+        .profile(Workload::Interactive, profile)
+        .build()
+        .expect("a stack");
+    (server, stack)
+}
+
 /// A chat completion request; `call`/`script` drive the fault server.
 pub fn chat(url: &str, call: &str, script: &str, stream: bool) -> Req {
     let body = if stream {
