@@ -232,10 +232,9 @@ where
             return ResponseFuture::unpaced(self.inner.call(req));
         };
         let (need, until) = server.admit(|tokens| need_of(&req, tokens), Instant::now);
-        let Some(until) = until else {
+        let Some((until, now)) = until else {
             return ResponseFuture::sent(self.inner.call(req), server, need);
         };
-        let now = Instant::now();
         let deadline = deadline_of(&req);
         if let Some(err) = beyond_deadline(&server.label, until, deadline, now) {
             server.failed_for_deadline();

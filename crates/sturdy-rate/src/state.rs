@@ -294,12 +294,14 @@ impl Server {
     /// server has ever said anything about tokens (only then is a
     /// request's token count worth estimating); then [`View::admit`].
     /// `clock` is read only when the server's view awaits a reset (a server
-    /// that never sent rate-limit headers costs no clock read).
+    /// that never sent rate-limit headers costs no clock read); an attempt
+    /// that must wait gets the instant it waits until and the one it was
+    /// judged at.
     pub(crate) fn admit(
         &self,
         need_of: impl FnOnce(bool) -> Need,
         clock: impl FnOnce() -> Instant,
-    ) -> (Need, Option<Instant>) {
+    ) -> (Need, Option<(Instant, Instant)>) {
         let mut view = self.view();
         let tracks_tokens = view.dims[1..]
             .iter()
@@ -307,7 +309,8 @@ impl Server {
         let need = need_of(tracks_tokens);
         let now = view.awaits_reset().then(clock);
         let until = view.admit_at(&need, now);
-        (need, until)
+        // A wait is only ever for a reset, so the time was read.
+        (need, until.zip(now))
     }
 
     /// [`View::admit`] for an attempt whose need is known (one that waited).
