@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,8 +14,6 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use sturdy_faults::{CALL_HEADER, FAULT_HEADER, FaultServer};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 const BOUNDARY: &str = "sturdy-test-boundary-7";
 
@@ -641,25 +638,9 @@ async fn a_zero_job_duration_is_refused() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_sturdy-faults");
-
 #[tokio::test]
 async fn the_binary_runs_jobs_for_job_seconds_and_refuses_bad_ones() {
-    let mut child = Command::new(BIN)
-        .args(["--job-seconds", "0.2"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    within(BufReader::new(child.stdout.take().unwrap()).read_line(&mut line))
-        .await
-        .unwrap();
-    let base = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, base) = spawn_binary(["--job-seconds", "0.2"]).await;
     let client = client();
     create(&client, &base, "file-x", Value::Null).await;
     let end = poll_to_end(&client, &base, "batch_1").await;
@@ -668,17 +649,8 @@ async fn the_binary_runs_jobs_for_job_seconds_and_refuses_bad_ones() {
     within(child.wait()).await.unwrap();
 
     for bad in ["0", "-1", "soon", "NaN"] {
-        let output = within(
-            Command::new(BIN)
-                .arg(format!("--job-seconds={bad}"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .output(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{bad}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stderr) = run_binary([format!("--job-seconds={bad}")]).await;
+        assert_eq!(code, Some(2), "{bad}");
         assert!(stderr.contains("above zero"), "{stderr}");
     }
 }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -13,10 +12,6 @@ use http::StatusCode;
 use sturdy_faults::{
     CALL_HEADER, Capacity, FAULT_HEADER, FaultServer, Mix, OverCapacity, RateLimit,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sturdy-faults");
 
 const BODY: &str = r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -619,27 +614,13 @@ async fn builder_values_out_of_range_fail_start() {
 
 #[tokio::test]
 async fn binary_serves_the_rate_limit_and_capacity_flags() {
-    let mut child = Command::new(BIN)
-        .args([
-            "--rate-limit",
-            "rps=0.5,burst=1,tpm=60000",
-            "--capacity",
-            "n=4,over=503,service-ms=0",
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    within(BufReader::new(stdout).read_line(&mut line))
-        .await
-        .unwrap();
-    let base = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (mut child, base) = spawn_binary([
+        "--rate-limit",
+        "rps=0.5,burst=1,tpm=60000",
+        "--capacity",
+        "n=4,over=503,service-ms=0",
+    ])
+    .await;
     let client = client();
     let ok = ok_exchange(&client, plain(&base, BODY)).await;
     assert_eq!(ok.status, StatusCode::OK);
@@ -671,17 +652,8 @@ async fn binary_rejects_bad_rate_limit_and_capacity_specs() {
         ("--capacity", "n=5,over=500", "neither 429 nor 503"),
         ("--capacity", "over=429", "lacks n"),
     ] {
-        let output = within(
-            Command::new(BIN)
-                .arg(format!("{flag}={spec}"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .output(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{flag} {spec}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stderr) = run_binary([format!("{flag}={spec}")]).await;
+        assert_eq!(code, Some(2), "{flag} {spec}");
         assert!(stderr.contains(says), "{flag} {spec}: {stderr}");
     }
 }

@@ -31,6 +31,56 @@ pub fn h2_client() -> HttpClient {
         .build_http()
 }
 
+/// The `sturdy-faults` binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sturdy-faults");
+
+/// Starts the binary with `args`: the child (killed when dropped) and the
+/// base URL its first line announces (`listening on URL`).
+pub async fn spawn_binary<I, A>(args: I) -> (tokio::process::Child, String)
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    within(tokio::io::BufReader::new(stdout).read_line(&mut line))
+        .await
+        .unwrap();
+    let base = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, base)
+}
+
+/// Runs the binary with `args` until it exits (bounded): its exit code and
+/// what it wrote to standard error.
+pub async fn run_binary<I, A>(args: I) -> (Option<i32>, String)
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    let output = within(
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
 /// Awaits `future`, failing the test if it takes longer than [`BOUND`].
 pub async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(BOUND, future)
