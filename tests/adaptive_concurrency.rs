@@ -164,3 +164,85 @@ async fn the_limit_keeps_refusals_rare_against_a_capacity_of_twenty() {
         100.0 * with.refused()
     );
 }
+
+/// `BURST` callers at once, one call each, against a server that serves 4
+/// at once for 200 ms: the calls that got a 200, and the attempts refused.
+async fn burst<S, B>(svc: S) -> (usize, u64)
+where
+    S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let capacity = Capacity::new(4).service_time(Duration::from_millis(200));
+    let server = FaultServer::builder()
+        .capacity(capacity)
+        .start()
+        .await
+        .unwrap();
+    let uri = format!("{}/v1/chat/completions", server.base_url());
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        let (svc, uri) = (svc.clone(), uri.clone());
+        calls.spawn(async move {
+            let req = Request::post(&uri)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(BODY)))
+                .expect("a valid request");
+            let Ok(resp) = svc.oneshot(req).await else {
+                return false;
+            };
+            resp.status() == 200 && resp.into_body().collect().await.is_ok()
+        });
+    }
+    let ok = calls.join_all().await.into_iter().filter(|ok| *ok).count();
+    let refused = server.dashboard().over_capacity;
+    server.shutdown().await;
+    (ok, refused)
+}
+
+const BURST: usize = 32;
+
+/// With the limit full, a refused attempt's retry waits in the limit's
+/// queue instead of a backoff: with a backoff of an hour (beyond every
+/// call's deadline, so a retry that needs one is given up at once), every
+/// call still succeeds with the limit; without it, the refused calls fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_limit_is_the_backoff_of_an_overload_retry() {
+    let hour = Duration::from_secs(3600);
+    let never = move |b: sturdy::retry::RetryPolicyBuilder| {
+        b.backoff(Backoff::guide(hour, hour)).max_delay(hour)
+    };
+
+    // Halving on overload: after a refusal the requests still in flight
+    // are at least the new limit, so the limit is full at every refusal.
+    let limit = AdaptiveConcurrencyLayer::builder()
+        .decrease(0.5)
+        .build()
+        .unwrap();
+    let stack = Stack::builder()
+        .map_retry(never)
+        .attempt_layer(limit.clone())
+        .build()
+        .unwrap();
+    let (ok, refused) = burst(stack.layer(client())).await;
+    println!("with the limit: {ok}/{BURST} OK, {refused} refused");
+    assert!(
+        refused > 0,
+        "the first burst (16 against 4) is refused in part"
+    );
+    assert_eq!(ok, BURST, "every refused call retried from the queue");
+    assert_eq!(limit.in_flight(), 0, "every permit given back");
+
+    let stack = Stack::builder().map_retry(never).build().unwrap();
+    let (ok, refused) = burst(stack.layer(client())).await;
+    println!("without the limit: {ok}/{BURST} OK, {refused} refused");
+    assert!(refused > 0);
+    assert_eq!(
+        ok as u64,
+        BURST as u64 - refused,
+        "without a limit, a refused call's retry needs the backoff: past the deadline, none is made"
+    );
+}

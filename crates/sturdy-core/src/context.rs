@@ -47,6 +47,9 @@ struct Inner {
     /// retry layer arms each attempt's body once it is built).
     armed: AtomicU32,
     possibly_duplicated: AtomicU32,
+    /// The latest attempt whose overload a full concurrency limit below
+    /// took up (see [`CallContext::record_overload_queued`]); 0 before any.
+    overload_queued: AtomicU32,
     /// Retries taken: the length of `retry_reasons`, read without its lock.
     retries: AtomicU32,
     retry_reasons: Mutex<Vec<FailureKind>>,
@@ -168,6 +171,24 @@ impl CallContext {
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.0.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Records that a concurrency limit below answered attempt `attempt`'s
+    /// overload by shrinking, and is full: the next attempt waits in its
+    /// queue for a permit, which spaces it out as a backoff would. The
+    /// retry layer then sends the retry without a backoff of its own (a
+    /// server's `retry-after` is still honoured, and the budget still
+    /// applies).
+    pub fn record_overload_queued(&self, attempt: u32) {
+        self.0.overload_queued.fetch_max(attempt, Ordering::Relaxed);
+    }
+
+    /// Whether the latest attempt's overload was taken up by a full
+    /// concurrency limit below (see
+    /// [`record_overload_queued`](CallContext::record_overload_queued)).
+    pub fn overload_queued(&self) -> bool {
+        let attempt = self.attempts();
+        attempt != 0 && self.0.overload_queued.load(Ordering::Relaxed) == attempt
     }
 
     /// Records a retry sent because of `reason`; `possibly_duplicated` as

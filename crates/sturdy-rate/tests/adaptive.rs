@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use sturdy_core::{BoxError, Phase, Reach, TimeoutError};
+use sturdy_core::{BoxError, CallContext, Phase, Reach, TimeoutError};
 use sturdy_rate::{AdaptiveBody, AdaptiveConcurrencyLayer, ConcurrencyGauge, LimitConfigError};
 use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceExt};
@@ -361,6 +361,110 @@ async fn a_quota_429_does_not_shrink_the_limit_a_plain_429_does() {
     };
     call_and_read(svc.clone(), big).await.unwrap();
     assert_eq!(layer.limit(), 14);
+    assert_eq!(layer.in_flight(), 0);
+}
+
+/// One call as a retry layer makes it: a plan, its first attempt counted,
+/// the body read to its end; the call's record afterwards.
+async fn attempt(svc: Svc, answer: Answer) -> CallContext {
+    let mut req = Request::new(answer);
+    let ctx = CallContext::attach(&mut req);
+    ctx.record_attempt();
+    let resp = svc.oneshot(req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    ctx
+}
+
+/// `n` answers that stay open, each holding its permit until dropped.
+async fn hold(svc: &Svc, n: usize) -> Vec<(mpsc::UnboundedSender<Sent>, AdaptiveBody<TestBody>)> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let (tx, answer) = stream(200);
+        let resp = svc.clone().oneshot(Request::new(answer)).await.unwrap();
+        held.push((tx, resp.into_body()));
+    }
+    held
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overload_is_marked_queued_only_when_it_leaves_the_limit_full() {
+    let limiter = |initial, min| {
+        AdaptiveConcurrencyLayer::builder()
+            .initial(initial)
+            .min(min)
+            .slow_start(false)
+            // Next to no growth: the limits below are the decreases'.
+            .increase(1e-6)
+            .build()
+            .unwrap()
+    };
+    let refused = || reply(503, "", Duration::ZERO);
+
+    // Alone under a limit of 20: the limit shrinks, but a retry would find
+    // room at once, so it needs its backoff.
+    let layer = limiter(20, 1);
+    let svc = layer.layer(fake());
+    let ctx = attempt(svc.clone(), refused()).await;
+    assert_eq!(layer.limit(), 18);
+    assert!(!ctx.overload_queued());
+
+    // Three others in flight under a limit of 4: it shrinks to 3, which
+    // the three fill; the retry waits for a permit.
+    let layer = limiter(4, 1);
+    let svc = layer.layer(fake());
+    let held = hold(&svc, 3).await;
+    let ctx = attempt(svc.clone(), refused()).await;
+    assert_eq!((layer.limit(), layer.in_flight()), (3, 3));
+    assert!(ctx.overload_queued());
+    // The mark is the attempt's: the next attempt starts unmarked.
+    ctx.record_attempt();
+    assert!(!ctx.overload_queued());
+    // With a caller waiting for a permit as it ends, an attempt leaves the
+    // limit full whatever it says: only an overload is marked, not a
+    // success nor a quota error.
+    drop(held);
+    let held = hold(&svc, 2).await;
+    let delayed = |status, body| reply(status, body, Duration::from_millis(10));
+    for (answer, marked) in [
+        (ok(Duration::from_millis(10)), false),
+        (delayed(429, QUOTA), false),
+        (delayed(429, RATE), true),
+    ] {
+        let call = tokio::spawn(attempt(svc.clone(), answer));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let waiter = tokio::spawn(call_and_read(svc.clone(), ok(Duration::ZERO)));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(layer.waiting(), 1);
+        let ctx = call.await.unwrap();
+        assert_eq!(ctx.overload_queued(), marked, "{:?}", ctx);
+        if marked {
+            // The limit (3.6 × 0.9) stays at 3, which the two held and
+            // the waiter, let in, filled.
+            assert_eq!(layer.limit(), 3);
+            drop(held);
+            waiter.await.unwrap().unwrap();
+            break;
+        }
+        waiter.await.unwrap().unwrap();
+    }
+
+    // At its floor the limit cannot slow the retry down any further: it
+    // needs its backoff.
+    let layer = limiter(2, 2);
+    let svc = layer.layer(fake());
+    let held = hold(&svc, 1).await;
+    let ctx = attempt(svc.clone(), refused()).await;
+    assert_eq!(layer.limit(), 2);
+    assert!(!ctx.overload_queued());
+    drop(held);
+
+    // Without a plan there is nobody to tell, and nothing breaks.
+    let layer = limiter(4, 1);
+    let svc = layer.layer(fake());
+    let held = hold(&svc, 3).await;
+    call_and_read(svc.clone(), refused()).await.unwrap();
+    assert_eq!(layer.limit(), 3);
+    drop(held);
     assert_eq!(layer.in_flight(), 0);
 }
 

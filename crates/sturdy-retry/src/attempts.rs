@@ -479,9 +479,14 @@ where
         if !retained.handle.is_replayable() {
             return give_up(Some(RetryRefusal::BodyNotReplayable));
         }
+        // A full concurrency limit below that took this overload up makes
+        // the retry wait in its queue for a permit: that wait spaces it
+        // out, and a backoff on top would only leave room unused.
+        let queued = hint.is_none() && ctx.overload_queued();
         let delay = match hint {
             Some(d) if d > policy.hint_cap => return give_up(Some(RetryRefusal::HintBeyondCap)),
             Some(d) => d,
+            None if queued => Duration::ZERO,
             None => {
                 let shared = &self.shared;
                 let rng = retained.rng.get_or_insert_with(|| {
@@ -523,6 +528,7 @@ where
             attempt,
             delay_ms = delay.as_millis() as u64,
             hint_used = hint.is_some(),
+            queued_by_limit = queued,
             reason = kind.label(),
             reach = reach.label(),
             possibly_duplicated = duplicated,

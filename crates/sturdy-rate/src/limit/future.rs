@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use http_body::Body;
-use sturdy_core::{BoxError, Classifier, classify_error};
+use sturdy_core::{BoxError, CallContext, Classifier, classify_error};
 
 use super::body::{AdaptiveBody, Watch};
 use super::is_overload;
@@ -24,16 +24,25 @@ pub(crate) struct Permit {
     /// until there is a head.
     pub(crate) head: Signal,
     pub(crate) watch: Watch,
+    /// The call's record and which of its attempts this is (when the
+    /// request carries a plan): told when its overload leaves the limit
+    /// full, so that its retry waits for a permit instead of a backoff.
+    attempt: Option<(CallContext, u32)>,
     settled: bool,
 }
 
 impl Permit {
-    pub(crate) fn new(shared: Arc<Shared>, seq: Seq) -> Permit {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        seq: Seq,
+        attempt: Option<(CallContext, u32)>,
+    ) -> Permit {
         Permit {
             shared,
             seq,
             head: Signal::Neutral,
             watch: Watch::Plain,
+            attempt,
             settled: false,
         }
     }
@@ -42,7 +51,11 @@ impl Permit {
     pub(crate) fn settle(&mut self, signal: Signal) {
         if !self.settled {
             self.settled = true;
-            self.shared.release(self.seq, signal);
+            if self.shared.release(self.seq, signal)
+                && let Some((ctx, attempt)) = &self.attempt
+            {
+                ctx.record_overload_queued(*attempt);
+            }
         }
     }
 }

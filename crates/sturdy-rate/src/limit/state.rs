@@ -156,24 +156,31 @@ impl Shared {
     pub(crate) fn cancel(&self, key: Key) {
         let mut st = self.lock();
         match st.waiters.remove(key) {
-            Some(seq) => self.finish(st, seq, Signal::Neutral),
+            Some(seq) => {
+                self.finish(st, seq, Signal::Neutral);
+            }
             None => self.mirror(&st),
         }
     }
 
     /// Gives permit `seq` back, with what its request said; hands the room
-    /// to waiters and wakes them once the lock is let go.
-    pub(crate) fn release(&self, seq: Seq, signal: Signal) {
+    /// to waiters and wakes them once the lock is let go. Returns whether the signal was an overload that leaves the limit
+    /// full and above its minimum: the request's retry would wait in the
+    /// queue for a permit (see `CallContext::record_overload_queued`).
+    pub(crate) fn release(&self, seq: Seq, signal: Signal) -> bool {
         let st = self.lock();
-        self.finish(st, seq, signal);
+        self.finish(st, seq, signal)
     }
 
-    fn finish(&self, mut st: MutexGuard<'_, State>, seq: Seq, signal: Signal) {
+    fn finish(&self, mut st: MutexGuard<'_, State>, seq: Seq, signal: Signal) -> bool {
         let mut wakes = Wakes::default();
         let busy = st.in_flight;
         st.in_flight = busy.saturating_sub(1);
         let change = st.learn(&self.config, seq, signal, busy);
         let more = st.grant(&mut wakes);
+        let queued = signal == Signal::Overload
+            && st.limit > self.config.min
+            && (st.waiters.len > 0 || st.in_flight >= st.limit);
         self.mirror(&st);
         drop(st);
         wakes.wake();
@@ -189,6 +196,7 @@ impl Shared {
         if more {
             self.grant_more();
         }
+        queued
     }
 
     /// Hands out the room left after a batch of wakes filled up.
