@@ -167,9 +167,65 @@ impl CallPlan {
         plan
     }
 
+    /// The plan in `ext`, a request's extensions taken out of it so that
+    /// its `headers` can be read beside them (`std::mem::take(req.
+    /// extensions_mut())`, put back before the request goes on), inserted
+    /// when there is none; and whether `ext` holds anything beside the
+    /// plan (a caller's markers may be among it: see
+    /// [`markers`](CallPlan::markers)). One lookup: what a layer on every
+    /// request's path uses instead of [`of_request`](CallPlan::of_request)
+    /// and `markers`, which take three.
+    ///
+    /// ```
+    /// use sturdy_core::{CallPlan, Workload};
+    /// let mut req = http::Request::new(());
+    /// let mut ext = std::mem::take(req.extensions_mut());
+    /// let (plan, others) = CallPlan::in_extensions(&mut ext, req.headers());
+    /// assert!(!plan.is_grpc() && !others);
+    /// *req.extensions_mut() = ext;
+    ///
+    /// // A caller's marker beside the plan: `others` says to look.
+    /// req.extensions_mut().insert(Workload::Batch);
+    /// let mut ext = std::mem::take(req.extensions_mut());
+    /// let (_, others) = CallPlan::in_extensions(&mut ext, req.headers());
+    /// assert!(others);
+    /// assert_eq!(CallPlan::markers(&ext).get::<Workload>(), Some(&Workload::Batch));
+    /// ```
+    pub fn in_extensions<'a>(
+        ext: &'a mut http::Extensions,
+        headers: &HeaderMap,
+    ) -> (&'a mut CallPlan, bool) {
+        let len = ext.len();
+        let mut inserted = false;
+        let plan = ext.get_or_insert_with(|| {
+            inserted = true;
+            CallPlan::default()
+        });
+        if plan.grpc.is_none() {
+            plan.grpc = Some(is_grpc(headers));
+        }
+        (plan, len > usize::from(!inserted))
+    }
+
     /// The plan a request carries, if any.
     pub fn from_extensions(ext: &http::Extensions) -> Option<&CallPlan> {
         ext.get::<CallPlan>()
+    }
+
+    /// The plan a request carries, if any, and the caller's markers: one
+    /// lookup when the request carries its plan alone, or nothing.
+    pub fn find(ext: &http::Extensions) -> (Option<&CallPlan>, Markers<'_>) {
+        let plan = match ext.len() {
+            0 => None,
+            _ => ext.get::<CallPlan>(),
+        };
+        let others = ext.len() > usize::from(plan.is_some());
+        (
+            plan,
+            Markers {
+                ext: others.then_some(ext),
+            },
+        )
     }
 
     /// The caller's marker extensions (`Workload`, `Profile`, `Deadline`,
@@ -266,6 +322,12 @@ pub struct Markers<'a> {
 }
 
 impl<'a> Markers<'a> {
+    /// Whether the request carries anything beside its plan, so that a
+    /// marker may be there.
+    pub fn any(&self) -> bool {
+        self.ext.is_some()
+    }
+
     /// The marker of type `T`, if the caller set one.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&'a T> {
         self.ext?.get::<T>()

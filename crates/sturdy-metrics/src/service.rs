@@ -84,23 +84,33 @@ where
         let shared = &self.shared;
         // The call scope creates the plan (and its record) when no layer
         // above did; the attempt scope only reads one.
-        let plan = match shared.scope {
-            Scope::Call => Some(&*CallPlan::of_request(&mut req)),
-            Scope::Attempt => CallPlan::from_extensions(req.extensions()),
-        };
-        let (ctx, grpc) = match plan {
-            Some(p) => (Some(p.context().clone()), p.is_grpc()),
-            None => (None, is_grpc(req.headers())),
+        // One lookup of the plan, which also says whether the request
+        // carries anything else (a caller's marker may be among it).
+        let (ctx, grpc, others) = match shared.scope {
+            Scope::Call => {
+                let mut ext = std::mem::take(req.extensions_mut());
+                let (plan, others) = CallPlan::in_extensions(&mut ext, req.headers());
+                let found = (Some(plan.context().clone()), plan.is_grpc(), others);
+                *req.extensions_mut() = ext;
+                found
+            }
+            Scope::Attempt => match CallPlan::find(req.extensions()) {
+                (Some(p), markers) => (Some(p.context().clone()), p.is_grpc(), markers.any()),
+                (None, markers) => (None, is_grpc(req.headers()), markers.any()),
+            },
         };
         let method = method_label(shared, &req);
         let server = shared.labels.server(&req, shared.server_label.as_ref());
         // Before the markers are read: an attempt's span handed down is
         // taken out of the request, which then carries its plan alone again.
         let span = crate::span::start(shared, &mut req, &server);
-        let asked = CallPlan::markers(req.extensions())
-            .get::<Workload>()
-            .copied()
-            .unwrap_or_default();
+        let asked = match others {
+            true => CallPlan::markers(req.extensions())
+                .get::<Workload>()
+                .copied()
+                .unwrap_or_default(),
+            false => Workload::default(),
+        };
         let flight = Flight::start(self.shared.clone(), method, server, asked, ctx, grpc, span);
         // Entered while the inner service starts the call: a layer below
         // (the retry layer's first attempt span) is its child.

@@ -30,6 +30,7 @@
 //! cost ~0.05 attempts per call.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,6 +190,10 @@ struct Inner {
     deposit: i64,
     withdraw: i64,
     state: Mutex<State>,
+    /// Whether a failure streak is on (`failing_since` is set), readable
+    /// without the lock: a first attempt's success outside a streak, the
+    /// common case, changes nothing and takes neither lock nor clock.
+    failing: AtomicBool,
 }
 
 /// A live budget, shared by every clone (an `Arc`).
@@ -234,6 +239,7 @@ impl SharedBudget {
                 failing_since: None,
                 recoveries: 0,
             }),
+            failing: AtomicBool::new(false),
         }))
     }
 
@@ -306,7 +312,7 @@ impl SharedBudget {
     /// given back: it was not wasted).
     pub(crate) fn succeeded(&self, retry: bool) {
         let inner = &*self.0;
-        if !inner.config.patient {
+        if !inner.config.patient || (!retry && !inner.failing.load(Ordering::Relaxed)) {
             return;
         }
         let now = Instant::now();
@@ -316,6 +322,7 @@ impl SharedBudget {
             s.window.add(inner.withdraw);
         }
         if s.failing_since.take().is_some() {
+            inner.failing.store(false, Ordering::Relaxed);
             s.recoveries = s.recoveries.wrapping_add(1);
         }
     }
@@ -329,6 +336,7 @@ impl SharedBudget {
         let mut s = self.state();
         refill(&mut s, &self.0.config, now);
         s.failing_since.get_or_insert(now);
+        self.0.failing.store(true, Ordering::Relaxed);
     }
 }
 

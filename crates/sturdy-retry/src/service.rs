@@ -135,17 +135,28 @@ where
         // This layer's part of the plan: whether the request may be sent
         // again, and what judges its answers. Settled before the head is
         // kept, so every attempt carries them.
-        let markers = CallPlan::markers(req.extensions());
-        let marked = markers.get::<RetrySafe>().is_some();
-        let callers_deadline = markers.get::<Deadline>().copied();
-        let max_retries = markers
-            .get::<MaxRetries>()
-            .map_or(policy.max_retries, |m| m.0.min(MAX_RETRIES_LIMIT));
+        // The plan in one lookup, the extensions taken out of the request
+        // so that its head can be read beside them.
+        let mut ext = std::mem::take(req.extensions_mut());
+        let (mut plan, others) = CallPlan::in_extensions(&mut ext, req.headers());
+        let (marked, unmarked, callers_deadline, asked_retries) = if others {
+            let markers = CallPlan::markers(&ext);
+            let asked = (
+                markers.get::<RetrySafe>().is_some(),
+                markers.get::<NotRetrySafe>().is_some(),
+                markers.get::<Deadline>().copied(),
+                markers.get::<MaxRetries>().map(|m| m.0),
+            );
+            plan = CallPlan::in_extensions(&mut ext, req.headers()).0;
+            asked
+        } else {
+            (false, false, None, None)
+        };
+        let max_retries = asked_retries.map_or(policy.max_retries, |m| m.min(MAX_RETRIES_LIMIT));
         let mut safety = policy.safety(&RequestHead::of(&req), marked);
-        if markers.get::<NotRetrySafe>().is_some() {
+        if unmarked {
             safety = Safety::new(false, safety.is_deduplicated());
         }
-        let plan = CallPlan::of_request(&mut req);
         let deadline = plan.deadline().or(callers_deadline);
         let grpc = plan.is_grpc();
         plan.settle_safety(safety);
@@ -153,6 +164,7 @@ where
             plan.set_classifier(policy.classifier.clone());
         }
         let ctx = plan.context().clone();
+        *req.extensions_mut() = ext;
         ctx.mark_attempts_managed();
         ctx.record_attempt();
         if let Some(budget) = &shared.budget {

@@ -82,26 +82,38 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let ext = req.extensions();
-        let markers = CallPlan::markers(ext);
+        // The plan in one lookup, the extensions taken out of the request
+        // so that its headers can be read beside them.
+        let mut ext = std::mem::take(req.extensions_mut());
+        let (mut plan, others) = CallPlan::in_extensions(&mut ext, req.headers());
+        // The caller's markers, when the request carries more than its plan.
+        let (asked, own_profile, callers_deadline) = if others {
+            let markers = CallPlan::markers(&ext);
+            let asked = (
+                markers.get::<Workload>().copied(),
+                markers.get::<Profile>().copied(),
+                markers.get::<Deadline>().copied(),
+            );
+            plan = CallPlan::in_extensions(&mut ext, req.headers()).0;
+            asked
+        } else {
+            (None, None, None)
+        };
         // The caller's word first, then a workload an outer layer settled,
         // then the classifier, then the default.
-        let workload = markers
-            .get::<Workload>()
-            .copied()
-            .or_else(|| CallPlan::from_extensions(ext).and_then(CallPlan::workload))
+        let workload = asked
+            .or(plan.workload())
             .or_else(|| self.classifier.classify(&RequestHead::of(&req)))
             .unwrap_or(self.default_workload);
         // The table's profiles were checked when the layer was built; only
         // a caller's own is checked per request.
-        let profile = match markers.get::<Profile>() {
+        let profile = match own_profile {
             Some(own) => match own.validate() {
-                Ok(()) => *own,
+                Ok(()) => own,
                 Err(invalid) => return ResponseFuture::invalid(invalid),
             },
             None => *self.profiles.get(workload),
         };
-        let callers_deadline = markers.get::<Deadline>().copied();
         let start = tokio::time::Instant::now();
         let at = |limit: std::time::Duration| {
             Deadline(
@@ -110,7 +122,6 @@ where
                     .unwrap_or_else(|| crate::far_future(start)),
             )
         };
-        let plan = CallPlan::of_request(&mut req);
         let grpc = plan.is_grpc();
         // The profile's own deadline, unless the caller's comes first: a
         // `Deadline` marker, an outer layer's, or a gRPC caller's
@@ -134,9 +145,7 @@ where
         if let Some((d, outer)) = outer {
             earlier(d, outer);
         }
-        // gRPC only: a second lookup of the plan, as the header is read
-        // while the plan is not held.
-        let plan = if grpc {
+        if grpc {
             let sent = req.headers().get(grpc_timeout::HEADER);
             if let Some(t) = sent.and_then(|v| grpc_timeout::parse(v.as_bytes())) {
                 let callers = DeadlineLimit {
@@ -145,11 +154,10 @@ where
                 };
                 earlier(at(t), Some(callers));
             }
-            CallPlan::of_request(&mut req)
-        } else {
-            plan
-        };
+        }
         plan.settle_workload(workload, profile, deadline, limit);
+        let ctx = plan.context().clone();
+        *req.extensions_mut() = ext;
         let limits = Limits {
             workload,
             profile,
@@ -163,7 +171,6 @@ where
             deadline_limit: limit,
             grpc,
         };
-        let ctx = plan.context().clone();
         // The common case first: the inner service has capacity at once, so
         // it takes the request here, with no clone and no wait. A poll with a
         // no-op waker is fine: when the service is not ready, the very
