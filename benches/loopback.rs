@@ -10,6 +10,8 @@
 //! cargo bench -p sturdy-tower --bench loopback -- --calls 20000 --rounds 5
 //! # instructions per call under callgrind, (Ir(N2) - Ir(N1)) / (N2 - N1) per variant
 //! cargo bench -p sturdy-tower --bench loopback -- --callgrind --n1 1000 --n2 3000
+//! # the sizes of each variant's response future and body
+//! cargo bench -p sturdy-tower --bench loopback -- --sizes
 //! # one variant once (start a server with --serve-faults, or let it start one)
 //! valgrind --tool=callgrind --trace-children=no target/release/deps/loopback-HASH \
 //!     --variant stack --calls 3000 --server http://127.0.0.1:PORT
@@ -68,6 +70,15 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.iter().any(|a| a == "--sizes") {
+        // What each variant moves: its response future and response body.
+        let rt = runtime();
+        println!("{:<24} {:>12} {:>12}", "variant", "future B", "body B");
+        for name in VARIANTS {
+            rt.block_on(with_variant(name, "http://127.0.0.1:1", Sizes(name)));
+        }
         return;
     }
     let (server, url) = match arg_value(&args, "--server") {
@@ -285,6 +296,27 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
             v.visit(stack.layer(client), &uri).await
         }
         other => panic!("unknown variant {other:?}; one of {VARIANTS:?}"),
+    }
+}
+
+/// Prints the sizes of a variant's response future and body.
+struct Sizes(&'static str);
+
+impl Visit for Sizes {
+    async fn visit<S, B>(self, _svc: S, _uri: &str) -> Sample
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+        S::Error: std::fmt::Debug,
+        B: Body,
+        B::Error: std::fmt::Debug,
+    {
+        println!(
+            "{:<24} {:>12} {:>12}",
+            self.0,
+            std::mem::size_of::<S::Future>(),
+            std::mem::size_of::<B>()
+        );
+        Sample::default()
     }
 }
 

@@ -108,8 +108,11 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        // Waiting for the inner service (not ready at `call`) to have capacity.
-        Ready { svc: S, req: Option<Req> },
+        // Waiting for the inner service (not ready at `call`) to have
+        // capacity. Boxed: the service and the request are large, and
+        // this rare state would otherwise size the future that every call
+        // moves through the layers above.
+        Ready { waiting: Box<(S, Option<Req>)> },
         // The inner service has the request.
         Called { #[pin] fut: S::Future },
         // The inner service failed its `poll_ready` when the call was made.
@@ -132,8 +135,8 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     }
 
     pub(crate) fn new(svc: S, req: Req, limits: Limits, ctx: CallContext) -> Self {
-        let req = Some(req);
-        Self::with(State::Ready { svc, req }, Some(limits), Some(ctx))
+        let waiting = Box::new((svc, Some(req)));
+        Self::with(State::Ready { waiting }, Some(limits), Some(ctx))
     }
 
     /// The inner service was ready at once and has the request.
@@ -171,13 +174,13 @@ where
         };
         loop {
             match this.state.as_mut().project() {
-                StateProj::Ready { svc, req } => match svc.poll_ready(cx) {
+                StateProj::Ready { waiting } => match waiting.0.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        let Some(req) = req.take() else {
+                        let Some(req) = waiting.1.take() else {
                             this.state.set(State::Done);
                             return Poll::Ready(Err(polled_after_completion()));
                         };
-                        let fut = svc.call(req);
+                        let fut = waiting.0.call(req);
                         this.state.set(State::Called { fut });
                         // The next wait is the head's, bounded otherwise.
                         *this.sleep = None;
