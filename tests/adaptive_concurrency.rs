@@ -54,9 +54,9 @@ impl Run {
     }
 }
 
-/// `CALLS` calls through clones of `svc`, `CONCURRENCY` at a time, each
-/// read to its end; the server's dashboard a second in and at the end.
-async fn drive<S, B>(server: &FaultServer, svc: S) -> Run
+/// `calls` calls through clones of `svc`, `callers` at a time, each read
+/// to its end; the server's dashboard a second in and at the end.
+async fn drive<S, B>(server: &FaultServer, svc: S, callers: usize, calls: usize) -> Run
 where
     S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send,
@@ -70,10 +70,10 @@ where
     let ok = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..callers {
         let (svc, uri, next, ok) = (svc.clone(), uri.clone(), next.clone(), ok.clone());
         workers.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < CALLS {
+            while next.fetch_add(1, Ordering::Relaxed) < calls {
                 let req = Request::post(&uri)
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from_static(BODY)))
@@ -135,7 +135,7 @@ async fn the_limit_keeps_refusals_rare_against_a_capacity_of_twenty() {
         .attempt_layer(limit.clone())
         .build()
         .unwrap();
-    let with = drive(&server, stack.layer(client())).await;
+    let with = drive(&server, stack.layer(client()), CONCURRENCY, CALLS).await;
     server.shutdown().await;
     report("with", &with);
     println!("limit at the end: {} (capacity {CAPACITY})", limit.limit());
@@ -147,7 +147,7 @@ async fn the_limit_keeps_refusals_rare_against_a_capacity_of_twenty() {
         .await
         .unwrap();
     let stack = Stack::builder().map_retry(quick).build().unwrap();
-    let without = drive(&server, stack.layer(client())).await;
+    let without = drive(&server, stack.layer(client()), CONCURRENCY, CALLS).await;
     server.shutdown().await;
     report("without", &without);
 
@@ -165,44 +165,17 @@ async fn the_limit_keeps_refusals_rare_against_a_capacity_of_twenty() {
     );
 }
 
-/// `BURST` callers at once, one call each, against a server that serves 4
-/// at once for 200 ms: the calls that got a 200, and the attempts refused.
-async fn burst<S, B>(svc: S) -> (usize, u64)
-where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+/// A server that serves 4 at once for 200 ms and refuses the rest.
+async fn four_slots() -> FaultServer {
     let capacity = Capacity::new(4).service_time(Duration::from_millis(200));
-    let server = FaultServer::builder()
+    FaultServer::builder()
         .capacity(capacity)
         .start()
         .await
-        .unwrap();
-    let uri = format!("{}/v1/chat/completions", server.base_url());
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..BURST {
-        let (svc, uri) = (svc.clone(), uri.clone());
-        calls.spawn(async move {
-            let req = Request::post(&uri)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(BODY)))
-                .expect("a valid request");
-            let Ok(resp) = svc.oneshot(req).await else {
-                return false;
-            };
-            resp.status() == 200 && resp.into_body().collect().await.is_ok()
-        });
-    }
-    let ok = calls.join_all().await.into_iter().filter(|ok| *ok).count();
-    let refused = server.dashboard().over_capacity;
-    server.shutdown().await;
-    (ok, refused)
+        .unwrap()
 }
 
+/// Callers at once, one call each, in the burst test.
 const BURST: usize = 32;
 
 /// With the limit full, a refused attempt's retry waits in the limit's
@@ -227,7 +200,10 @@ async fn a_full_limit_is_the_backoff_of_an_overload_retry() {
         .attempt_layer(limit.clone())
         .build()
         .unwrap();
-    let (ok, refused) = burst(stack.layer(client())).await;
+    let server = four_slots().await;
+    let run = drive(&server, stack.layer(client()), BURST, BURST).await;
+    server.shutdown().await;
+    let (ok, refused) = (run.ok, run.end.over_capacity);
     println!("with the limit: {ok}/{BURST} OK, {refused} refused");
     assert!(
         refused > 0,
@@ -237,7 +213,10 @@ async fn a_full_limit_is_the_backoff_of_an_overload_retry() {
     assert_eq!(limit.in_flight(), 0, "every permit given back");
 
     let stack = Stack::builder().map_retry(never).build().unwrap();
-    let (ok, refused) = burst(stack.layer(client())).await;
+    let server = four_slots().await;
+    let run = drive(&server, stack.layer(client()), BURST, BURST).await;
+    server.shutdown().await;
+    let (ok, refused) = (run.ok, run.end.over_capacity);
     println!("without the limit: {ok}/{BURST} OK, {refused} refused");
     assert!(refused > 0);
     assert_eq!(
