@@ -30,8 +30,11 @@
 //!    head).
 //! 3. Retries left, and a request body that can still be replayed.
 //! 4. The delay: the server's hint (over the hint cap: give up at once), else
-//!    the [`Backoff`]; a delay that would end past the deadline gives up at
-//!    once.
+//!    none when a full adaptive concurrency limit below took the attempt's
+//!    overload up (the retry waits in its queue instead:
+//!    [`CallContext::overload_queued`](sturdy_core::CallContext::overload_queued)),
+//!    else the [`Backoff`]; a delay that would end past the deadline gives
+//!    up at once.
 //! 5. The budget, shared by every clone of the layer's services.
 //!
 //! When it gives up, the caller gets the last response, or the last error
