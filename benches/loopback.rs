@@ -10,6 +10,9 @@
 //! cargo bench -p sturdy-tower --bench loopback -- --calls 20000 --rounds 5
 //! # instructions per call under callgrind, (Ir(N2) - Ir(N1)) / (N2 - N1) per variant
 //! cargo bench -p sturdy-tower --bench loopback -- --callgrind --n1 1000 --n2 3000
+//! # the same, 3 interleaved rounds (variant order rotated), medians and the
+//! # spread of each ratio; --only keeps bare and the variants named
+//! cargo bench -p sturdy-tower --bench loopback -- --callgrind --repeat 3 --only stack,retry
 //! # the sizes of each variant's response future and body
 //! cargo bench -p sturdy-tower --bench loopback -- --sizes
 //! # one variant once (start a server with --serve-faults, or let it start one)
@@ -98,7 +101,18 @@ fn main() {
             with_variant(&variant, &url, RunOnce { calls }).await;
         });
     } else if args.iter().any(|a| a == "--callgrind") {
-        callgrind(&url, num("--n1", 1000), num("--n2", 3000));
+        let only = arg_value(&args, "--only");
+        let chosen: Vec<&'static str> = VARIANTS
+            .into_iter()
+            .filter(|v| {
+                *v == "bare"
+                    || only
+                        .as_deref()
+                        .is_none_or(|o| o.split(',').any(|x| x == *v))
+            })
+            .collect();
+        let repeat = num("--repeat", 1).max(1) as usize;
+        callgrind(&url, &chosen, num("--n1", 1000), num("--n2", 3000), repeat);
     } else if args.iter().any(|a| a == "--bench") {
         rounds(&url, num("--calls", 20_000), num("--rounds", 5) as usize);
     } else {
@@ -437,33 +451,50 @@ fn rounds(url: &str, calls: u64, rounds: usize) {
 /// Instructions per call of each variant: this binary under callgrind
 /// (server excluded: it is another process, not traced) with N1 and N2
 /// calls; (Ir(N2) - Ir(N1)) / (N2 - N1).
-fn callgrind(url: &str, n1: u64, n2: u64) {
-    let mut rows = Vec::new();
-    for name in VARIANTS {
-        match overhead::callgrind_per_call("loopback", name, n1, n2, &["--server", url]) {
-            Ok(pc) => rows.push((name, pc)),
-            Err(e) => {
-                eprintln!("{e}");
-                return;
+/// Instructions and allocations per call of `variants` (`bare` first),
+/// `repeat` rounds, each round in a rotated order and each ratio taken to
+/// the same round's `bare`: the medians, and the spread of the ratios when
+/// there is more than one round.
+fn callgrind(url: &str, variants: &[&'static str], n1: u64, n2: u64, repeat: usize) {
+    // rounds[r][i]: variant i in round r.
+    let mut rounds: Vec<Vec<overhead::PerCall>> = Vec::new();
+    for r in 0..repeat {
+        let mut round = vec![None; variants.len()];
+        for k in 0..variants.len() {
+            let i = (k + r) % variants.len();
+            match overhead::callgrind_per_call("loopback", variants[i], n1, n2, &["--server", url])
+            {
+                Ok(pc) => round[i] = Some(pc),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return;
+                }
             }
         }
+        rounds.push(round.into_iter().flatten().collect());
     }
     println!(
-        "loopback instructions and allocations per call (callgrind, client process only, (X({n2}) - X({n1})) / {}):",
+        "loopback instructions and allocations per call (callgrind, client process only, (X({n2}) - X({n1})) / {}), {repeat} round(s), medians:",
         n2 - n1
     );
     println!(
-        "{:<22} {:>12} {:>8} {:>10} {:>10}",
-        "variant", "Ir/call", "x bare", "allocs", "- bare"
+        "{:<22} {:>12} {:>8} {:>15} {:>10} {:>10}",
+        "variant", "Ir/call", "x bare", "x bare min-max", "allocs", "- bare"
     );
-    let bare = rows[0].1;
-    for (name, pc) in &rows {
+    let med = |mut v: Vec<f64>| -> f64 { median(&mut v) };
+    for (i, name) in variants.iter().enumerate() {
+        let ir = med(rounds.iter().map(|r| r[i].ir).collect());
+        let ratios: Vec<f64> = rounds.iter().map(|r| r[i].ir / r[0].ir).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let allocs = med(rounds.iter().map(|r| r[i].allocs).collect());
+        let bare_allocs = med(rounds.iter().map(|r| r[0].allocs).collect());
         println!(
-            "{name:<22} {:>12.0} {:>8.3} {:>10.1} {:>10.1}",
-            pc.ir,
-            pc.ir / bare.ir,
-            pc.allocs,
-            pc.allocs - bare.allocs
+            "{name:<22} {ir:>12.0} {:>8.3} {:>15} {allocs:>10.1} {:>10.1}",
+            med(ratios.clone()),
+            format!("{lo:.3}-{hi:.3}"),
+            allocs - bare_allocs
         );
     }
 }
