@@ -448,13 +448,11 @@ fn rounds(url: &str, calls: u64, rounds: usize) {
     }
 }
 
-/// Instructions per call of each variant: this binary under callgrind
-/// (server excluded: it is another process, not traced) with N1 and N2
-/// calls; (Ir(N2) - Ir(N1)) / (N2 - N1).
-/// Instructions and allocations per call of `variants` (`bare` first),
-/// `repeat` rounds, each round in a rotated order and each ratio taken to
-/// the same round's `bare`: the medians, and the spread of the ratios when
-/// there is more than one round.
+/// Instructions and allocations per call of `variants` (`bare` first):
+/// this binary under callgrind (server excluded: it is another process,
+/// not traced) with N1 and N2 calls, (X(N2) - X(N1)) / (N2 - N1); `repeat`
+/// rounds, each in a rotated order and each ratio taken to the same
+/// round's `bare`: the medians, and the spread of the ratios.
 fn callgrind(url: &str, variants: &[&'static str], n1: u64, n2: u64, repeat: usize) {
     // rounds[r][i]: variant i in round r.
     let mut rounds: Vec<Vec<overhead::PerCall>> = Vec::new();
@@ -482,17 +480,17 @@ fn callgrind(url: &str, variants: &[&'static str], n1: u64, n2: u64, repeat: usi
         "variant", "Ir/call", "x bare", "x bare min-max", "allocs", "- bare"
     );
     let med = |mut v: Vec<f64>| -> f64 { median(&mut v) };
+    let bare_allocs = med(rounds.iter().map(|r| r[0].allocs).collect());
     for (i, name) in variants.iter().enumerate() {
         let ir = med(rounds.iter().map(|r| r[i].ir).collect());
         let ratios: Vec<f64> = rounds.iter().map(|r| r[i].ir / r[0].ir).collect();
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let ratio = med(ratios);
         let allocs = med(rounds.iter().map(|r| r[i].allocs).collect());
-        let bare_allocs = med(rounds.iter().map(|r| r[0].allocs).collect());
         println!(
-            "{name:<22} {ir:>12.0} {:>8.3} {:>15} {allocs:>10.1} {:>10.1}",
-            med(ratios.clone()),
+            "{name:<22} {ir:>12.0} {ratio:>8.3} {:>15} {allocs:>10.1} {:>10.1}",
             format!("{lo:.3}-{hi:.3}"),
             allocs - bare_allocs
         );

@@ -215,10 +215,7 @@ impl CallPlan {
     /// The plan a request carries, if any, and the caller's markers: one
     /// lookup when the request carries its plan alone, or nothing.
     pub fn find(ext: &http::Extensions) -> (Option<&CallPlan>, Markers<'_>) {
-        let plan = match ext.len() {
-            0 => None,
-            _ => ext.get::<CallPlan>(),
-        };
+        let plan = ext.get::<CallPlan>();
         let others = ext.len() > usize::from(plan.is_some());
         (
             plan,

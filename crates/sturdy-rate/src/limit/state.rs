@@ -164,9 +164,10 @@ impl Shared {
     }
 
     /// Gives permit `seq` back, with what its request said; hands the room
-    /// to waiters and wakes them once the lock is let go. Returns whether the signal was an overload that leaves the limit
-    /// full and above its minimum: the request's retry would wait in the
-    /// queue for a permit (see `CallContext::record_overload_queued`).
+    /// to waiters and wakes them once the lock is let go. Returns whether
+    /// the signal was an overload that leaves the limit full and above its
+    /// minimum: the request's retry would wait in the queue for a permit
+    /// (see `CallContext::record_overload_queued`).
     pub(crate) fn release(&self, seq: Seq, signal: Signal) -> bool {
         let st = self.lock();
         self.finish(st, seq, signal)
