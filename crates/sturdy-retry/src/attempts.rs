@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
 use rand::rngs::SmallRng;
@@ -75,14 +76,17 @@ pub(crate) struct Retained<S, B> {
 }
 
 impl<S, B> Retained<S, B> {
-    pub(crate) fn new(head: KeptHead, handle: ReplayBody<B>, template: Arc<Mutex<S>>) -> Box<Self> {
-        Box::new(Retained {
-            head,
+    /// Keeps `parts` (the headers copied in place, in the allocation).
+    pub(crate) fn new(parts: &Parts, handle: ReplayBody<B>, template: Arc<Mutex<S>>) -> Box<Self> {
+        let mut kept = Box::new(Retained {
+            head: KeptHead::without_headers(parts),
             handle,
             template,
             service: None,
             rng: None,
-        })
+        });
+        kept.head.keep_headers(&parts.headers);
+        kept
     }
 }
 

@@ -201,7 +201,7 @@ impl RetryPolicy {
     /// one rule.
     pub fn safety(&self, head: &RequestHead<'_>, marked: bool) -> Safety {
         let idempotent = is_idempotent(head.method);
-        let keyed = head.headers.contains_key(&self.idempotency_header);
+        let keyed = has_header(head.headers, &self.idempotency_header);
         let standard = idempotent || keyed || marked;
         let repeatable = match &self.retry_safe {
             RetrySafeRule::Standard => standard,
@@ -210,6 +210,19 @@ impl RetryPolicy {
             RetrySafeRule::When(pick) => standard || pick(head),
         };
         Safety::new(repeatable, idempotent || keyed)
+    }
+}
+
+/// Whether `headers` holds `name`. A request's few lines are scanned: a
+/// lookup hashes the name byte by byte (an idempotency key's name is not
+/// one of the standard names, whose hash is their index), which costs
+/// more than comparing it with a handful of names, most of them standard
+/// (a different kind of name, told apart at once).
+fn has_header(headers: &http::HeaderMap, name: &HeaderName) -> bool {
+    if headers.keys_len() <= 8 {
+        headers.keys().any(|k| k == name)
+    } else {
+        headers.contains_key(name)
     }
 }
 
@@ -491,6 +504,30 @@ mod tests {
 
     fn head_of(req: &http::Request<()>) -> RequestHead<'_> {
         RequestHead::of(req)
+    }
+
+    #[test]
+    fn a_header_is_found_by_scan_and_by_lookup_alike() {
+        let key = HeaderName::from_static("idempotency-key");
+        for names in [0, 1, 8, 9, 30] {
+            for present in [false, true] {
+                let mut map = http::HeaderMap::new();
+                for i in 0..names {
+                    let name = HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap();
+                    map.append(name.clone(), http::HeaderValue::from_static("a"));
+                    // Second values do not count as names.
+                    map.append(name, http::HeaderValue::from_static("b"));
+                }
+                map.insert(
+                    http::header::CONTENT_TYPE,
+                    "application/json".parse().unwrap(),
+                );
+                if present {
+                    map.insert(key.clone(), "k".parse().unwrap());
+                }
+                assert_eq!(has_header(&map, &key), present, "{names} names");
+            }
+        }
     }
 
     #[test]

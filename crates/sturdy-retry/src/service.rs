@@ -20,7 +20,6 @@ use tower_service::Service;
 
 use crate::attempts::{Attempts, Retained};
 use crate::future::ResponseFuture;
-use crate::head::KeptHead;
 use crate::layer::Shared;
 use crate::replay::{ReplayBody, ReplayCaps};
 use crate::{MAX_RETRIES_LIMIT, ResponseBody, RetryLayer, RetryPolicy};
@@ -185,7 +184,17 @@ where
             streamed: policy.replay_cap,
         };
         let body = ReplayBody::with_caps(body, caps).reporting_sending(ctx.clone(), 1);
-        let kept = (max_retries > 0).then(|| (KeptHead::copy(&parts), body.handle()));
+        // What a retry needs, kept before the request goes (the ready
+        // service makes this call, tower's contract; a retry goes through a
+        // clone of the shared template, made when the first retry is, and
+        // polls it ready before it calls it).
+        let retained = (max_retries > 0).then(|| {
+            let inner = &self.inner;
+            let template = self
+                .template
+                .get_or_insert_with(|| Arc::new(Mutex::new(inner.clone())));
+            Retained::new(&parts, body.handle(), Arc::clone(template))
+        });
         // The first attempt's span, handed down to the attempts metrics
         // layer (after the head was kept: a retry carries its own).
         let span = attempt_span(0);
@@ -194,16 +203,6 @@ where
         }
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
-        // The ready service makes this call (tower's contract); a retry
-        // goes through a clone of the shared template, made when the first
-        // retry is, and polls it ready before it calls it.
-        let retained = kept.map(|(head, handle)| {
-            let inner = &self.inner;
-            let template = self
-                .template
-                .get_or_insert_with(|| Arc::new(Mutex::new(inner.clone())));
-            Retained::new(head, handle, Arc::clone(template))
-        });
         let fut = self.inner.call(req);
         let attempts =
             Attempts::new(shared, ctx, retained, max_retries, safety, grpc, deadline).in_span(span);
