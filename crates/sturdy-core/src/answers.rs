@@ -214,9 +214,7 @@ pub struct BodyVerdict(pub FailureKind);
 
 /// Whether a response is a server-sent-event stream.
 pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    crate::content_type(headers).is_some_and(|v| v.starts_with(b"text/event-stream"))
 }
 
 #[cfg(test)]

@@ -177,9 +177,34 @@ pub fn classify_grpc(code: GrpcCode) -> Verdict {
 
 /// Whether a response is gRPC (`content-type: application/grpc...`).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    content_type(headers).is_some_and(|v| v.starts_with(b"application/grpc"))
+}
+
+/// The (first) `content-type` of a request or response head, as bytes.
+///
+/// Read several times per call (a request's gRPC check, each metrics
+/// scope's event-stream check, retry's content kind), so it is found the
+/// cheaper way: a head of a few lines is scanned, comparing names of the
+/// standard kind by their index, rather than looked up, which hashes the
+/// name; a head of many lines is looked up.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// assert_eq!(sturdy_core::content_type(&headers), None);
+/// headers.insert("content-type", "text/event-stream".parse().unwrap());
+/// assert_eq!(sturdy_core::content_type(&headers), Some(&b"text/event-stream"[..]));
+/// ```
+pub fn content_type(headers: &HeaderMap) -> Option<&[u8]> {
+    if headers.len() <= 16 {
+        headers
+            .iter()
+            .find(|(name, _)| *name == http::header::CONTENT_TYPE)
+            .map(|(_, value)| value.as_bytes())
+    } else {
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .map(http::HeaderValue::as_bytes)
+    }
 }
 
 /// Whether a response head is a gRPC answer, whose outcome is its
@@ -433,6 +458,37 @@ fn tonic_step(e: &(dyn StdError + 'static), connecting: &mut bool) -> Option<Ste
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_type_is_the_first_value_whether_scanned_or_looked_up() {
+        for lines in [0, 3, 16, 17, 40] {
+            for present in [false, true] {
+                let mut headers = HeaderMap::new();
+                for i in 0..lines {
+                    let name = http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap();
+                    headers.insert(name, "v".parse().unwrap());
+                }
+                if present {
+                    headers.append(
+                        http::header::CONTENT_TYPE,
+                        "text/event-stream".parse().unwrap(),
+                    );
+                    headers.append(
+                        http::header::CONTENT_TYPE,
+                        "application/json".parse().unwrap(),
+                    );
+                }
+                let want = present.then_some(&b"text/event-stream"[..]);
+                assert_eq!(content_type(&headers), want, "{lines} lines");
+                assert_eq!(
+                    content_type(&headers),
+                    headers
+                        .get(http::header::CONTENT_TYPE)
+                        .map(|v| v.as_bytes())
+                );
+            }
+        }
+    }
     use crate::{Phase, Reach};
     use std::time::Duration;
 

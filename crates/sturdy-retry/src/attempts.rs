@@ -621,10 +621,7 @@ enum ContentKind {
 
 /// One header lookup.
 fn content_kind(headers: &http::HeaderMap) -> ContentKind {
-    match headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes())
-    {
+    match sturdy_core::content_type(headers) {
         Some(v) if v.starts_with(b"text/event-stream") => ContentKind::EventStream,
         Some(v) if v.starts_with(b"application/grpc") => ContentKind::Grpc,
         _ => ContentKind::Other,
