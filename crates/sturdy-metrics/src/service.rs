@@ -99,7 +99,7 @@ where
                 (None, markers) => (None, is_grpc(req.headers()), markers.any()),
             },
         };
-        let method = method_label(shared, &req);
+        let method = method_label(shared, &req, others);
         let server = shared.labels.server(&req, shared.server_label.as_ref());
         // Before the markers are read: an attempt's span handed down is
         // taken out of the request, which then carries its plan alone again.
@@ -122,9 +122,15 @@ where
     }
 }
 
-fn method_label<R, B>(shared: &Shared<R>, req: &http::Request<B>) -> MethodLabel {
+/// The method label: tonic's method when the request carries one (only
+/// when it carries anything beside its plan: `others`), else the HTTP
+/// method.
+fn method_label<R, B>(shared: &Shared<R>, req: &http::Request<B>, others: bool) -> MethodLabel {
     #[cfg(feature = "grpc")]
-    if let Some(m) = req.extensions().get::<tonic::GrpcMethod<'static>>() {
+    if let Some(m) = others
+        .then(|| req.extensions().get::<tonic::GrpcMethod<'static>>())
+        .flatten()
+    {
         return shared.labels.grpc_method(m.service(), m.method());
     }
     shared.known.label(req.method())

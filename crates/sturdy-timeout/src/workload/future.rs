@@ -91,10 +91,12 @@ pin_project! {
     {
         #[pin]
         state: State<S, Req>,
-        // Boxed: in the `Stack` it is never set (the attempt timeout below
-        // enforces the deadline), and the future is moved whole through
-        // the layers above.
-        sleep: Option<Pin<Box<Sleep>>>,
+        // Inline: set whenever this layer is used without an attempt
+        // timeout below (on the first `Pending`, so nearly always), where
+        // a box would be an allocation per call; in the `Stack` it is never
+        // set and costs its bytes in the moves of the future.
+        #[pin]
+        sleep: Option<Sleep>,
         // What `sleep` is set for, once set.
         armed: Option<Phase>,
         limits: Option<Limits>,
@@ -183,7 +185,7 @@ where
                         let fut = waiting.0.call(req);
                         this.state.set(State::Called { fut });
                         // The next wait is the head's, bounded otherwise.
-                        *this.sleep = None;
+                        this.sleep.set(None);
                         *this.armed = None;
                     }
                     Poll::Ready(Err(e)) => {
@@ -198,10 +200,10 @@ where
                                 (limits.deadline, Phase::Total)
                             };
                             *this.armed = Some(phase);
-                            *this.sleep = Some(Box::pin(sleep_until(at)));
+                            this.sleep.set(Some(sleep_until(at)));
                         }
-                        if let Some(sleep) = this.sleep.as_mut() {
-                            ready!(sleep.as_mut().poll(cx));
+                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                            ready!(sleep.poll(cx));
                         }
                         let phase = this.armed.unwrap_or(Phase::Total);
                         this.state.set(State::Done);
@@ -234,13 +236,13 @@ where
                                 return Poll::Pending;
                             };
                             *this.armed = Some(phase);
-                            match this.sleep.as_mut() {
-                                Some(sleep) => sleep.as_mut().reset(at),
-                                None => *this.sleep = Some(Box::pin(sleep_until(at))),
+                            match this.sleep.as_mut().as_pin_mut() {
+                                Some(sleep) => sleep.reset(at),
+                                None => this.sleep.set(Some(sleep_until(at))),
                             }
                         }
-                        if let Some(sleep) = this.sleep.as_mut() {
-                            ready!(sleep.as_mut().poll(cx));
+                        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                            ready!(sleep.poll(cx));
                         }
                         let phase = this.armed.unwrap_or(Phase::Total);
                         // A `headers` limit is this layer's only while
