@@ -47,8 +47,8 @@ pub use answers::{
 pub use body::{BodyError, BoxBody, InnerBody, boxed};
 pub use classify::{
     GRPC_TABLE, GrpcRule, STATUS_TABLE, StatusRule, Verdict, classify_body_error, classify_error,
-    classify_grpc, classify_grpc_code, classify_response, classify_status, content_type, is_grpc,
-    is_grpc_answer, verdict_of,
+    classify_grpc, classify_grpc_code, classify_response, classify_status, content_type, header,
+    is_grpc, is_grpc_answer, verdict_of,
 };
 pub use context::{CallContext, MaxRetries, NotRetrySafe, RetryRefusal, RetrySafe};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, PacerError, Phase, TimeoutError};

@@ -201,7 +201,7 @@ impl RetryPolicy {
     /// one rule.
     pub fn safety(&self, head: &RequestHead<'_>, marked: bool) -> Safety {
         let idempotent = is_idempotent(head.method);
-        let keyed = has_header(head.headers, &self.idempotency_header);
+        let keyed = sturdy_core::header(head.headers, &self.idempotency_header).is_some();
         let standard = idempotent || keyed || marked;
         let repeatable = match &self.retry_safe {
             RetrySafeRule::Standard => standard,
@@ -210,19 +210,6 @@ impl RetryPolicy {
             RetrySafeRule::When(pick) => standard || pick(head),
         };
         Safety::new(repeatable, idempotent || keyed)
-    }
-}
-
-/// Whether `headers` holds `name`. A request's few lines are scanned: a
-/// lookup hashes the name byte by byte (an idempotency key's name is not
-/// one of the standard names, whose hash is their index), which costs
-/// more than comparing it with a handful of names, most of them standard
-/// (a different kind of name, told apart at once).
-fn has_header(headers: &http::HeaderMap, name: &HeaderName) -> bool {
-    if headers.keys_len() <= 8 {
-        headers.keys().any(|k| k == name)
-    } else {
-        headers.contains_key(name)
     }
 }
 
@@ -525,7 +512,11 @@ mod tests {
                 if present {
                     map.insert(key.clone(), "k".parse().unwrap());
                 }
-                assert_eq!(has_header(&map, &key), present, "{names} names");
+                assert_eq!(
+                    sturdy_core::header(&map, &key).is_some(),
+                    present,
+                    "{names} names"
+                );
             }
         }
     }
