@@ -41,13 +41,13 @@ pin_project_lite::pin_project! {
     pub struct MetricsBody<B, R: Recorder> {
         #[pin]
         inner: B,
-        flight: Option<Flight<R>>,
+        flight: Option<Box<Flight<R>>>,
         watch: Watch,
     }
 }
 
 impl<B: Body, R: Recorder> MetricsBody<B, R> {
-    pub(crate) fn new(inner: B, flight: Option<Flight<R>>, watch: Watch) -> Self {
+    pub(crate) fn new(inner: B, flight: Option<Box<Flight<R>>>, watch: Watch) -> Self {
         let mut body = MetricsBody {
             inner,
             flight,
@@ -64,7 +64,7 @@ impl<B: Body, R: Recorder> MetricsBody<B, R> {
 /// Records the end of the body; `at` when the caller has just read the
 /// clock (the last frame was also the first).
 fn end<R: Recorder>(
-    flight: &mut Option<Flight<R>>,
+    flight: &mut Option<Box<Flight<R>>>,
     watch: &Watch,
     at: Option<std::time::Duration>,
 ) {
