@@ -26,8 +26,9 @@ pin_project! {
     pub struct ResponseFuture<F, S, B> {
         #[pin]
         state: State<F, S, B>,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: set only while the pacer holds the attempt, and this
+        // future is moved whole through every layer above.
+        sleep: Option<Pin<Box<Sleep>>>,
         reservation: Option<Reservation>,
     }
 }
@@ -154,7 +155,7 @@ impl<F, S, B> ResponseFuture<F, S, B> {
             state: State::Held {
                 holding: Some(holding),
             },
-            sleep: Some(sleep_until(until)),
+            sleep: Some(Box::pin(sleep_until(until))),
             reservation: None,
         }
     }
@@ -197,8 +198,8 @@ where
                     });
                 }
                 StateProj::Held { holding } => {
-                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                        ready!(sleep.poll(cx));
+                    if let Some(sleep) = this.sleep.as_mut() {
+                        ready!(sleep.as_mut().poll(cx));
                     }
                     let Some(h) = holding.as_mut() else {
                         return Poll::Ready(Err(polled_after_completion()));
@@ -210,7 +211,7 @@ where
                         if let Some(err) = beyond_deadline(&server.label, until, h.deadline, now) {
                             server.failed_for_deadline();
                             holding.take();
-                            this.sleep.set(None);
+                            *this.sleep = None;
                             this.state.set(State::Failed { err: None });
                             return Poll::Ready(Err(err.into()));
                         }
@@ -219,9 +220,9 @@ where
                             wait_ms = until.saturating_duration_since(now).as_millis() as u64,
                             "holding an attempt again: the server's rate limit is still spent"
                         );
-                        match this.sleep.as_mut().as_pin_mut() {
-                            Some(sleep) => sleep.reset(until),
-                            None => this.sleep.set(Some(sleep_until(until))),
+                        match this.sleep.as_mut() {
+                            Some(sleep) => sleep.as_mut().reset(until),
+                            None => *this.sleep = Some(Box::pin(sleep_until(until))),
                         }
                         continue;
                     }
@@ -242,7 +243,7 @@ where
                         need,
                         open: true,
                     });
-                    this.sleep.set(None);
+                    *this.sleep = None;
                     let fut = svc.call(req);
                     this.state.set(State::Called { fut });
                 }
