@@ -6,7 +6,7 @@
 //! shared, so recording an outcome clones at most two reference counts.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use sturdy_core::{FailureKind, Reach, Workload};
 
@@ -296,18 +296,17 @@ const CACHE_LIMIT: usize = 32;
 /// Labels built from request data, interned per layer so that a client
 /// talking to one server (or one gRPC method) builds each label once and
 /// then only clones an `Arc`. Shared by every clone of the service (tower's
-/// `Retry` clones its inner service per call), hence the lock: a read lock
-/// for a short scan, a write lock only the first time a label is seen, never
-/// held across an await.
+/// `Retry` clones its inner service per call), and read on every call by
+/// both metrics scopes: without a lock (see [`Slots`]).
 #[derive(Default)]
 pub(crate) struct LabelCache {
-    servers: RwLock<Vec<Arc<str>>>,
+    servers: Slots<Arc<str>>,
     /// The labels of the URI authorities seen, so that a repeated authority
     /// costs a compare of its bytes instead of a parse. Only authorities
     /// without user information are kept (never a secret).
-    authorities: RwLock<Vec<AuthorityLabel>>,
+    authorities: Slots<AuthorityLabel>,
     #[cfg(feature = "grpc")]
-    grpc: RwLock<Vec<Arc<str>>>,
+    grpc: Slots<Arc<str>>,
 }
 
 /// A URI authority (`host[:port]`, no user information) and the scheme's
@@ -318,31 +317,64 @@ struct AuthorityLabel {
     label: Arc<str>,
 }
 
+/// An append-only list of up to [`CACHE_LIMIT`] entries, read without a
+/// lock: a slot is set once and never changed, so a reader scans the set
+/// slots with one atomic load each. A writer takes the first free slot; of
+/// two writers racing for one slot, the second waits for the first to
+/// finish setting it and then goes on to the next. A full list keeps what
+/// it has.
+struct Slots<T>([OnceLock<T>; CACHE_LIMIT]);
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl<T> Slots<T> {
+    /// The entries set so far, in the order they were added.
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map_while(OnceLock::get)
+    }
+
+    /// The entry that is `same`, else `value` added; `None` when the list
+    /// is full.
+    fn find_or_push(&self, same: impl Fn(&T) -> bool, mut value: T) -> Option<&T> {
+        for slot in &self.0 {
+            if let Some(entry) = slot.get() {
+                if same(entry) {
+                    return Some(entry);
+                }
+                continue;
+            }
+            match slot.set(value) {
+                Ok(()) => return slot.get(),
+                Err(back) => {
+                    // Another writer set this slot first.
+                    if let Some(entry) = slot.get().filter(|e| same(e)) {
+                        return Some(entry);
+                    }
+                    value = back;
+                }
+            }
+        }
+        None
+    }
+}
+
 fn intern(
-    list: &RwLock<Vec<Arc<str>>>,
+    list: &Slots<Arc<str>>,
     matches: impl Fn(&str) -> bool,
     build: impl FnOnce() -> String,
 ) -> Arc<str> {
-    // A poisoned lock only means a panic elsewhere mid-push; the list of
-    // labels is still sound.
-    let hit = list
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .find(|s| matches(s))
-        .cloned();
-    if let Some(hit) = hit {
-        return hit;
-    }
-    let built: Arc<str> = build().into();
-    let mut w = list.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(hit) = w.iter().find(|s| matches(s)) {
+    if let Some(hit) = list.iter().find(|s| matches(s)) {
         return hit.clone();
     }
-    if w.len() < CACHE_LIMIT {
-        w.push(built.clone());
+    let built: Arc<str> = build().into();
+    match list.find_or_push(|s| matches(s), built.clone()) {
+        Some(kept) => kept.clone(),
+        None => built,
     }
-    built
 }
 
 impl LabelCache {
@@ -358,8 +390,6 @@ impl LabelCache {
             let implied = default_port(uri.scheme_str());
             if let Some(hit) = self
                 .authorities
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
                 .iter()
                 .find(|a| a.default_port == implied && *a.authority == *text)
             {
@@ -394,18 +424,14 @@ impl LabelCache {
         let Label::Shared(shared) = &label.0 else {
             return;
         };
-        let mut w = self.authorities.write().unwrap_or_else(|p| p.into_inner());
-        if w.len() >= CACHE_LIMIT
-            || w.iter()
-                .any(|a| a.default_port == implied && *a.authority == *text)
-        {
-            return;
-        }
-        w.push(AuthorityLabel {
-            authority: text.into(),
-            default_port: implied,
-            label: shared.clone(),
-        });
+        self.authorities.find_or_push(
+            |a| a.default_port == implied && *a.authority == *text,
+            AuthorityLabel {
+                authority: text.into(),
+                default_port: implied,
+                label: shared.clone(),
+            },
+        );
     }
 
     fn intern_server(&self, host: &str, port: Option<u16>) -> ServerAddress {
@@ -510,7 +536,7 @@ mod tests {
         let z = cache.server(&a, None);
         assert_eq!((x.as_str(), y.as_str()), ("h:80", "h:8080"));
         assert_eq!(x, z);
-        assert_eq!(cache.servers.read().unwrap().len(), 2);
+        assert_eq!(cache.servers.iter().count(), 2);
         assert!(!same_address("h:080", "h", Some(80)));
         assert!(!same_address("hh:80", "h", Some(80)));
     }
@@ -534,8 +560,45 @@ mod tests {
         assert!(Arc::ptr_eq(x, y));
         // `h:80` spelled out is another authority with the same label.
         assert_eq!(get("http://h:80/").as_str(), "h:80");
-        assert_eq!(cache.authorities.read().unwrap().len(), 3);
-        assert_eq!(cache.servers.read().unwrap().len(), 2);
+        assert_eq!(cache.authorities.iter().count(), 3);
+        assert_eq!(cache.servers.iter().count(), 2);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_racing_writers_agree_on_one_label() {
+        let cache = LabelCache::default();
+        for i in 0..CACHE_LIMIT + 8 {
+            let req = http::Request::get(format!("http://h{i}:1/"))
+                .body(())
+                .unwrap();
+            // Past the limit a label is still right, only not remembered.
+            assert_eq!(cache.server(&req, None).as_str(), format!("h{i}:1"));
+        }
+        assert_eq!(cache.authorities.iter().count(), CACHE_LIMIT);
+        assert_eq!(cache.servers.iter().count(), CACHE_LIMIT);
+
+        let cache = LabelCache::default();
+        let labels: Vec<ServerAddress> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let req = http::Request::get("http://racing:7/").body(()).unwrap();
+                        cache.server(&req, None)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let ServerAddress(Label::Shared(first)) = &labels[0] else {
+            panic!("interned labels are shared");
+        };
+        for label in &labels {
+            let ServerAddress(Label::Shared(l)) = label else {
+                panic!("interned labels are shared");
+            };
+            assert!(Arc::ptr_eq(first, l));
+        }
+        assert_eq!(cache.servers.iter().count(), 1);
     }
 
     #[test]
@@ -547,7 +610,7 @@ mod tests {
                 .unwrap();
             assert_eq!(cache.server(&req, None).as_str(), "h:8443");
         }
-        assert!(cache.authorities.read().unwrap().is_empty());
+        assert_eq!(cache.authorities.iter().count(), 0);
     }
 
     #[test]
