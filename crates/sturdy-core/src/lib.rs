@@ -14,7 +14,9 @@
 //!   attempt by a [`Classifier`]);
 //! - what a server hinted ([`ServerHints`]);
 //! - the body type handed to the inner service ([`InnerBody`]);
-//! - the `tracing` spans of a call and of its attempts ([`span`]).
+//! - the `tracing` spans of a call and of its attempts ([`span`]);
+//! - one clock reading shared by the layers of one synchronous step
+//!   ([`clock`]).
 //!
 //! ```
 //! use sturdy_core::{classify_response, FailureKind, Reach, Verdict};
@@ -31,6 +33,7 @@
 mod answers;
 mod body;
 mod classify;
+pub mod clock;
 mod context;
 mod error;
 mod failure;

@@ -358,7 +358,7 @@ fn far_future(now: tokio::time::Instant) -> tokio::time::Instant {
 /// The earlier of `now + limit` and the deadline, and whether the deadline
 /// was the earlier one (so a timeout can report `total_timeout`).
 pub fn attempt_limit(limit: Duration, deadline: Option<Deadline>) -> (tokio::time::Instant, bool) {
-    let now = tokio::time::Instant::now();
+    let now = crate::clock::now();
     let own = now.checked_add(limit).unwrap_or_else(|| far_future(now));
     match deadline {
         Some(Deadline(d)) if d <= own => (d, true),

@@ -98,6 +98,9 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        // One clock step: a frame or an end seen by both scopes in this
+        // poll is timed by one reading.
+        let _step = sturdy_core::clock::step();
         let mut this = self.project();
         let polled = {
             let _entered = this.flight.as_ref().map(|f| f.span().enter());

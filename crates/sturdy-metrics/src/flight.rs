@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sturdy_core::{CallContext, Classifier, FailureKind, Reach, Workload};
+use sturdy_core::{CallContext, Classifier, FailureKind, Reach, Workload, clock};
 use tokio::time::Instant;
 use tracing::Span;
 
@@ -71,7 +71,7 @@ impl<R: Recorder> Flight<R> {
             workload,
             ctx,
             grpc,
-            start: Instant::now(),
+            start: clock::now(),
             head: None,
             status: None,
             first_frame: None,
@@ -100,11 +100,18 @@ impl<R: Recorder> Flight<R> {
         }
     }
 
+    /// The time since the start, by the current step's clock reading
+    /// ([`clock`]): the two scopes, seeing a head or an end in the same
+    /// poll, read the clock once between them.
+    fn elapsed(&self) -> Duration {
+        clock::now().saturating_duration_since(self.start)
+    }
+
     /// The response head arrived, with `status`.
     pub(crate) fn head(&mut self, status: http::StatusCode) {
         self.reach = Reach::Acknowledged;
         self.status = Some(status.as_u16());
-        self.head = Some(self.start.elapsed());
+        self.head = Some(self.elapsed());
         crate::span::record_status(&self.span, status);
     }
 
@@ -114,7 +121,7 @@ impl<R: Recorder> Flight<R> {
         if self.first_frame.is_some() {
             return None;
         }
-        let at = self.start.elapsed();
+        let at = self.elapsed();
         self.first_frame = Some(at);
         last.then_some(at)
     }
@@ -146,7 +153,7 @@ impl<R: Recorder> Flight<R> {
             return;
         }
         self.done = true;
-        let duration = at.unwrap_or_else(|| self.start.elapsed());
+        let duration = at.unwrap_or_else(|| self.elapsed());
         let dims = Dimensions {
             scope: self.shared.scope,
             workload: self

@@ -52,6 +52,9 @@ where
     type Output = Result<http::Response<MetricsBody<ResB, R>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // One clock step: a head seen by both scopes in this poll is timed
+        // by one reading.
+        let _step = sturdy_core::clock::step();
         let this = self.project();
         let Some(flight) = this.flight.as_mut() else {
             // Polled after completion: the outcome is already recorded, and

@@ -81,6 +81,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // One clock step: the flight's start and the layers below share
+        // one reading.
+        let _step = sturdy_core::clock::step();
         let shared = &self.shared;
         // The call scope creates the plan (and its record) when no layer
         // above did; the attempt scope only reads one.

@@ -251,7 +251,7 @@ impl SharedBudget {
 
     /// A call began.
     pub(crate) fn deposit(&self) {
-        let now = Instant::now();
+        let now = sturdy_core::clock::now();
         let c = &self.0.config;
         let mut s = self.state();
         s.window.advance(now);

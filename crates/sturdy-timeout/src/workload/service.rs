@@ -114,7 +114,7 @@ where
             },
             None => *self.profiles.get(workload),
         };
-        let start = tokio::time::Instant::now();
+        let start = sturdy_core::clock::now();
         let at = |limit: std::time::Duration| {
             Deadline(
                 start
