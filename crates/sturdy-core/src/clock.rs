@@ -29,6 +29,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 
 use tokio::time::Instant;
 
@@ -58,14 +59,23 @@ pub fn step() -> Step {
         }
         _ => false,
     });
-    Step { opened }
+    Step {
+        opened,
+        _this_thread: PhantomData,
+    }
 }
 
 /// The guard of a step opened by [`step`]; the step ends when it drops.
+///
+/// Made and dropped inside one `call` or `poll`: held across an `.await`,
+/// it would hand its reading to whatever else this thread runs meanwhile.
+/// It cannot leave its thread (it is not `Send`), so a `Send` future
+/// cannot hold it across an `.await`.
 #[must_use = "the step ends when this guard is dropped"]
 #[derive(Debug)]
 pub struct Step {
     opened: bool,
+    _this_thread: PhantomData<*const ()>,
 }
 
 impl Drop for Step {
