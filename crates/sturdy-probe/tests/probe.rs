@@ -474,7 +474,7 @@ fn a_failed_scrape_is_reported_and_the_run_goes_on() {
 fn the_report_shows_pacing_and_the_adaptive_limit_when_they_acted() {
     let out = probe(&[
         "--rate-limit",
-        "rps=100",
+        "rps=100,burst=8",
         "--adaptive",
         "--requests",
         "200",
@@ -538,7 +538,7 @@ fn live_metrics_hold_the_pacers_and_the_adaptive_limits_series() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sturdy-probe"))
         .args([
             "--rate-limit",
-            "rps=100",
+            "rps=100,burst=8",
             "--adaptive",
             "--requests",
             "200",
