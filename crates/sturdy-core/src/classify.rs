@@ -468,6 +468,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_header_is_found_by_scan_and_by_lookup_alike() {
+        let key = http::HeaderName::from_static("idempotency-key");
+        for names in [0, 1, 8, 9, 30] {
+            for present in [false, true] {
+                let mut map = HeaderMap::new();
+                for i in 0..names {
+                    let name = http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap();
+                    map.append(name.clone(), http::HeaderValue::from_static("a"));
+                    // Second values do not count as names.
+                    map.append(name, http::HeaderValue::from_static("b"));
+                }
+                map.insert(
+                    http::header::CONTENT_TYPE,
+                    "application/json".parse().unwrap(),
+                );
+                if present {
+                    map.insert(key.clone(), "k".parse().unwrap());
+                }
+                assert_eq!(header(&map, &key).is_some(), present, "{names} names");
+            }
+        }
+    }
+
+    #[test]
     fn content_type_is_the_first_value_whether_scanned_or_looked_up() {
         for lines in [0, 3, 16, 17, 40] {
             for present in [false, true] {

@@ -130,10 +130,7 @@ where
 /// method.
 fn method_label<R, B>(shared: &Shared<R>, req: &http::Request<B>, others: bool) -> MethodLabel {
     #[cfg(feature = "grpc")]
-    if let Some(m) = others
-        .then(|| req.extensions().get::<tonic::GrpcMethod<'static>>())
-        .flatten()
-    {
+    if others && let Some(m) = req.extensions().get::<tonic::GrpcMethod<'static>>() {
         return shared.labels.grpc_method(m.service(), m.method());
     }
     shared.known.label(req.method())

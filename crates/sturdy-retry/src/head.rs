@@ -155,12 +155,12 @@ impl KeptHead {
         }
     }
 
-    /// The plan, as this layer settled it.
     /// Copies `map`'s lines into this head, in place.
     pub(crate) fn keep_headers(&mut self, map: &HeaderMap) {
         self.headers.keep(map);
     }
 
+    /// The plan, as this layer settled it.
     pub(crate) fn plan(&self) -> Option<&CallPlan> {
         match &self.extensions {
             KeptExtensions::Plan(plan) => Some(plan),

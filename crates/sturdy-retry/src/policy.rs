@@ -494,34 +494,6 @@ mod tests {
     }
 
     #[test]
-    fn a_header_is_found_by_scan_and_by_lookup_alike() {
-        let key = HeaderName::from_static("idempotency-key");
-        for names in [0, 1, 8, 9, 30] {
-            for present in [false, true] {
-                let mut map = http::HeaderMap::new();
-                for i in 0..names {
-                    let name = HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap();
-                    map.append(name.clone(), http::HeaderValue::from_static("a"));
-                    // Second values do not count as names.
-                    map.append(name, http::HeaderValue::from_static("b"));
-                }
-                map.insert(
-                    http::header::CONTENT_TYPE,
-                    "application/json".parse().unwrap(),
-                );
-                if present {
-                    map.insert(key.clone(), "k".parse().unwrap());
-                }
-                assert_eq!(
-                    sturdy_core::header(&map, &key).is_some(),
-                    present,
-                    "{names} names"
-                );
-            }
-        }
-    }
-
-    #[test]
     fn the_one_safety_rule() {
         let post = http::Request::post("http://h/v1/chat/completions")
             .body(())
