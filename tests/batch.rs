@@ -349,7 +349,12 @@ async fn a_hundred_waiters_spread_their_polls() {
         later.len()
     );
     assert!(busiest <= 25, "polls bunch up: {busiest} within 10 ms");
-    assert!(mean_gap >= 3.0, "mean gap {mean_gap:.2} ms");
+    // Each waiter waits 200 to 400 ms between polls, 300 on average, so a
+    // hundred of them poll every 3.0 ms on average, and every 2.0 ms if
+    // each wait were its shortest (a jitter drawn below half the interval
+    // would go lower still). The bound sits between the two: 3.0 itself is
+    // the expected value, which a run falls below half the time.
+    assert!(mean_gap >= 2.5, "mean gap {mean_gap:.2} ms");
     server.shutdown().await;
 }
 
