@@ -34,10 +34,11 @@ pin_project_lite::pin_project! {
 }
 
 impl<F, R: Recorder> ResponseFuture<F, R> {
-    pub(crate) fn new(inner: F, flight: Flight<R>) -> Self {
+    #[inline(always)]
+    pub(crate) fn new(inner: F, flight: Box<Flight<R>>) -> Self {
         ResponseFuture {
             inner,
-            flight: Some(Box::new(flight)),
+            flight: Some(flight),
         }
     }
 }

@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sturdy_core::span::{AttemptSpan, attempt_span};
 use sturdy_core::{
-    BodyVerdict, BoxError, CallContext, Deadline, FailureKind, InnerBody, Judgement,
+    BodyVerdict, BoxError, CallContext, CallPlan, Deadline, FailureKind, InnerBody, Judgement,
     MAX_ERROR_BODY, Reach, RetryRefusal, Ruling, Safety, Verdict,
 };
 use tokio::time::Instant;
@@ -68,18 +68,27 @@ pub(crate) struct Retained<S, B> {
     handle: ReplayBody<B>,
     /// The service's clone shared by every call of a `RetryService`.
     template: Arc<Mutex<S>>,
-    /// The clone of `template` the retries go through, made at the first.
-    service: Option<S>,
+    /// The clone of `template` the retries go through, made at the first;
+    /// boxed, as it is rare: the service (a client and the layers below,
+    /// hundreds of bytes) would otherwise be copied into every call's
+    /// allocation.
+    service: Option<Box<S>>,
     /// Made when a first backoff is needed: the success path draws no
     /// randomness.
     rng: Option<SmallRng>,
 }
 
 impl<S, B> Retained<S, B> {
-    /// Keeps `parts` (the headers copied in place, in the allocation).
-    pub(crate) fn new(parts: &Parts, handle: ReplayBody<B>, template: Arc<Mutex<S>>) -> Box<Self> {
+    /// Keeps `parts` (the headers copied in place, in the allocation);
+    /// `plan_alone` as [`KeptHead::without_headers`] takes it.
+    pub(crate) fn new(
+        parts: &Parts,
+        plan_alone: Option<CallPlan>,
+        handle: ReplayBody<B>,
+        template: Arc<Mutex<S>>,
+    ) -> Box<Self> {
         let mut kept = Box::new(Retained {
-            head: KeptHead::without_headers(parts),
+            head: KeptHead::without_headers(parts, plan_alone),
             handle,
             template,
             service: None,
@@ -172,8 +181,10 @@ where
     {
         self.retained.as_mut().map(|r| {
             let template = &r.template;
-            r.service.get_or_insert_with(|| {
-                S::clone(&template.lock().unwrap_or_else(PoisonError::into_inner))
+            &mut **r.service.get_or_insert_with(|| {
+                Box::new(S::clone(
+                    &template.lock().unwrap_or_else(PoisonError::into_inner),
+                ))
             })
         })
     }

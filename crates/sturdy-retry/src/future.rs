@@ -106,6 +106,7 @@ impl<F, S, B, E, RB> ResponseFuture<F, S, B, E, RB>
 where
     RB: Body,
 {
+    #[inline(always)]
     pub(crate) fn new(fut: F, attempts: Attempts<S, B>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },

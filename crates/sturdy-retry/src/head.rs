@@ -131,20 +131,23 @@ impl KeptHead {
     /// Copies `parts`, whose extensions hold the call's plan.
     #[cfg(test)]
     pub(crate) fn copy(parts: &Parts) -> KeptHead {
-        let mut head = KeptHead::without_headers(parts);
+        let ext = &parts.extensions;
+        let alone = CallPlan::from_extensions(ext).filter(|_| ext.len() == 1);
+        let mut head = KeptHead::without_headers(parts, alone.cloned());
         head.keep_headers(&parts.headers);
         head
     }
 
     /// Copies `parts` but its headers, which [`keep_headers`] copies once
-    /// the head is where it stays.
+    /// the head is where it stays. `plan_alone` is a copy of the plan when
+    /// the extensions hold it and nothing else (the caller has just looked
+    /// it up), and then the plan alone is kept; else the whole map is.
     ///
     /// [`keep_headers`]: KeptHead::keep_headers
-    pub(crate) fn without_headers(parts: &Parts) -> KeptHead {
-        let ext = &parts.extensions;
-        let extensions = match CallPlan::from_extensions(ext) {
-            Some(plan) if ext.len() == 1 => KeptExtensions::Plan(plan.clone()),
-            _ => KeptExtensions::All(ext.clone()),
+    pub(crate) fn without_headers(parts: &Parts, plan_alone: Option<CallPlan>) -> KeptHead {
+        let extensions = match plan_alone {
+            Some(plan) => KeptExtensions::Plan(plan),
+            None => KeptExtensions::All(parts.extensions.clone()),
         };
         KeptHead {
             method: parts.method.clone(),

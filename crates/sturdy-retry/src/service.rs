@@ -163,6 +163,9 @@ where
             plan.set_classifier(policy.classifier.clone());
         }
         let ctx = plan.context().clone();
+        // What a retry keeps of the extensions when they hold the plan
+        // alone: the plan, copied here rather than looked up again.
+        let plan_alone = (max_retries > 0 && !others).then(|| plan.clone());
         *req.extensions_mut() = ext;
         ctx.mark_attempts_managed();
         ctx.record_attempt();
@@ -193,7 +196,7 @@ where
             let template = self
                 .template
                 .get_or_insert_with(|| Arc::new(Mutex::new(inner.clone())));
-            Retained::new(&parts, body.handle(), Arc::clone(template))
+            Retained::new(&parts, plan_alone, body.handle(), Arc::clone(template))
         });
         // The first attempt's span, handed down to the attempts metrics
         // layer (after the head was kept: a retry carries its own).
@@ -203,9 +206,10 @@ where
         }
         let req = Request::from_parts(parts, E::from_body(body));
         ctx.arm_sending(1);
-        let fut = self.inner.call(req);
         let attempts =
             Attempts::new(shared, ctx, retained, max_retries, safety, grpc, deadline).in_span(span);
-        ResponseFuture::new(fut, attempts)
+        // The inner future made in the constructor's argument, after the
+        // rest: moved once, into this one.
+        ResponseFuture::new(self.inner.call(req), attempts)
     }
 }

@@ -165,7 +165,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let (Some(limits), Some(ctx)) = (*this.limits, this.ctx.as_ref()) else {
+        let (Some(limits), Some(ctx)) = (this.limits.as_ref(), this.ctx.as_ref()) else {
             return Poll::Ready(Err(match this.state.as_mut().project() {
                 StateProj::Invalid { err } => match err.take() {
                     Some(e) => Box::new(e),
