@@ -137,6 +137,7 @@ where
 /// The method label: tonic's method when the request carries one (only
 /// when it carries anything beside its plan: `others`), else the HTTP
 /// method.
+#[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
 fn method_label<R, B>(shared: &Shared<R>, req: &http::Request<B>, others: bool) -> MethodLabel {
     #[cfg(feature = "grpc")]
     if others && let Some(m) = req.extensions().get::<tonic::GrpcMethod<'static>>() {
