@@ -47,8 +47,9 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 9] = [
+const VARIANTS: [&str; 10] = [
     "bare",
+    "plan_only",
     "workload_timeout",
     "attempt_timeout",
     "attempt_timeout_capture",
@@ -243,6 +244,19 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
         "bare" => {
             let svc = ServiceBuilder::new()
                 .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+                .service(client);
+            v.visit(svc, &uri).await
+        }
+        // Not a layer: the floor under every layer that makes the call's
+        // plan (the workload timeout, the retry layer, the call metrics):
+        // the request's extension map, the boxed plan and its shared
+        // context, made for each request and dropped with it.
+        "plan_only" => {
+            let svc = ServiceBuilder::new()
+                .map_request(|mut r: Request<Full<Bytes>>| {
+                    std::hint::black_box(sturdy::CallPlan::of_request(&mut r));
+                    r.map(sturdy::boxed)
+                })
                 .service(client);
             v.visit(svc, &uri).await
         }
