@@ -131,9 +131,9 @@ impl KeptHead {
     /// Copies `parts`, whose extensions hold the call's plan.
     #[cfg(test)]
     pub(crate) fn copy(parts: &Parts) -> KeptHead {
-        let ext = &parts.extensions;
-        let alone = CallPlan::from_extensions(ext).filter(|_| ext.len() == 1);
-        let mut head = KeptHead::without_headers(parts, alone.cloned());
+        let (plan, markers) = CallPlan::find(&parts.extensions);
+        let alone = plan.filter(|_| !markers.any()).cloned();
+        let mut head = KeptHead::without_headers(parts, alone);
         head.keep_headers(&parts.headers);
         head
     }
