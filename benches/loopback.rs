@@ -47,7 +47,7 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 10] = [
+const VARIANTS: [&str; 13] = [
     "bare",
     "plan_only",
     "workload_timeout",
@@ -57,6 +57,9 @@ const VARIANTS: [&str; 10] = [
     "metrics_attempts",
     "stack",
     "stack_prometheus",
+    "stack_no_pacing",
+    "stack_no_retries",
+    "stack_no_budget",
     "tower_timeout_retry",
 ];
 const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#;
@@ -321,6 +324,29 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
                 .recorder(PrometheusRecorder::new(&mut registry))
                 .build()
                 .expect("the default stack is valid");
+            v.visit(stack.layer(client), &uri).await
+        }
+        // The default stack less one part, each: what that part costs in
+        // the stack (its layers stay; only their work is turned off).
+        "stack_no_pacing" => {
+            let stack = Stack::builder()
+                .pacing(false)
+                .build()
+                .expect("the stack is valid");
+            v.visit(stack.layer(client), &uri).await
+        }
+        "stack_no_retries" => {
+            let stack = Stack::builder()
+                .max_retries(0)
+                .build()
+                .expect("the stack is valid");
+            v.visit(stack.layer(client), &uri).await
+        }
+        "stack_no_budget" => {
+            let stack = Stack::builder()
+                .no_budget()
+                .build()
+                .expect("the stack is valid");
             v.visit(stack.layer(client), &uri).await
         }
         other => panic!("unknown variant {other:?}; one of {VARIANTS:?}"),
