@@ -79,8 +79,8 @@ pub(crate) struct Retained<S, B> {
 }
 
 impl<S, B> Retained<S, B> {
-    /// Keeps `parts` (the headers copied in place, in the allocation);
-    /// `plan_alone` as [`KeptHead::without_headers`] takes it.
+    /// Keeps `parts`, copied in place into the allocation; `plan_alone`
+    /// as [`KeptHead::keep`] takes it.
     pub(crate) fn new(
         parts: &Parts,
         plan_alone: Option<CallPlan>,
@@ -88,13 +88,13 @@ impl<S, B> Retained<S, B> {
         template: Arc<Mutex<S>>,
     ) -> Box<Self> {
         let mut kept = Box::new(Retained {
-            head: KeptHead::without_headers(parts, plan_alone),
+            head: KeptHead::blank(),
             handle,
             template,
             service: None,
             rng: None,
         });
-        kept.head.keep_headers(&parts.headers);
+        kept.head.keep(parts, plan_alone);
         kept
     }
 }

@@ -133,34 +133,39 @@ impl KeptHead {
     pub(crate) fn copy(parts: &Parts) -> KeptHead {
         let (plan, markers) = CallPlan::find(&parts.extensions);
         let alone = plan.filter(|_| !markers.any()).cloned();
-        let mut head = KeptHead::without_headers(parts, alone);
-        head.keep_headers(&parts.headers);
+        let mut head = KeptHead::blank();
+        head.keep(parts, alone);
         head
     }
 
-    /// Copies `parts` but its headers, which [`keep_headers`] copies once
-    /// the head is where it stays. `plan_alone` is a copy of the plan when
-    /// the extensions hold it and nothing else (the caller has just looked
-    /// it up), and then the plan alone is kept; else the whole map is.
-    ///
-    /// [`keep_headers`]: KeptHead::keep_headers
-    pub(crate) fn without_headers(parts: &Parts, plan_alone: Option<CallPlan>) -> KeptHead {
-        let extensions = match plan_alone {
-            Some(plan) => KeptExtensions::Plan(plan),
-            None => KeptExtensions::All(parts.extensions.clone()),
-        };
+    /// A head that keeps nothing yet: every field a constant, so that a
+    /// `Box::new` of a struct holding it writes it straight into the
+    /// allocation, where [`keep`](KeptHead::keep) then fills it (a head
+    /// built first and boxed after is copied, ~800 bytes, into its box).
+    #[inline]
+    pub(crate) fn blank() -> KeptHead {
         KeptHead {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
+            method: Method::GET,
+            uri: Uri::default(),
+            version: Version::HTTP_11,
             headers: KeptHeaders::EMPTY,
-            extensions,
+            extensions: KeptExtensions::All(Extensions::new()),
         }
     }
 
-    /// Copies `map`'s lines into this head, in place.
-    pub(crate) fn keep_headers(&mut self, map: &HeaderMap) {
-        self.headers.keep(map);
+    /// Copies `parts` into this head, in place. `plan_alone` is a copy of
+    /// the plan when the extensions hold it and nothing else (the caller
+    /// has just looked it up), and then the plan alone is kept; else the
+    /// whole map is.
+    pub(crate) fn keep(&mut self, parts: &Parts, plan_alone: Option<CallPlan>) {
+        self.method = parts.method.clone();
+        self.uri = parts.uri.clone();
+        self.version = parts.version;
+        self.extensions = match plan_alone {
+            Some(plan) => KeptExtensions::Plan(plan),
+            None => KeptExtensions::All(parts.extensions.clone()),
+        };
+        self.headers.keep(&parts.headers);
     }
 
     /// The plan, as this layer settled it.
