@@ -47,17 +47,18 @@ pin_project_lite::pin_project! {
 }
 
 impl<B: Body, R: Recorder> MetricsBody<B, R> {
-    pub(crate) fn new(inner: B, flight: Option<Box<Flight<R>>>, watch: Watch) -> Self {
-        let mut body = MetricsBody {
+    pub(crate) fn new(inner: B, mut flight: Option<Box<Flight<R>>>, watch: Watch) -> Self {
+        // An empty body may never be polled: its end is now. Checked
+        // before the body is built, so that it is built where it is
+        // returned.
+        if inner.is_end_stream() {
+            end(&mut flight, &watch, None);
+        }
+        MetricsBody {
             inner,
             flight,
             watch,
-        };
-        // An empty body may never be polled: its end is now.
-        if body.inner.is_end_stream() {
-            end(&mut body.flight, &body.watch, None);
         }
-        body
     }
 }
 

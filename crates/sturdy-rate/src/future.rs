@@ -183,19 +183,15 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { fut } => {
-                    let res = ready!(fut.poll(cx));
-                    return Poll::Ready(match res {
-                        Ok(resp) => {
-                            if let Some(r) = this.reservation.take() {
-                                r.answered(resp.headers());
-                            }
-                            Ok(resp)
-                        }
-                        Err(e) => {
-                            drop(this.reservation.take());
-                            Err(e.into())
-                        }
-                    });
+                    // The answer is read where it lies and handed on
+                    // whole: the response is moved once, not taken apart
+                    // and rebuilt.
+                    let res = ready!(fut.poll(cx)).map_err(Into::into);
+                    let reservation = this.reservation.take();
+                    if let (Ok(resp), Some(r)) = (&res, reservation) {
+                        r.answered(resp.headers());
+                    }
+                    return Poll::Ready(res);
                 }
                 StateProj::Held { holding } => {
                     if let Some(sleep) = this.sleep.as_mut() {

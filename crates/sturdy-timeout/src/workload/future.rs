@@ -211,24 +211,27 @@ where
                     }
                 },
                 StateProj::Called { fut } => {
-                    if let Poll::Ready(result) = fut.poll(cx) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(match result {
-                            Ok(res) => match limits.head_wait(ctx) {
-                                // A server enforcing the same limit answered
-                                // as it fired: the limit is this layer's.
-                                Some((at, phase))
-                                    if limits.grpc && is_expiry_answer(res.headers(), at) =>
-                                {
-                                    Err(limits.error(phase, Reach::Acknowledged))
-                                }
-                                _ => {
-                                    let body = limits.body(ctx);
-                                    Ok(res.map(|b| TimeoutBody::new(b, body)))
-                                }
-                            },
-                            Err(e) => Err(e.into()),
-                        });
+                    // The answer is bound where the inner poll left it and
+                    // wrapped straight into this layer's answer.
+                    match fut.poll(cx) {
+                        Poll::Ready(Ok(res)) => {
+                            this.state.set(State::Done);
+                            // A server enforcing the same limit answered as
+                            // it fired: the limit is this layer's.
+                            if let Some((at, phase)) = limits.head_wait(ctx)
+                                && limits.grpc
+                                && is_expiry_answer(res.headers(), at)
+                            {
+                                return Poll::Ready(Err(limits.error(phase, Reach::Acknowledged)));
+                            }
+                            let body = limits.body(ctx);
+                            return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, body))));
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        Poll::Pending => {}
                     }
                     loop {
                         if this.armed.is_none() {
