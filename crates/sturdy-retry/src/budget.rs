@@ -1,6 +1,7 @@
 //! The retry budget: one per layer, shared by every clone of its services.
 //!
-//! Two rules, one lock:
+//! Two rules, one lock (which a call's deposit takes only at the turn of
+//! the window's slot, about once a second: see [`SharedBudget::deposit`]):
 //!
 //! - **The cap** (tower's `TpsBudget` accounting, over a sliding window):
 //!   retries that failed may number `retry_ratio` times the calls made plus
@@ -30,7 +31,7 @@
 //! cost ~0.05 attempts per call.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -194,6 +195,15 @@ struct Inner {
     /// without the lock: a first attempt's success outside a streak, the
     /// common case, changes nothing and takes neither lock nor clock.
     failing: AtomicBool,
+    /// When the budget was made: the origin of `slot_ends`.
+    origin: Instant,
+    /// When the window's current slot ends, in nanoseconds after `origin`:
+    /// a deposit before it goes to the pending sums below, without the lock.
+    slot_ends: AtomicU64,
+    /// Deposits made in the current slot and not yet added to it.
+    pending: AtomicI64,
+    /// How many of them earned a token (made outside a failure streak).
+    pending_tokens: AtomicU64,
 }
 
 /// A live budget, shared by every clone (an `Arc`).
@@ -222,16 +232,22 @@ impl SharedBudget {
             .saturating_mul(secs)
             .saturating_mul(withdraw);
         let now = Instant::now();
+        let slot_len = config.window / 10;
         SharedBudget(Arc::new(Inner {
             config: *config,
             deposit,
             withdraw,
+            failing: AtomicBool::new(false),
+            origin: now,
+            slot_ends: AtomicU64::new(nanos(slot_len)),
+            pending: AtomicI64::new(0),
+            pending_tokens: AtomicU64::new(0),
             state: Mutex::new(State {
                 window: Window {
                     slots: [0; 10],
                     current: 0,
                     began: now,
-                    slot_len: config.window / 10,
+                    slot_len,
                     reserve,
                 },
                 tokens: f64::from(config.burst),
@@ -239,7 +255,6 @@ impl SharedBudget {
                 failing_since: None,
                 recoveries: 0,
             }),
-            failing: AtomicBool::new(false),
         }))
     }
 
@@ -250,17 +265,63 @@ impl SharedBudget {
     }
 
     /// A call began.
+    /// Every call's share, on its way out: in the window's current slot,
+    /// and a token unless a failure streak is on (while nothing succeeds,
+    /// new calls are probes themselves: they earn no retries until the
+    /// streak ends).
+    ///
+    /// Without the lock: a deposit before the current slot ends is added to
+    /// the pending sums, which whoever takes the lock next adds to the slot
+    /// before the window moves on ([`locked`](SharedBudget::locked)); the
+    /// first deposit after the slot's end takes the lock itself and moves
+    /// the window. So deposits still count in their own slot (one made as
+    /// another call moves the window may count in the next), and the lock
+    /// every call shared is taken about once a second.
     pub(crate) fn deposit(&self) {
+        let inner = &*self.0;
         let now = sturdy_core::clock::now();
-        let c = &self.0.config;
-        let mut s = self.state();
-        s.window.advance(now);
-        s.window.add(self.0.deposit);
-        // While nothing succeeds, new calls are probes themselves: they
-        // earn no retries until the streak ends.
+        if nanos(now.saturating_duration_since(inner.origin))
+            < inner.slot_ends.load(Ordering::Acquire)
+        {
+            inner.pending.fetch_add(inner.deposit, Ordering::Relaxed);
+            if !inner.failing.load(Ordering::Relaxed) {
+                inner.pending_tokens.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let mut s = self.locked(Some(now));
+        s.window.add(inner.deposit);
         if s.failing_since.is_none() {
+            let c = &inner.config;
             s.tokens = (s.tokens + f64::from(c.retry_ratio)).min(f64::from(c.burst));
         }
+    }
+
+    /// The state under its lock, with the pending deposits added to the
+    /// slot they were made in and, when `now` is given, the window moved
+    /// on to it (and its new slot's end published for the deposits).
+    fn locked(&self, now: Option<Instant>) -> std::sync::MutexGuard<'_, State> {
+        let inner = &*self.0;
+        let mut s = self.state();
+        let pending = inner.pending.swap(0, Ordering::Relaxed);
+        if pending != 0 {
+            s.window.add(pending);
+        }
+        let earned = inner.pending_tokens.swap(0, Ordering::Relaxed);
+        if earned > 0 {
+            let c = &inner.config;
+            let tokens = s.tokens + earned as f64 * f64::from(c.retry_ratio);
+            s.tokens = tokens.min(f64::from(c.burst));
+        }
+        if let Some(now) = now {
+            s.window.advance(now);
+            let ends = s.window.began + s.window.slot_len;
+            inner.slot_ends.store(
+                nanos(ends.saturating_duration_since(inner.origin)),
+                Ordering::Release,
+            );
+        }
+        s
     }
 
     /// A ticket for a retry about to wait.
@@ -278,8 +339,7 @@ impl SharedBudget {
         let now = Instant::now();
         let inner = &*self.0;
         let c = &inner.config;
-        let mut s = self.state();
-        s.window.advance(now);
+        let mut s = self.locked(Some(now));
         let capped = s.window.room() < inner.withdraw;
         if !c.patient {
             if capped {
@@ -316,8 +376,7 @@ impl SharedBudget {
             return;
         }
         let now = Instant::now();
-        let mut s = self.state();
-        s.window.advance(now);
+        let mut s = self.locked(Some(now));
         if retry {
             s.window.add(inner.withdraw);
         }
@@ -333,11 +392,16 @@ impl SharedBudget {
             return;
         }
         let now = Instant::now();
-        let mut s = self.state();
+        let mut s = self.locked(None);
         refill(&mut s, &self.0.config, now);
         s.failing_since.get_or_insert(now);
         self.0.failing.store(true, Ordering::Relaxed);
     }
+}
+
+/// `d` in nanoseconds, saturating (at 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Adds the floor's tokens since the last refill: `min_per_sec` per second,
@@ -359,7 +423,7 @@ fn refill(s: &mut State, c: &BudgetConfig, now: Instant) {
 
 impl fmt::Debug for SharedBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.state();
+        let s = self.locked(None);
         f.debug_struct("SharedBudget")
             .field("config", &self.0.config)
             .field("room", &s.window.room())
@@ -505,6 +569,27 @@ mod tests {
         assert_eq!(drain(&b), 100, "the reserve alone");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(drain(&b), 100, "withdrawals older than the window are gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_made_without_the_lock_count_in_their_own_slot() {
+        let b = budget(BudgetConfig::default().impatient());
+        // A thousand calls in the first slot, none of which takes the lock.
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        // Five seconds on: the first of 500 more moves the window.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..500 {
+            b.deposit();
+        }
+        // Eleven seconds in, the first thousand are out of the window and
+        // the 500 are not: the reserve (500) and 500 deposits leave room
+        // for 200 retries (each withdraws 5). Counted in the slot the
+        // window was at when the lock was next taken, the first thousand
+        // would leave room for 400.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(drain(&b), 200);
     }
 
     #[test]
