@@ -264,11 +264,10 @@ impl SharedBudget {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A call began.
-    /// Every call's share, on its way out: in the window's current slot,
-    /// and a token unless a failure streak is on (while nothing succeeds,
-    /// new calls are probes themselves: they earn no retries until the
-    /// streak ends).
+    /// A call began: its share goes to the window's current slot, and a
+    /// token with it unless a failure streak is on (while nothing
+    /// succeeds, new calls are probes themselves: they earn no retries
+    /// until the streak ends).
     ///
     /// Without the lock: a deposit before the current slot ends is added to
     /// the pending sums, which whoever takes the lock next adds to the slot
