@@ -232,14 +232,14 @@ impl SharedBudget {
             .saturating_mul(secs)
             .saturating_mul(withdraw);
         let now = Instant::now();
-        let slot_len = config.window / 10;
         SharedBudget(Arc::new(Inner {
             config: *config,
             deposit,
             withdraw,
             failing: AtomicBool::new(false),
             origin: now,
-            slot_ends: AtomicU64::new(nanos(slot_len)),
+            // Published by the first deposit, which takes the lock.
+            slot_ends: AtomicU64::new(0),
             pending: AtomicI64::new(0),
             pending_tokens: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -247,7 +247,7 @@ impl SharedBudget {
                     slots: [0; 10],
                     current: 0,
                     began: now,
-                    slot_len,
+                    slot_len: config.window / 10,
                     reserve,
                 },
                 tokens: f64::from(config.burst),
@@ -269,30 +269,22 @@ impl SharedBudget {
     /// succeeds, new calls are probes themselves: they earn no retries
     /// until the streak ends).
     ///
-    /// Without the lock: a deposit before the current slot ends is added to
-    /// the pending sums, which whoever takes the lock next adds to the slot
-    /// before the window moves on ([`locked`](SharedBudget::locked)); the
-    /// first deposit after the slot's end takes the lock itself and moves
-    /// the window. So deposits still count in their own slot (one made as
-    /// another call moves the window may count in the next), and the lock
-    /// every call shared is taken about once a second.
+    /// Without the lock: every deposit is added to the pending sums, which
+    /// whoever takes the lock next adds to the slot before the window moves
+    /// on ([`locked`](SharedBudget::locked)); the first deposit after the
+    /// slot's end first takes the lock to move the window. So deposits
+    /// still count in their own slot (one made as another call moves the
+    /// window may count in the next), and the lock every call shared is
+    /// taken about once a second.
     pub(crate) fn deposit(&self) {
         let inner = &*self.0;
         let now = sturdy_core::clock::now();
-        if nanos(now.saturating_duration_since(inner.origin))
-            < inner.slot_ends.load(Ordering::Acquire)
-        {
-            inner.pending.fetch_add(inner.deposit, Ordering::Relaxed);
-            if !inner.failing.load(Ordering::Relaxed) {
-                inner.pending_tokens.fetch_add(1, Ordering::Relaxed);
-            }
-            return;
+        if inner.offset(now) >= inner.slot_ends.load(Ordering::Acquire) {
+            drop(self.locked(Some(now)));
         }
-        let mut s = self.locked(Some(now));
-        s.window.add(inner.deposit);
-        if s.failing_since.is_none() {
-            let c = &inner.config;
-            s.tokens = (s.tokens + f64::from(c.retry_ratio)).min(f64::from(c.burst));
+        inner.pending.fetch_add(inner.deposit, Ordering::Relaxed);
+        if !inner.failing.load(Ordering::Relaxed) {
+            inner.pending_tokens.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -314,11 +306,8 @@ impl SharedBudget {
         }
         if let Some(now) = now {
             s.window.advance(now);
-            let ends = s.window.began + s.window.slot_len;
-            inner.slot_ends.store(
-                nanos(ends.saturating_duration_since(inner.origin)),
-                Ordering::Release,
-            );
+            let ends = inner.offset(s.window.began + s.window.slot_len);
+            inner.slot_ends.store(ends, Ordering::Release);
         }
         s
     }
@@ -398,9 +387,13 @@ impl SharedBudget {
     }
 }
 
-/// `d` in nanoseconds, saturating (at 584 years).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+impl Inner {
+    /// `at` in nanoseconds after `origin` (0 before it, saturating at 584
+    /// years): the scale of `slot_ends`.
+    fn offset(&self, at: Instant) -> u64 {
+        let d = at.saturating_duration_since(self.origin);
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Adds the floor's tokens since the last refill: `min_per_sec` per second,
