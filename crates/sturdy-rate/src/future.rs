@@ -113,7 +113,7 @@ impl Reservation {
         });
         let said = rl.as_ref().filter(|(rl, _)| !rl.is_empty());
         self.server
-            .answer(&self.need, said.map(|(rl, arrived)| (rl, *arrived)));
+            .answer(self.need, said.map(|(rl, arrived)| (rl, *arrived)));
         self.open = false;
     }
 }
@@ -121,7 +121,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.open {
-            self.server.answer(&self.need, None);
+            self.server.answer(self.need, None);
         }
     }
 }
@@ -202,7 +202,7 @@ where
                     };
                     let now = Instant::now();
                     let server = &h.guard.server;
-                    if let Some(until) = server.admit_again(&h.need, now) {
+                    if let Some(until) = server.admit_again(h.need, now) {
                         // A newer answer said the quota is still spent.
                         if let Some(err) = beyond_deadline(&server.label, until, h.deadline, now) {
                             server.failed_for_deadline();

@@ -22,7 +22,7 @@ pub const MAX_SERVERS: usize = 1024;
 /// extension the pacer reads instead of its own estimate (the body's size
 /// in bytes over four). Counted against the `tokens` and `input_tokens`
 /// dimensions; set it to the prompt's tokens plus `max_tokens` to be
-/// precise.
+/// precise. It counts as at least 1 and at most 2³² − 1 (4 294 967 295).
 ///
 /// ```
 /// use sturdy_rate::TokenEstimate;
@@ -61,6 +61,9 @@ pub struct TokenEstimate(pub u64);
 /// All clones of the layer and its services share one view per server
 /// (`host:port` of the request URI, never its user-info; at most
 /// [`MAX_SERVERS`]); [`stats`](PacerLayer::stats) tells what it did.
+/// Until a server's answers name a rate-limit field, its attempts are only
+/// counted in and out, with atomic adds: no lock is shared by the
+/// attempts of every clone.
 ///
 /// ```
 /// use std::time::Duration;
@@ -188,10 +191,11 @@ impl<S> Pacer<S> {
 }
 
 /// What an attempt of `req` takes: one request; its tokens (the caller's
-/// [`TokenEstimate`], else a quarter of the body's size hint, rounded up),
-/// at least one, from `tokens` and `input_tokens`; and one output token.
+/// [`TokenEstimate`], else a quarter of the body's size hint, rounded up;
+/// at least one, at most [`Need::MAX_TOKENS`]) from `tokens` and
+/// `input_tokens`; and one output token.
 fn need_of<B: Body>(req: &Request<B>, tokens_tracked: bool) -> Need {
-    let tokens = match req.extensions().get::<TokenEstimate>() {
+    Need::tokens(match req.extensions().get::<TokenEstimate>() {
         Some(TokenEstimate(n)) => *n,
         // Asking the body its size is not free of meaning: sturdy's retry
         // bodies take it as a connection taking the request up (what tells
@@ -199,9 +203,7 @@ fn need_of<B: Body>(req: &Request<B>, tokens_tracked: bool) -> Need {
         // server counts tokens at all.
         None if tokens_tracked => req.body().size_hint().lower().div_ceil(4),
         None => 1,
-    }
-    .max(1);
-    [1, tokens, tokens, 1]
+    })
 }
 
 /// The call's deadline: the one settled in its plan, else the caller's

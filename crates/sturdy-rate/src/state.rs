@@ -1,11 +1,12 @@
 //! What the pacer knows about each server, shared by every clone of a
 //! layer's services: a read-locked map from `host:port` to one small,
-//! briefly locked view per server.
+//! briefly locked view per server, which a server that never sent
+//! rate-limit headers leaves alone.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -19,8 +20,71 @@ use crate::stats::{PacerStats, ServerStats};
 /// order: requests, tokens, input tokens, output tokens.
 pub(crate) const DIMS: usize = 4;
 
-/// What one attempt takes from each dimension.
-pub(crate) type Need = [u64; DIMS];
+/// What one attempt takes: one request and one output token, and its
+/// tokens (at least one) from both the tokens and the input tokens
+/// dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Need {
+    tokens: u64,
+}
+
+impl Need {
+    /// The most tokens one attempt is counted for: more than any model's
+    /// context, and small enough that no count of attempts in flight can
+    /// overflow their sum.
+    pub(crate) const MAX_TOKENS: u64 = u32::MAX as u64;
+
+    /// An attempt that takes `tokens`, clamped to `1..=MAX_TOKENS`.
+    pub(crate) fn tokens(tokens: u64) -> Need {
+        Need {
+            tokens: tokens.clamp(1, Need::MAX_TOKENS),
+        }
+    }
+
+    /// What it takes from dimension `dim` (in
+    /// [`RateLimitHeaders::dimensions`] order).
+    fn of(self, dim: usize) -> u64 {
+        if is_token_dim(dim) { self.tokens } else { 1 }
+    }
+}
+
+/// Whether dimension `dim` counts an attempt's tokens (tokens, input
+/// tokens) rather than one per attempt (requests, output tokens).
+fn is_token_dim(dim: usize) -> bool {
+    matches!(dim, 1 | 2)
+}
+
+/// What the attempts sent to one server and not yet answered take, kept
+/// beside its view rather than in it, so that a server that never sent
+/// rate-limit headers needs no lock: one count of attempts (what each
+/// takes from requests and output tokens) and one of their tokens.
+#[derive(Debug, Default)]
+struct InFlight {
+    attempts: AtomicU64,
+    tokens: AtomicU64,
+}
+
+impl InFlight {
+    fn add(&self, need: Need) {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        self.tokens.fetch_add(need.tokens, Ordering::SeqCst);
+    }
+
+    /// Never below zero: every `sub` gives back what an `add` took.
+    fn sub(&self, need: Need) {
+        self.attempts.fetch_sub(1, Ordering::SeqCst);
+        self.tokens.fetch_sub(need.tokens, Ordering::SeqCst);
+    }
+
+    fn of(&self, dim: usize) -> u64 {
+        let count = if is_token_dim(dim) {
+            &self.tokens
+        } else {
+            &self.attempts
+        };
+        count.load(Ordering::SeqCst)
+    }
+}
 
 /// A server's identity: its host, ASCII case ignored, and port (0 when the
 /// URI has none and its scheme gives no default).
@@ -151,8 +215,6 @@ struct Dim {
     limit: Option<u64>,
     /// How long the last answer said the quota takes to come back.
     period: Option<Duration>,
-    /// What the attempts sent and not yet answered take.
-    in_flight: u64,
     /// What the attempts sent since the last answer took: the server's
     /// reset did not count them.
     sent_since: u64,
@@ -176,8 +238,8 @@ impl View {
     /// another such period (so the attempts held until the reset do not all
     /// go at once); without a known limit the remaining count is unknown
     /// again.
-    fn admit(&mut self, need: &Need, now: Instant) -> Option<Instant> {
-        self.admit_at(need, Some(now))
+    fn admit(&mut self, need: Need, in_flight: &InFlight, now: Instant) -> Option<Instant> {
+        self.admit_at(need, in_flight, Some(now))
     }
 
     /// Whether any dimension waits for a reset: only then does admitting
@@ -188,9 +250,15 @@ impl View {
 
     /// [`admit`](Self::admit), with the time read only when a dimension
     /// awaits a reset (`now` may be `None` otherwise).
-    fn admit_at(&mut self, need: &Need, now: Option<Instant>) -> Option<Instant> {
+    fn admit_at(
+        &mut self,
+        need: Need,
+        in_flight: &InFlight,
+        now: Option<Instant>,
+    ) -> Option<Instant> {
         let mut until: Option<Instant> = None;
-        for (d, &n) in self.dims.iter_mut().zip(need) {
+        for (i, d) in self.dims.iter_mut().enumerate() {
+            let n = need.of(i);
             if let Some(now) = now
                 && d.reset_at.is_some_and(|at| at <= now)
             {
@@ -199,7 +267,7 @@ impl View {
                     // attempts in flight leave may go, and the rest waits
                     // as long again (or for the next answer's word).
                     (Some(limit), Some(period)) if !period.is_zero() => {
-                        let taken = d.sent_since.max(d.in_flight);
+                        let taken = d.sent_since.max(in_flight.of(i));
                         d.remaining = Some(limit.saturating_sub(taken));
                         d.reset_at = Some(now + period);
                     }
@@ -217,30 +285,24 @@ impl View {
             }
         }
         if until.is_none() {
-            for (d, &n) in self.dims.iter_mut().zip(need) {
+            for (i, d) in self.dims.iter_mut().enumerate() {
+                let n = need.of(i);
                 d.remaining = d.remaining.map(|left| left.saturating_sub(n));
-                d.in_flight = d.in_flight.saturating_add(n);
                 d.sent_since = d.sent_since.saturating_add(n);
             }
+            in_flight.add(need);
         }
         until
-    }
-
-    /// An attempt that took `need` has ended.
-    fn release(&mut self, need: &Need) {
-        for (d, &n) in self.dims.iter_mut().zip(need) {
-            d.in_flight = d.in_flight.saturating_sub(n);
-        }
     }
 
     /// An answer came at `arrived` with these headers: every dimension it
     /// gives both a remaining count and a reset for is taken from it, less
     /// what the attempts still in flight take (the server may not have
     /// counted them yet). The others are left as they were.
-    fn answer(&mut self, rl: &RateLimitHeaders, arrived: Instant) {
-        for (d, q) in self.dims.iter_mut().zip(rl.dimensions()) {
+    fn answer(&mut self, rl: &RateLimitHeaders, in_flight: &InFlight, arrived: Instant) {
+        for (i, (d, q)) in self.dims.iter_mut().zip(rl.dimensions()).enumerate() {
             if let (Some(left), Some(reset)) = (q.remaining, q.reset) {
-                let left = left.saturating_sub(d.in_flight);
+                let left = left.saturating_sub(in_flight.of(i));
                 let at = arrived + reset;
                 // An answer overtaken by a newer one: it says more is left
                 // and comes back sooner than what is known. A quota's
@@ -261,10 +323,19 @@ impl View {
     }
 }
 
-/// One server: its label, its view, and its counts.
+/// One server: its label, its view, what its attempts in flight take, and
+/// its counts.
+///
+/// Until an answer from it names a rate-limit field, its view holds
+/// nothing an admission could be refused by, so admissions and answers
+/// only count attempts in and out of `in_flight`, with no lock. The first
+/// answer with a remaining count and a reset sets `said` (and it stays
+/// set); from then on every admission decides under the view's lock.
 pub(crate) struct Server {
     /// `host:port`.
     pub(crate) label: Arc<str>,
+    said: AtomicBool,
+    in_flight: InFlight,
     view: Mutex<View>,
     held: AtomicU64,
     held_nanos: AtomicU64,
@@ -276,6 +347,8 @@ impl Server {
     fn new(label: Arc<str>) -> Server {
         Server {
             label,
+            said: AtomicBool::new(false),
+            in_flight: InFlight::default(),
             view: Mutex::default(),
             held: AtomicU64::new(0),
             held_nanos: AtomicU64::new(0),
@@ -290,41 +363,62 @@ impl Server {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Under one lock: `need_of` makes the attempt's need, told whether the
-    /// server has ever said anything about tokens (only then is a
-    /// request's token count worth estimating); then [`View::admit`].
-    /// `clock` is read only when the server's view awaits a reset (a server
-    /// that never sent rate-limit headers costs no clock read); an attempt
-    /// that must wait gets the instant it waits until and the one it was
-    /// judged at.
+    /// `need_of` makes the attempt's need, told whether the server has
+    /// ever said anything about tokens (only then is a request's token
+    /// count worth estimating); then [`View::admit`]. `clock` is read only
+    /// when the server's view awaits a reset (a server that never sent
+    /// rate-limit headers costs no clock read); an attempt that must wait
+    /// gets the instant it waits until and the one it was judged at.
+    ///
+    /// A server that never sent rate-limit headers admits every attempt
+    /// without the lock: the attempt is counted in flight, then `said` is
+    /// read again. Both are sequentially consistent, as is the first
+    /// answer's store of `said` before it reads what is in flight: so
+    /// either that answer counts this attempt as in flight, or this
+    /// admission sees `said` and decides again under the lock (then the
+    /// answer may have counted it too, and the server's remaining count is
+    /// taken for it twice, once: erring on the side of holding).
     pub(crate) fn admit(
         &self,
-        need_of: impl FnOnce(bool) -> Need,
+        need_of: impl Fn(bool) -> Need,
         clock: impl FnOnce() -> Instant,
     ) -> (Need, Option<(Instant, Instant)>) {
+        if !self.said.load(Ordering::SeqCst) {
+            let need = need_of(false);
+            self.in_flight.add(need);
+            if !self.said.load(Ordering::SeqCst) {
+                return (need, None);
+            }
+            self.in_flight.sub(need);
+        }
         let mut view = self.view();
         let tracks_tokens = view.dims[1..]
             .iter()
             .any(|d| d.limit.is_some() || d.period.is_some());
         let need = need_of(tracks_tokens);
         let now = view.awaits_reset().then(clock);
-        let until = view.admit_at(&need, now);
+        let until = view.admit_at(need, &self.in_flight, now);
         // A wait is only ever for a reset, so the time was read.
         (need, until.zip(now))
     }
 
     /// [`View::admit`] for an attempt whose need is known (one that waited).
-    pub(crate) fn admit_again(&self, need: &Need, now: Instant) -> Option<Instant> {
-        self.view().admit(need, now)
+    pub(crate) fn admit_again(&self, need: Need, now: Instant) -> Option<Instant> {
+        self.view().admit(need, &self.in_flight, now)
     }
 
-    /// See [`View::release`] and [`View::answer`]: one lock for both.
-    /// `said`: what the answer's headers said, and when it arrived.
-    pub(crate) fn answer(&self, need: &Need, said: Option<(&RateLimitHeaders, Instant)>) {
-        let mut view = self.view();
-        view.release(need);
+    /// An attempt that took `need` has ended; `said`: what its answer's
+    /// headers said, and when it arrived, taken into the view (see
+    /// [`View::answer`]) under its lock. An answer that said nothing takes
+    /// no lock.
+    pub(crate) fn answer(&self, need: Need, said: Option<(&RateLimitHeaders, Instant)>) {
+        self.in_flight.sub(need);
         if let Some((rl, arrived)) = said {
-            view.answer(rl, arrived);
+            let mut view = self.view();
+            if !self.said.load(Ordering::Relaxed) {
+                self.said.store(true, Ordering::SeqCst);
+            }
+            view.answer(rl, &self.in_flight, arrived);
         }
     }
 
@@ -350,7 +444,7 @@ impl Server {
             held_time: Duration::from_nanos(self.held_nanos.load(Ordering::Relaxed)),
             failed_deadline: self.failed_deadline.load(Ordering::Relaxed),
             holding: self.holding.load(Ordering::Relaxed),
-            in_flight: self.view().dims[0].in_flight,
+            in_flight: self.in_flight.attempts.load(Ordering::Relaxed),
         }
     }
 }
@@ -534,37 +628,151 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_view_admits_takes_releases_and_forgets() {
         let mut v = View::default();
-        let one = [1, 0, 0, 0];
+        let f = InFlight::default();
+        let one = Need::tokens(1);
         let now = Instant::now();
         // Nothing known: everything goes.
-        assert_eq!(v.admit(&one, now), None);
-        assert_eq!(v.dims[0].in_flight, 1);
+        assert_eq!(v.admit(one, &f, now), None);
+        assert_eq!(f.of(0), 1);
         // The answer said 2 left; one other attempt is still in flight.
-        assert_eq!(v.admit(&one, now), None);
-        v.release(&one);
-        v.answer(&said(2, Duration::from_secs(5), Some(10)), now);
+        assert_eq!(v.admit(one, &f, now), None);
+        f.sub(one);
+        v.answer(&said(2, Duration::from_secs(5), Some(10)), &f, now);
         assert_eq!(v.dims[0].remaining, Some(1));
-        assert_eq!(v.admit(&one, now), None);
+        assert_eq!(v.admit(one, &f, now), None);
         let reset = now + Duration::from_secs(5);
-        assert_eq!(v.admit(&one, now), Some(reset));
+        assert_eq!(v.admit(one, &f, now), Some(reset));
         // Once the reset has passed, the whole limit is back, less what
         // was sent since the answer or is still in flight (2 here), for
         // another period.
-        assert_eq!(v.admit(&one, reset), None);
+        assert_eq!(v.admit(one, &f, reset), None);
         assert_eq!(v.dims[0].remaining, Some(7));
         assert_eq!(v.dims[0].reset_at, Some(reset + Duration::from_secs(5)));
-        // A need larger than the whole limit is never held.
-        assert_eq!(v.admit(&[11, 0, 0, 0], reset), None);
         // Without a limit, a passed reset leaves the count unknown.
         let later = reset + Duration::from_secs(1);
-        v.answer(&said(0, Duration::from_secs(1), None), later);
+        v.answer(&said(0, Duration::from_secs(1), None), &f, later);
         let after = later + Duration::from_secs(1);
-        assert_eq!(v.admit(&one, after), None);
+        assert_eq!(v.admit(one, &f, after), None);
         assert_eq!(v.dims[0].remaining, None);
         // An answer without a reset changes nothing.
         let mut partial = said(0, Duration::ZERO, None);
         partial.requests.reset = None;
-        v.answer(&partial, after);
+        v.answer(&partial, &f, after);
         assert_eq!(v.dims[0].remaining, None);
+        // A need larger than the whole limit is never held.
+        let tokens = RateLimitHeaders {
+            tokens: Quota {
+                limit: Some(10),
+                remaining: Some(0),
+                reset: Some(Duration::from_secs(5)),
+            },
+            ..RateLimitHeaders::default()
+        };
+        v.answer(&tokens, &f, after);
+        assert_eq!(v.admit(Need::tokens(11), &f, after), None);
+        assert_eq!(
+            v.admit(Need::tokens(10), &f, after),
+            Some(after + Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn a_need_counts_one_request_and_its_tokens_clamped() {
+        let n = Need::tokens(300);
+        assert_eq!([n.of(0), n.of(1), n.of(2), n.of(3)], [1, 300, 300, 1]);
+        assert_eq!(Need::tokens(0).of(1), 1);
+        assert_eq!(Need::tokens(u64::MAX).of(1), Need::MAX_TOKENS);
+        // Attempts at the most tokens, in flight together, do not wrap.
+        let f = InFlight::default();
+        for _ in 0..1000 {
+            f.add(Need::tokens(u64::MAX));
+        }
+        assert_eq!(f.of(2), 1000 * Need::MAX_TOKENS);
+        assert_eq!(f.of(3), 1000);
+    }
+
+    /// A server that never sent rate-limit headers: admissions and answers
+    /// go while another thread holds its view's lock, and are counted.
+    #[test]
+    fn a_server_that_said_nothing_is_paced_without_its_lock() {
+        let server = Arc::new(Server::new("api.test:443".into()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let guard = server.view();
+        let s = Arc::clone(&server);
+        let worker = std::thread::spawn(move || {
+            let clock = || panic!("nothing said: no clock read");
+            let (a, wait_a) = s.admit(|_| Need::tokens(5), clock);
+            let (b, wait_b) = s.admit(|tracked| Need::tokens(if tracked { 99 } else { 7 }), clock);
+            let in_flight = (s.in_flight.of(0), s.in_flight.of(1));
+            s.answer(a, None);
+            tx.send((wait_a, wait_b, in_flight, b)).unwrap();
+        });
+        // With the lock taken, the worker would wait for it until the
+        // guard drops, after this times out.
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        drop(guard);
+        worker.join().unwrap();
+        let (wait_a, wait_b, in_flight, b) = got.expect("admitted without the lock");
+        assert_eq!((wait_a, wait_b), (None, None));
+        assert_eq!(in_flight, (2, 12));
+        assert_eq!(b, Need::tokens(7));
+        assert_eq!((server.in_flight.of(0), server.in_flight.of(1)), (1, 7));
+        assert_eq!(server.stats().in_flight, 1);
+    }
+
+    /// Attempts admitted without the lock while the first answer with
+    /// rate-limit headers comes: each is either counted in flight by that
+    /// answer or admitted again under the lock, so the server's remaining
+    /// count is never taken for fewer attempts than were sent. (A stress
+    /// check: it catches an admission that the answer does not count; the
+    /// window of a few instructions between an admission's two reads of
+    /// `said` is argued in [`Server::admit`], not hit on demand.)
+    #[test]
+    fn the_first_answer_counts_every_attempt_admitted_without_the_lock() {
+        const LEFT: u64 = 1_000_000;
+        const EACH: u64 = 20_000;
+        let mut during = 0;
+        for round in 0..20u64 {
+            let server = Arc::new(Server::new("api.test:443".into()));
+            // The attempt whose answer is the first.
+            let (first, _) = server.admit(|_| Need::tokens(1), Instant::now);
+            let start = Arc::new(std::sync::Barrier::new(3));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (s, start) = (Arc::clone(&server), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for _ in 0..EACH {
+                            let (_, wait) = s.admit(|_| Need::tokens(1), Instant::now);
+                            assert!(wait.is_none());
+                        }
+                    })
+                })
+                .collect();
+            start.wait();
+            // The answer comes at a different point of the run each round.
+            while server.in_flight.of(0) < 1 + round * 2 * EACH / 20 {
+                std::hint::spin_loop();
+            }
+            let now = Instant::now();
+            let said_at = server.in_flight.of(0);
+            server.answer(
+                first,
+                Some((&said(LEFT, Duration::from_secs(60), None), now)),
+            );
+            for t in threads {
+                t.join().unwrap();
+            }
+            let sent = 2 * EACH;
+            during += u64::from(said_at < sent);
+            assert_eq!(server.in_flight.of(0), sent);
+            let left = server.view().dims[0].remaining.unwrap();
+            assert!(
+                left <= LEFT - sent,
+                "round {round}: {left} left after {sent} sent"
+            );
+        }
+        // The answer came while attempts were being admitted.
+        assert!(during > 0);
     }
 }
