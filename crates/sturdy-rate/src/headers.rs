@@ -254,13 +254,17 @@ fn each_member<'a>(
 
 impl RateLimitHeaders {
     /// Whether `headers` name any field of the three families: one pass
-    /// over the names, no hashing, no clock (most answers carry none).
+    /// over the names, no hashing, no clock (most answers carry none), each
+    /// name looked at past its first byte only when that could start one.
     pub(crate) fn named_in(headers: &HeaderMap) -> bool {
         headers.keys().any(|name| {
             let n = name.as_str();
-            n.starts_with("x-ratelimit-")
-                || n.starts_with("anthropic-ratelimit-")
-                || n.starts_with("ratelimit")
+            match n.as_bytes().first() {
+                Some(b'x') => n.starts_with("x-ratelimit-"),
+                Some(b'a') => n.starts_with("anthropic-ratelimit-"),
+                Some(b'r') => n.starts_with("ratelimit"),
+                _ => false,
+            }
         })
     }
 
