@@ -24,14 +24,22 @@ use crate::grpc::{is_expiry_answer, timeout_error};
 pub(crate) struct Limits {
     pub(crate) workload: Workload,
     pub(crate) profile: Profile,
-    pub(crate) ready_at: Instant,
-    pub(crate) headers_at: Instant,
+    /// When the call was made: the `ready` and `headers` limits count from
+    /// it, and are added to it only when a wait needs them.
+    pub(crate) start: Instant,
     pub(crate) deadline: Instant,
     pub(crate) deadline_limit: DeadlineLimit,
     pub(crate) grpc: bool,
 }
 
 impl Limits {
+    /// `start` + `limit`, or a far future when that overflows.
+    fn after(&self, limit: std::time::Duration) -> Instant {
+        self.start
+            .checked_add(limit)
+            .unwrap_or_else(|| crate::far_future(self.start))
+    }
+
     fn error(&self, phase: Phase, reach: Reach) -> BoxError {
         let w = self.workload;
         let err = match phase {
@@ -54,10 +62,13 @@ impl Limits {
     fn head_wait(&self, ctx: &CallContext) -> Option<(Instant, Phase)> {
         if ctx.phases_enforced() {
             None
-        } else if ctx.attempts_managed() || self.deadline <= self.headers_at {
-            Some((self.deadline, Phase::Total))
         } else {
-            Some((self.headers_at, Phase::Headers))
+            let headers_at = self.after(self.profile.headers);
+            if ctx.attempts_managed() || self.deadline <= headers_at {
+                Some((self.deadline, Phase::Total))
+            } else {
+                Some((headers_at, Phase::Headers))
+            }
         }
     }
 
@@ -194,8 +205,9 @@ where
                     }
                     Poll::Pending => {
                         if this.armed.is_none() {
-                            let (at, phase) = if limits.ready_at < limits.deadline {
-                                (limits.ready_at, Phase::Ready)
+                            let ready_at = limits.after(limits.profile.ready);
+                            let (at, phase) = if ready_at < limits.deadline {
+                                (ready_at, Phase::Ready)
                             } else {
                                 (limits.deadline, Phase::Total)
                             };
@@ -218,8 +230,8 @@ where
                             this.state.set(State::Done);
                             // A server enforcing the same limit answered as
                             // it fired: the limit is this layer's.
-                            if let Some((at, phase)) = limits.head_wait(ctx)
-                                && limits.grpc
+                            if limits.grpc
+                                && let Some((at, phase)) = limits.head_wait(ctx)
                                 && is_expiry_answer(res.headers(), at)
                             {
                                 return Poll::Ready(Err(limits.error(phase, Reach::Acknowledged)));

@@ -161,12 +161,7 @@ where
         let limits = Limits {
             workload,
             profile,
-            ready_at: start
-                .checked_add(profile.ready)
-                .unwrap_or_else(|| crate::far_future(start)),
-            headers_at: start
-                .checked_add(profile.headers)
-                .unwrap_or_else(|| crate::far_future(start)),
+            start,
             deadline: deadline.instant(),
             deadline_limit: limit,
             grpc,
