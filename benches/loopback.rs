@@ -3,6 +3,10 @@
 //! `Retry` (a minimal status policy) over it, and the full `Stack` over it.
 //! The fault server (no faults) runs as its own process — this binary
 //! re-started with `--serve-faults` — so only the client's cost is counted.
+//! The `*_openai_headers` variants run against a second one
+//! (`--serve-faults --openai-headers`) whose every answer carries OpenAI's
+//! six `x-ratelimit-*` headers, as OpenAI's API does, from a rate limit it
+//! never reaches.
 //!
 //! ```sh
 //! # interleaved rounds: median throughput and client CPU per call, ratios to bare
@@ -18,6 +22,7 @@
 //! # one variant once (start a server with --serve-faults, or let it start one)
 //! valgrind --tool=callgrind --trace-children=no target/release/deps/loopback-HASH \
 //!     --variant stack --calls 3000 --server http://127.0.0.1:PORT
+//! # (an *_openai_headers variant takes --headers-server instead)
 //! ```
 //!
 //! The client runs on a current-thread tokio runtime (one core), the server
@@ -47,7 +52,7 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 13] = [
+const VARIANTS: [&str; 15] = [
     "bare",
     "plan_only",
     "workload_timeout",
@@ -61,7 +66,31 @@ const VARIANTS: [&str; 13] = [
     "stack_no_retries",
     "stack_no_budget",
     "tower_timeout_retry",
+    "bare_openai_headers",
+    "stack_openai_headers",
 ];
+
+/// The variants run against the second server, whose every answer carries
+/// OpenAI's six `x-ratelimit-*` headers.
+const HEADERS_SUFFIX: &str = "_openai_headers";
+
+/// The two fault servers' base URLs: one that answers plainly, and one
+/// whose answers carry OpenAI's rate-limit headers (a rate limit it never
+/// reaches), as every answer of OpenAI's API does.
+struct Servers {
+    plain: String,
+    headers: String,
+}
+
+impl Servers {
+    fn base_for(&self, variant: &str) -> &str {
+        if variant.ends_with(HEADERS_SUFFIX) {
+            &self.headers
+        } else {
+            &self.plain
+        }
+    }
+}
 const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#;
 const CONCURRENCY: usize = 32;
 
@@ -73,7 +102,7 @@ fn main() {
             .unwrap_or(default)
     };
     if args.iter().any(|a| a == "--serve-faults") {
-        serve_faults();
+        serve_faults(args.iter().any(|a| a == "--openai-headers"));
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -88,9 +117,9 @@ fn main() {
         }
         return;
     }
-    let (server, url) = match arg_value(&args, "--server") {
+    let server = |flag: &str, headers: bool| match arg_value(&args, flag) {
         Some(url) => (None, url),
-        None => match spawn_server() {
+        None => match spawn_server(headers) {
             Ok((child, url)) => (Some(child), url),
             Err(e) => {
                 eprintln!("cannot start the fault server: {e}");
@@ -98,11 +127,27 @@ fn main() {
             }
         },
     };
-    if let Some(variant) = arg_value(&args, "--variant") {
+    // One variant run once needs only its own server.
+    let variant = arg_value(&args, "--variant");
+    let needs = |headers: bool| {
+        variant
+            .as_deref()
+            .is_none_or(|v| v.ends_with(HEADERS_SUFFIX) == headers)
+    };
+    let (plain_server, plain) = match needs(false) {
+        true => server("--server", false),
+        false => (None, String::new()),
+    };
+    let (headers_server, headers) = match needs(true) {
+        true => server("--headers-server", true),
+        false => (None, String::new()),
+    };
+    let servers = Servers { plain, headers };
+    if let Some(variant) = variant {
         let calls = num("--calls", 3000);
         let rt = runtime();
         rt.block_on(async {
-            with_variant(&variant, &url, RunOnce { calls }).await;
+            with_variant(&variant, servers.base_for(&variant), RunOnce { calls }).await;
         });
     } else if args.iter().any(|a| a == "--callgrind") {
         let only = arg_value(&args, "--only");
@@ -116,14 +161,24 @@ fn main() {
             })
             .collect();
         let repeat = num("--repeat", 1).max(1) as usize;
-        callgrind(&url, &chosen, num("--n1", 1000), num("--n2", 3000), repeat);
+        callgrind(
+            &servers,
+            &chosen,
+            num("--n1", 1000),
+            num("--n2", 3000),
+            repeat,
+        );
     } else if args.iter().any(|a| a == "--bench") {
-        rounds(&url, num("--calls", 20_000), num("--rounds", 5) as usize);
+        rounds(
+            &servers,
+            num("--calls", 20_000),
+            num("--rounds", 5) as usize,
+        );
     } else {
         // `cargo test --benches` passes no --bench: a short smoke run.
-        rounds(&url, num("--calls", 300), num("--rounds", 1) as usize);
+        rounds(&servers, num("--calls", 300), num("--rounds", 1) as usize);
     }
-    drop(server);
+    drop((plain_server, headers_server));
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -133,12 +188,23 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// The server process: a fault server with no faults on 127.0.0.1:0; prints
-/// its URL, then serves until its stdin closes (the bench has ended).
-fn serve_faults() {
+/// The server process: a fault server with no faults on 127.0.0.1:0 (with
+/// `headers`, OpenAI's `x-ratelimit-*` headers on every answer, from
+/// buckets of requests and tokens too large to run dry); prints its URL,
+/// then serves until its stdin closes (the bench has ended).
+fn serve_faults(headers: bool) {
     let rt = runtime();
     rt.block_on(async {
-        let server = match sturdy_faults::FaultServer::start().await {
+        let mut builder = sturdy_faults::FaultServer::builder();
+        if headers {
+            builder = builder.rate_limit(
+                sturdy_faults::RateLimit::per_second(1e9)
+                    .burst(1_000_000_000)
+                    .tokens_per_minute(1e12)
+                    .token_burst(1_000_000_000_000),
+            );
+        }
+        let server = match builder.start().await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("fault server: {e}");
@@ -167,11 +233,12 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server() -> Result<(Server, String), BoxError> {
+fn spawn_server(headers: bool) -> Result<(Server, String), BoxError> {
     let exe = std::env::current_exe()?;
     let mut child = Server(
         Command::new(exe)
             .arg("--serve-faults")
+            .args(headers.then_some("--openai-headers"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?,
@@ -244,7 +311,7 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
     let uri = format!("{base}/v1/chat/completions");
     let client = sturdy::client().build().expect("a valid client");
     match name {
-        "bare" => {
+        "bare" | "bare_openai_headers" => {
             let svc = ServiceBuilder::new()
                 .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
                 .service(client);
@@ -312,7 +379,7 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
                 .service(client);
             v.visit(svc, &uri).await
         }
-        "stack" => {
+        "stack" | "stack_openai_headers" => {
             let stack = Stack::builder()
                 .build()
                 .expect("the default stack is valid");
@@ -447,7 +514,7 @@ fn clock_ticks_per_sec() -> f64 {
 
 /// `rounds` rounds of every variant in rotated order, `calls` calls each;
 /// medians of throughput and CPU per call, and their ratios to bare.
-fn rounds(url: &str, calls: u64, rounds: usize) {
+fn rounds(servers: &Servers, calls: u64, rounds: usize) {
     let tck = clock_ticks_per_sec();
     let rt = runtime();
     let mut thr: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
@@ -456,6 +523,7 @@ fn rounds(url: &str, calls: u64, rounds: usize) {
     for round in 0..rounds {
         for k in 0..VARIANTS.len() {
             let i = (k + round) % VARIANTS.len();
+            let url = servers.base_for(VARIANTS[i]);
             let s = rt.block_on(with_variant(VARIANTS[i], url, RunOnce { calls }));
             thr[i].push(calls as f64 / s.wall.as_secs_f64());
             cpu[i].push(s.cpu_ticks as f64 / tck / calls as f64 * 1e6);
@@ -493,15 +561,20 @@ fn rounds(url: &str, calls: u64, rounds: usize) {
 /// not traced) with N1 and N2 calls, (X(N2) - X(N1)) / (N2 - N1); `repeat`
 /// rounds, each in a rotated order and each ratio taken to the same
 /// round's `bare`: the medians, and the spread of the ratios.
-fn callgrind(url: &str, variants: &[&'static str], n1: u64, n2: u64, repeat: usize) {
+fn callgrind(servers: &Servers, variants: &[&'static str], n1: u64, n2: u64, repeat: usize) {
     // rounds[r][i]: variant i in round r.
     let mut rounds: Vec<Vec<overhead::PerCall>> = Vec::new();
     for r in 0..repeat {
         let mut round = vec![None; variants.len()];
         for k in 0..variants.len() {
             let i = (k + r) % variants.len();
-            match overhead::callgrind_per_call("loopback", variants[i], n1, n2, &["--server", url])
-            {
+            let args = [
+                "--server",
+                &servers.plain,
+                "--headers-server",
+                &servers.headers,
+            ];
+            match overhead::callgrind_per_call("loopback", variants[i], n1, n2, &args) {
                 Ok(pc) => round[i] = Some(pc),
                 Err(e) => {
                     eprintln!("{e}");

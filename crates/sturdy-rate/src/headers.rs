@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 
 use crate::parse::{self, Member};
 
@@ -150,37 +150,31 @@ pub struct RateLimitHeaders {
     pub output_tokens: Quota,
 }
 
-macro_rules! names {
-    ($($name:ident = $value:literal;)*) => {
-        $(static $name: HeaderName = HeaderName::from_static($value);)*
-    };
-}
-
-names! {
-    OAI_LIMIT_REQUESTS = "x-ratelimit-limit-requests";
-    OAI_REMAINING_REQUESTS = "x-ratelimit-remaining-requests";
-    OAI_RESET_REQUESTS = "x-ratelimit-reset-requests";
-    OAI_LIMIT_TOKENS = "x-ratelimit-limit-tokens";
-    OAI_REMAINING_TOKENS = "x-ratelimit-remaining-tokens";
-    OAI_RESET_TOKENS = "x-ratelimit-reset-tokens";
-    ANT_REQUESTS_LIMIT = "anthropic-ratelimit-requests-limit";
-    ANT_REQUESTS_REMAINING = "anthropic-ratelimit-requests-remaining";
-    ANT_REQUESTS_RESET = "anthropic-ratelimit-requests-reset";
-    ANT_TOKENS_LIMIT = "anthropic-ratelimit-tokens-limit";
-    ANT_TOKENS_REMAINING = "anthropic-ratelimit-tokens-remaining";
-    ANT_TOKENS_RESET = "anthropic-ratelimit-tokens-reset";
-    ANT_INPUT_LIMIT = "anthropic-ratelimit-input-tokens-limit";
-    ANT_INPUT_REMAINING = "anthropic-ratelimit-input-tokens-remaining";
-    ANT_INPUT_RESET = "anthropic-ratelimit-input-tokens-reset";
-    ANT_OUTPUT_LIMIT = "anthropic-ratelimit-output-tokens-limit";
-    ANT_OUTPUT_REMAINING = "anthropic-ratelimit-output-tokens-remaining";
-    ANT_OUTPUT_RESET = "anthropic-ratelimit-output-tokens-reset";
-    IETF_RATELIMIT = "ratelimit";
-    IETF_POLICY = "ratelimit-policy";
-    IETF_LIMIT = "ratelimit-limit";
-    IETF_REMAINING = "ratelimit-remaining";
-    IETF_RESET = "ratelimit-reset";
-}
+// Each field's index in `HEADER_NAMES` (the `field_index_names_every_
+// field` test holds the two together).
+const OAI_LIMIT_REQUESTS: usize = 0;
+const OAI_REMAINING_REQUESTS: usize = 1;
+const OAI_RESET_REQUESTS: usize = 2;
+const OAI_LIMIT_TOKENS: usize = 3;
+const OAI_REMAINING_TOKENS: usize = 4;
+const OAI_RESET_TOKENS: usize = 5;
+const ANT_REQUESTS_LIMIT: usize = 6;
+const ANT_REQUESTS_REMAINING: usize = 7;
+const ANT_REQUESTS_RESET: usize = 8;
+const ANT_TOKENS_LIMIT: usize = 9;
+const ANT_TOKENS_REMAINING: usize = 10;
+const ANT_TOKENS_RESET: usize = 11;
+const ANT_INPUT_LIMIT: usize = 12;
+const ANT_INPUT_REMAINING: usize = 13;
+const ANT_INPUT_RESET: usize = 14;
+const ANT_OUTPUT_LIMIT: usize = 15;
+const ANT_OUTPUT_REMAINING: usize = 16;
+const ANT_OUTPUT_RESET: usize = 17;
+const IETF_RATELIMIT: usize = 18;
+const IETF_POLICY: usize = 19;
+const IETF_LIMIT: usize = 20;
+const IETF_REMAINING: usize = 21;
+const IETF_RESET: usize = 22;
 
 /// Every header name read, for fuzzing and tests.
 pub const HEADER_NAMES: [&str; 23] = [
@@ -209,35 +203,112 @@ pub const HEADER_NAMES: [&str; 23] = [
     "ratelimit-reset",
 ];
 
-/// A single-valued header: its bytes when it is there once and no longer
-/// than [`MAX_VALUE_LEN`]; two lookups at most, whatever the map holds.
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (Some(v), None) if v.len() <= MAX_VALUE_LEN => Some(v.as_bytes()),
-        _ => None,
-    }
+/// The index in [`HEADER_NAMES`] of the field `name` names, if it is one
+/// (`name` is lowercase, as `HeaderName` keeps it); names that start as
+/// none of the three families do are passed over at their first byte.
+fn field_index(name: &str) -> Option<usize> {
+    let i = match name.as_bytes().first()? {
+        b'x' => match name.strip_prefix("x-ratelimit-")? {
+            "limit-requests" => OAI_LIMIT_REQUESTS,
+            "remaining-requests" => OAI_REMAINING_REQUESTS,
+            "reset-requests" => OAI_RESET_REQUESTS,
+            "limit-tokens" => OAI_LIMIT_TOKENS,
+            "remaining-tokens" => OAI_REMAINING_TOKENS,
+            "reset-tokens" => OAI_RESET_TOKENS,
+            _ => return None,
+        },
+        b'a' => match name.strip_prefix("anthropic-ratelimit-")? {
+            "requests-limit" => ANT_REQUESTS_LIMIT,
+            "requests-remaining" => ANT_REQUESTS_REMAINING,
+            "requests-reset" => ANT_REQUESTS_RESET,
+            "tokens-limit" => ANT_TOKENS_LIMIT,
+            "tokens-remaining" => ANT_TOKENS_REMAINING,
+            "tokens-reset" => ANT_TOKENS_RESET,
+            "input-tokens-limit" => ANT_INPUT_LIMIT,
+            "input-tokens-remaining" => ANT_INPUT_REMAINING,
+            "input-tokens-reset" => ANT_INPUT_RESET,
+            "output-tokens-limit" => ANT_OUTPUT_LIMIT,
+            "output-tokens-remaining" => ANT_OUTPUT_REMAINING,
+            "output-tokens-reset" => ANT_OUTPUT_RESET,
+            _ => return None,
+        },
+        b'r' => match name {
+            "ratelimit" => IETF_RATELIMIT,
+            "ratelimit-policy" => IETF_POLICY,
+            "ratelimit-limit" => IETF_LIMIT,
+            "ratelimit-remaining" => IETF_REMAINING,
+            "ratelimit-reset" => IETF_RESET,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(i)
 }
 
-/// The lines of a List header, or `None` when it is absent or garbage (too
-/// many lines, one too long).
-fn lines<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-) -> Option<[Option<&'a [u8]>; MAX_LIST_LINES]> {
-    let mut out = [None; MAX_LIST_LINES];
-    let mut values = headers.get_all(name).iter();
-    for slot in &mut out {
-        match values.next() {
-            Some(v) if v.len() <= MAX_VALUE_LEN => *slot = Some(v.as_bytes()),
-            Some(_) => return None,
-            None => break,
+/// The values of every field read, gathered in one pass over a head's
+/// headers (an OpenAI answer carries six of them: looking each of the 23
+/// names up would hash it, 23 times per answer).
+struct Fields<'a> {
+    /// How many values each field has (counted to 255).
+    count: [u8; HEADER_NAMES.len()],
+    /// The first value of each.
+    first: [Option<&'a [u8]>; HEADER_NAMES.len()],
+    /// The first [`MAX_LIST_LINES`] values of the two List fields,
+    /// `RateLimit` and `RateLimit-Policy`.
+    lists: [[Option<&'a [u8]>; MAX_LIST_LINES]; 2],
+}
+
+impl<'a> Fields<'a> {
+    /// The fields `headers` holds; `None` when it holds none.
+    fn of(headers: &'a HeaderMap) -> Option<Fields<'a>> {
+        let mut fields = Fields {
+            count: [0; HEADER_NAMES.len()],
+            first: [None; HEADER_NAMES.len()],
+            lists: [[None; MAX_LIST_LINES]; 2],
+        };
+        let mut any = false;
+        for (name, value) in headers {
+            let Some(i) = field_index(name.as_str()) else {
+                continue;
+            };
+            any = true;
+            let n = fields.count[i];
+            if n == 0 {
+                fields.first[i] = Some(value.as_bytes());
+            }
+            if let Some(list) = fields.list_mut(i)
+                && let Some(slot) = list.get_mut(usize::from(n))
+            {
+                *slot = Some(value.as_bytes());
+            }
+            fields.count[i] = n.saturating_add(1);
         }
+        any.then_some(fields)
     }
-    if out[0].is_none() || values.next().is_some() {
-        return None;
+
+    fn list_mut(&mut self, i: usize) -> Option<&mut [Option<&'a [u8]>; MAX_LIST_LINES]> {
+        self.lists.get_mut(i.checked_sub(IETF_RATELIMIT)?)
     }
-    Some(out)
+
+    /// A single-valued field: its bytes when it is there once and no
+    /// longer than [`MAX_VALUE_LEN`].
+    fn single(&self, i: usize) -> Option<&'a [u8]> {
+        self.first[i].filter(|v| self.count[i] == 1 && v.len() <= MAX_VALUE_LEN)
+    }
+
+    /// The lines of a List field (`RateLimit` or `RateLimit-Policy`), or
+    /// `None` when it is absent or garbage (too many lines, one too long).
+    fn lines(&self, i: usize) -> Option<[Option<&'a [u8]>; MAX_LIST_LINES]> {
+        let n = usize::from(self.count[i]);
+        if n == 0 || n > MAX_LIST_LINES {
+            return None;
+        }
+        let out = *self.lists.get(i.checked_sub(IETF_RATELIMIT)?)?;
+        out.iter()
+            .flatten()
+            .all(|v| v.len() <= MAX_VALUE_LEN)
+            .then_some(out)
+    }
 }
 
 /// Calls `f` on every member of a List header; `false` when the field is
@@ -253,31 +324,24 @@ fn each_member<'a>(
 }
 
 impl RateLimitHeaders {
-    /// Whether `headers` name any field of the three families: one pass
-    /// over the names, no hashing, no clock (most answers carry none), each
-    /// name looked at past its first byte only when that could start one.
+    /// Whether `headers` name any field read: one pass over the names, no
+    /// hashing, no clock (most answers carry none), each name looked at
+    /// past its first byte only when that could start one.
     pub(crate) fn named_in(headers: &HeaderMap) -> bool {
-        headers.keys().any(|name| {
-            let n = name.as_str();
-            match n.as_bytes().first() {
-                Some(b'x') => n.starts_with("x-ratelimit-"),
-                Some(b'a') => n.starts_with("anthropic-ratelimit-"),
-                Some(b'r') => n.starts_with("ratelimit"),
-                _ => false,
-            }
-        })
+        headers
+            .keys()
+            .any(|name| field_index(name.as_str()).is_some())
     }
 
     /// Reads every family from `headers`; `now` is the current wall-clock
     /// time, against which Anthropic's date-time resets are measured. See
     /// the type's docs for the rules.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateLimitHeaders {
-        // Most answers carry none of these: one pass over the names (no
-        // hashing) spares the two dozen lookups below.
-        if !RateLimitHeaders::named_in(headers) {
+        // One pass over the names, no hashing; most answers carry none.
+        let Some(fields) = Fields::of(headers) else {
             return RateLimitHeaders::default();
-        }
-        let get = |name: &HeaderName| single(headers, name);
+        };
+        let get = |i: usize| fields.single(i);
         let openai = |limit, remaining, reset| Quota {
             limit: get(limit).and_then(parse::count),
             remaining: get(remaining).and_then(parse::count),
@@ -289,30 +353,30 @@ impl RateLimitHeaders {
             reset: get(reset).and_then(|v| parse::reset_at_date(v, now)),
         };
         let early_ietf = Quota {
-            limit: get(&IETF_LIMIT).and_then(leading_count),
-            remaining: get(&IETF_REMAINING).and_then(parse::count),
-            reset: get(&IETF_RESET).and_then(parse::delta_seconds),
+            limit: get(IETF_LIMIT).and_then(leading_count),
+            remaining: get(IETF_REMAINING).and_then(parse::count),
+            reset: get(IETF_RESET).and_then(parse::delta_seconds),
         };
         let requests = openai(
-            &OAI_LIMIT_REQUESTS,
-            &OAI_REMAINING_REQUESTS,
-            &OAI_RESET_REQUESTS,
+            OAI_LIMIT_REQUESTS,
+            OAI_REMAINING_REQUESTS,
+            OAI_RESET_REQUESTS,
         )
         .tighter(anthropic(
-            &ANT_REQUESTS_LIMIT,
-            &ANT_REQUESTS_REMAINING,
-            &ANT_REQUESTS_RESET,
+            ANT_REQUESTS_LIMIT,
+            ANT_REQUESTS_REMAINING,
+            ANT_REQUESTS_RESET,
         ))
-        .tighter(ietf(headers))
+        .tighter(ietf(&fields))
         .tighter(early_ietf);
-        let tokens = openai(&OAI_LIMIT_TOKENS, &OAI_REMAINING_TOKENS, &OAI_RESET_TOKENS).tighter(
-            anthropic(&ANT_TOKENS_LIMIT, &ANT_TOKENS_REMAINING, &ANT_TOKENS_RESET),
+        let tokens = openai(OAI_LIMIT_TOKENS, OAI_REMAINING_TOKENS, OAI_RESET_TOKENS).tighter(
+            anthropic(ANT_TOKENS_LIMIT, ANT_TOKENS_REMAINING, ANT_TOKENS_RESET),
         );
         RateLimitHeaders {
             requests,
             tokens,
-            input_tokens: anthropic(&ANT_INPUT_LIMIT, &ANT_INPUT_REMAINING, &ANT_INPUT_RESET),
-            output_tokens: anthropic(&ANT_OUTPUT_LIMIT, &ANT_OUTPUT_REMAINING, &ANT_OUTPUT_RESET),
+            input_tokens: anthropic(ANT_INPUT_LIMIT, ANT_INPUT_REMAINING, ANT_INPUT_RESET),
+            output_tokens: anthropic(ANT_OUTPUT_LIMIT, ANT_OUTPUT_REMAINING, ANT_OUTPUT_RESET),
         }
     }
 
@@ -346,11 +410,11 @@ fn leading_count(v: &[u8]) -> Option<u64> {
 
 /// The requests quota of the recent drafts' `RateLimit` and
 /// `RateLimit-Policy` fields.
-fn ietf(headers: &HeaderMap) -> Quota {
-    let Some(limits) = lines(headers, &IETF_RATELIMIT) else {
+fn ietf(fields: &Fields<'_>) -> Quota {
+    let Some(limits) = fields.lines(IETF_RATELIMIT) else {
         return Quota::default();
     };
-    let policies = lines(headers, &IETF_POLICY);
+    let policies = fields.lines(IETF_POLICY);
     // The policy of that name, if the field parses: its quota, and whether
     // it counts requests (no `qu`, or `qu="requests"`).
     let policy = |name: Option<&[u8]>| -> (Option<u64>, bool) {
@@ -390,7 +454,7 @@ fn ietf(headers: &HeaderMap) -> Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     fn now() -> SystemTime {
         // 2026-12-02T10:00:00Z
@@ -410,6 +474,90 @@ mod tests {
             limit,
             remaining,
             reset: reset_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn field_index_names_every_field() {
+        for (i, name) in HEADER_NAMES.iter().enumerate() {
+            assert_eq!(field_index(name), Some(i), "{name}");
+        }
+        for other in [
+            "",
+            "x-ratelimit-",
+            "x-ratelimit-limit-request",
+            "x-ratelimit-limit-requestsx",
+            "anthropic-ratelimit-tokens",
+            "ratelimit-",
+            "ratelimits",
+            "content-type",
+            "retry-after",
+        ] {
+            assert_eq!(field_index(other), None, "{other}");
+        }
+    }
+
+    /// The one pass reads what a lookup per name reads: each field's value
+    /// when it is there once and short enough, a List's lines when there
+    /// are at most four, none too long; over maps of every shape (fields
+    /// absent, repeated up to six times, values around the length limit,
+    /// other headers between them).
+    #[test]
+    fn one_pass_reads_what_a_lookup_per_name_reads() {
+        let single = |h: &HeaderMap, name: &str| -> Option<Vec<u8>> {
+            let mut all = h.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) if v.len() <= MAX_VALUE_LEN => Some(v.as_bytes().to_vec()),
+                _ => None,
+            }
+        };
+        let lines = |h: &HeaderMap, name: &str| -> Option<Vec<Vec<u8>>> {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            let ok = (1..=MAX_LIST_LINES).contains(&all.len())
+                && all.iter().all(|v| v.len() <= MAX_VALUE_LEN);
+            ok.then(|| all.iter().map(|v| v.as_bytes().to_vec()).collect())
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2_000 {
+            let mut h = HeaderMap::new();
+            h.append("content-type", HeaderValue::from_static("application/json"));
+            // Names from a run of `k` of them, so that some repeat often.
+            let all = HEADER_NAMES.len() as u64;
+            let (from, k) = (next(all), 1 + next(4));
+            for _ in 0..next(12) {
+                let name = HEADER_NAMES[((from + next(k)) % all) as usize];
+                let len = [1, 5, MAX_VALUE_LEN, MAX_VALUE_LEN + 1][next(4) as usize];
+                let value = "7".repeat(len);
+                h.append(name, HeaderValue::from_str(&value).unwrap());
+                if next(3) == 0 {
+                    h.append("x-request-id", HeaderValue::from_static("req_1"));
+                }
+            }
+            let fields = Fields::of(&h);
+            assert_eq!(fields.is_some(), RateLimitHeaders::named_in(&h));
+            for (i, name) in HEADER_NAMES.iter().enumerate() {
+                let (one, list) = match &fields {
+                    Some(f) => (
+                        f.single(i).map(<[u8]>::to_vec),
+                        f.lines(i)
+                            .map(|l| l.iter().flatten().map(|v| v.to_vec()).collect()),
+                    ),
+                    None => (None, None),
+                };
+                let list_field = [IETF_RATELIMIT, IETF_POLICY].contains(&i);
+                assert_eq!(one, single(&h, name), "{name} in {h:?}");
+                assert_eq!(
+                    list,
+                    lines(&h, name).filter(|_| list_field),
+                    "{name} in {h:?}"
+                );
+            }
         }
     }
 

@@ -66,16 +66,30 @@ fn decimal(s: &[u8], unit: u128) -> Option<(u128, &[u8])> {
     if int.is_empty() && frac.is_empty() {
         return None;
     }
-    let whole = int.iter().fold(0u128, |n, d| {
-        n.saturating_mul(10).saturating_add(u128::from(d - b'0'))
+    // Saturating at u64::MAX, which is past the cap in any unit: the
+    // product below cannot overflow (u64::MAX times an hour in
+    // nanoseconds is below u128::MAX).
+    let whole = int.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
     });
-    // Nineteen fractional digits are below a nanosecond of any unit here.
-    let (mut f, mut scale) = (0u128, 1u128);
-    for d in frac.iter().take(19) {
-        f = f * 10 + u128::from(d - b'0');
-        scale *= 10;
+    let mut nanos = u128::from(whole) * unit;
+    if !frac.is_empty() {
+        // Nineteen fractional digits are below a nanosecond of any unit
+        // here, and fit in a u64.
+        let (mut f, mut scale) = (0u64, 1u64);
+        for d in frac.iter().take(19) {
+            f = f * 10 + u64::from(d - b'0');
+            scale *= 10;
+        }
+        let (f, scale) = (u128::from(f), u128::from(scale));
+        // A unit that the fraction's scale divides (as `59.52s` is read)
+        // needs no 128-bit division.
+        nanos += if unit.is_multiple_of(scale) {
+            f * (unit / scale)
+        } else {
+            f * unit / scale
+        };
     }
-    let nanos = whole.saturating_mul(unit).saturating_add(f * unit / scale);
     Some((nanos, rest))
 }
 
