@@ -44,11 +44,7 @@ impl BodyLimits {
     /// When the current wait ends, and whether that is the deadline; `None`
     /// when nothing is enforced.
     fn wait_until(&self) -> Option<(Instant, bool)> {
-        let own = self.read.map(|read| {
-            let now = Instant::now();
-            now.checked_add(read)
-                .unwrap_or_else(|| crate::far_future(now))
-        });
+        let own = self.read.map(|read| crate::later(Instant::now(), read));
         match (own, self.deadline) {
             (Some(own), Some(d)) if d <= own => Some((d, true)),
             (Some(own), _) => Some((own, false)),

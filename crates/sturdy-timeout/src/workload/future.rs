@@ -33,13 +33,6 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// `start` + `limit`, or a far future when that overflows.
-    fn after(&self, limit: std::time::Duration) -> Instant {
-        self.start
-            .checked_add(limit)
-            .unwrap_or_else(|| crate::far_future(self.start))
-    }
-
     fn error(&self, phase: Phase, reach: Reach) -> BoxError {
         let w = self.workload;
         let err = match phase {
@@ -63,7 +56,7 @@ impl Limits {
         if ctx.phases_enforced() {
             None
         } else {
-            let headers_at = self.after(self.profile.headers);
+            let headers_at = crate::later(self.start, self.profile.headers);
             if ctx.attempts_managed() || self.deadline <= headers_at {
                 Some((self.deadline, Phase::Total))
             } else {
@@ -205,7 +198,7 @@ where
                     }
                     Poll::Pending => {
                         if this.armed.is_none() {
-                            let ready_at = limits.after(limits.profile.ready);
+                            let ready_at = crate::later(limits.start, limits.profile.ready);
                             let (at, phase) = if ready_at < limits.deadline {
                                 (ready_at, Phase::Ready)
                             } else {

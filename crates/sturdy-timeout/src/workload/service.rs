@@ -115,13 +115,7 @@ where
             None => *self.profiles.get(workload),
         };
         let start = sturdy_core::clock::now();
-        let at = |limit: std::time::Duration| {
-            Deadline(
-                start
-                    .checked_add(limit)
-                    .unwrap_or_else(|| crate::far_future(start)),
-            )
-        };
+        let at = |limit: std::time::Duration| Deadline(crate::later(start, limit));
         let grpc = plan.is_grpc();
         // The profile's own deadline, unless the caller's comes first: a
         // `Deadline` marker, an outer layer's, or a gRPC caller's
