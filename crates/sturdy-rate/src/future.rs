@@ -104,16 +104,14 @@ impl Reservation {
     /// The answer's head came, now.
     /// The clocks are read only when the answer names a rate-limit field.
     fn answered(mut self, headers: &HeaderMap) {
-        let rl = RateLimitHeaders::named_in(headers).then(|| {
-            let arrived = Instant::now();
-            (
-                RateLimitHeaders::from_headers(headers, SystemTime::now()),
-                arrived,
-            )
+        let mut arrived = None;
+        let rl = RateLimitHeaders::read(headers, || {
+            arrived = Some(Instant::now());
+            SystemTime::now()
         });
-        let said = rl.as_ref().filter(|(rl, _)| !rl.is_empty());
+        let said = rl.filter(|rl| !rl.is_empty()).zip(arrived);
         self.server
-            .answer(self.need, said.map(|(rl, arrived)| (rl, *arrived)));
+            .answer(self.need, said.as_ref().map(|(rl, arrived)| (rl, *arrived)));
         self.open = false;
     }
 }

@@ -324,23 +324,22 @@ fn each_member<'a>(
 }
 
 impl RateLimitHeaders {
-    /// Whether `headers` name any field read: one pass over the names, no
-    /// hashing, no clock (most answers carry none), each name looked at
-    /// past its first byte only when that could start one.
-    pub(crate) fn named_in(headers: &HeaderMap) -> bool {
-        headers
-            .keys()
-            .any(|name| field_index(name.as_str()).is_some())
-    }
-
     /// Reads every family from `headers`; `now` is the current wall-clock
     /// time, against which Anthropic's date-time resets are measured. See
     /// the type's docs for the rules.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RateLimitHeaders {
-        // One pass over the names, no hashing; most answers carry none.
-        let Some(fields) = Fields::of(headers) else {
-            return RateLimitHeaders::default();
-        };
+        RateLimitHeaders::read(headers, || now).unwrap_or_default()
+    }
+
+    /// [`from_headers`](Self::from_headers), with the wall clock read
+    /// (`now`) only when `headers` name a field; `None` when they name
+    /// none (most answers): one pass over the names, no hashing, no clock.
+    pub(crate) fn read(
+        headers: &HeaderMap,
+        now: impl FnOnce() -> SystemTime,
+    ) -> Option<RateLimitHeaders> {
+        let fields = Fields::of(headers)?;
+        let now = now();
         let get = |i: usize| fields.single(i);
         let openai = |limit, remaining, reset| Quota {
             limit: get(limit).and_then(parse::count),
@@ -372,12 +371,12 @@ impl RateLimitHeaders {
         let tokens = openai(OAI_LIMIT_TOKENS, OAI_REMAINING_TOKENS, OAI_RESET_TOKENS).tighter(
             anthropic(ANT_TOKENS_LIMIT, ANT_TOKENS_REMAINING, ANT_TOKENS_RESET),
         );
-        RateLimitHeaders {
+        Some(RateLimitHeaders {
             requests,
             tokens,
             input_tokens: anthropic(ANT_INPUT_LIMIT, ANT_INPUT_REMAINING, ANT_INPUT_RESET),
             output_tokens: anthropic(ANT_OUTPUT_LIMIT, ANT_OUTPUT_REMAINING, ANT_OUTPUT_RESET),
-        }
+        })
     }
 
     /// Whether no dimension was said anything about.
@@ -540,7 +539,6 @@ mod tests {
                 }
             }
             let fields = Fields::of(&h);
-            assert_eq!(fields.is_some(), RateLimitHeaders::named_in(&h));
             for (i, name) in HEADER_NAMES.iter().enumerate() {
                 let (one, list) = match &fields {
                     Some(f) => (

@@ -329,7 +329,7 @@ impl View {
 /// Until an answer from it names a rate-limit field, its view holds
 /// nothing an admission could be refused by, so admissions and answers
 /// only count attempts in and out of `in_flight`, with no lock. The first
-/// answer with a remaining count and a reset sets `said` (and it stays
+/// answer whose rate-limit headers say anything sets `said` (and it stays
 /// set); from then on every admission decides under the view's lock.
 pub(crate) struct Server {
     /// `host:port`.
