@@ -6,7 +6,9 @@
 //! shared, so recording an outcome clones at most two reference counts.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use crate::slots::Slots;
 
 use sturdy_core::{FailureKind, Reach, Workload};
 
@@ -289,10 +291,6 @@ impl KnownMethods {
     }
 }
 
-/// Most labels a service keeps interned; past that a new label is built per
-/// call (still correct, just an allocation).
-const CACHE_LIMIT: usize = 32;
-
 /// Labels built from request data, interned per layer so that a client
 /// talking to one server (or one gRPC method) builds each label once and
 /// then only clones an `Arc`. Shared by every clone of the service (tower's
@@ -315,51 +313,6 @@ struct AuthorityLabel {
     authority: Box<str>,
     default_port: Option<u16>,
     label: Arc<str>,
-}
-
-/// An append-only list of up to [`CACHE_LIMIT`] entries, read without a
-/// lock: a slot is set once and never changed, so a reader scans the set
-/// slots with one atomic load each. A writer takes the first free slot; of
-/// two writers racing for one slot, the second waits for the first to
-/// finish setting it and then goes on to the next. A full list keeps what
-/// it has.
-struct Slots<T>([OnceLock<T>; CACHE_LIMIT]);
-
-impl<T> Default for Slots<T> {
-    fn default() -> Self {
-        Slots(std::array::from_fn(|_| OnceLock::new()))
-    }
-}
-
-impl<T> Slots<T> {
-    /// The entries set so far, in the order they were added.
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter().map_while(OnceLock::get)
-    }
-
-    /// The entry that is `same`, else `value` added; `None` when the list
-    /// is full.
-    fn find_or_push(&self, same: impl Fn(&T) -> bool, mut value: T) -> Option<&T> {
-        for slot in &self.0 {
-            if let Some(entry) = slot.get() {
-                if same(entry) {
-                    return Some(entry);
-                }
-                continue;
-            }
-            match slot.set(value) {
-                Ok(()) => return slot.get(),
-                Err(back) => {
-                    // Another writer set this slot first.
-                    if let Some(entry) = slot.get().filter(|e| same(e)) {
-                        return Some(entry);
-                    }
-                    value = back;
-                }
-            }
-        }
-        None
-    }
 }
 
 fn intern(
@@ -486,6 +439,7 @@ fn same_address(label: &str, host: &str, port: Option<u16>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slots::SLOTS;
 
     fn server_of(req: &http::Request<()>, fallback: Option<&str>) -> String {
         let fallback = fallback.map(|s| ServerAddress::shared(s.into()));
@@ -567,15 +521,15 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_racing_writers_agree_on_one_label() {
         let cache = LabelCache::default();
-        for i in 0..CACHE_LIMIT + 8 {
+        for i in 0..SLOTS + 8 {
             let req = http::Request::get(format!("http://h{i}:1/"))
                 .body(())
                 .unwrap();
             // Past the limit a label is still right, only not remembered.
             assert_eq!(cache.server(&req, None).as_str(), format!("h{i}:1"));
         }
-        assert_eq!(cache.authorities.iter().count(), CACHE_LIMIT);
-        assert_eq!(cache.servers.iter().count(), CACHE_LIMIT);
+        assert_eq!(cache.authorities.iter().count(), SLOTS);
+        assert_eq!(cache.servers.iter().count(), SLOTS);
 
         let cache = LabelCache::default();
         let labels: Vec<ServerAddress> = std::thread::scope(|s| {

@@ -86,6 +86,7 @@ mod recorder;
 mod report;
 pub mod series;
 mod service;
+mod slots;
 mod snapshot;
 mod span;
 

@@ -1,7 +1,7 @@
 //! [`SnapshotRecorder`]: in-memory counts and latency percentiles, for tests
-//! and reports, and the default recorder of the `Stack`: a call that
-//! succeeds is recorded with atomic adds alone; the latency histograms have
-//! a fixed size whatever the number of calls.
+//! and reports, and the default recorder of the `Stack`: a call is recorded
+//! with atomic adds alone, whether it succeeds or fails; the latency
+//! histograms have a fixed size whatever the number of calls.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use sturdy_core::{Reach, RetryRefusal, Workload};
 
+use crate::slots::Slots;
 use crate::{Ended, Outcome, Recorder, Scope};
 
 /// Largest latency tracked: one hour (longer ones count as one hour).
@@ -140,16 +141,57 @@ struct State {
     latencies: [[Histogram<u64>; 3]; 2],
 }
 
-/// The live counts. Everything a successful call records is an atomic add;
-/// only failures and retries take a short lock (never held across an
-/// await), to count by label.
+/// Counts by a label, each an atomic add: the first [`SLOTS`](crate::slots)
+/// keys seen get a counter each, in a list read without a lock; a key past
+/// those is counted in a map under a short lock (never held across an
+/// await). A snapshot sums both.
+struct Counts<K> {
+    slots: Slots<(K, AtomicU64)>,
+    overflow: Mutex<BTreeMap<K, u64>>,
+}
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts {
+            slots: Slots::default(),
+            overflow: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<K: Copy + Ord> Counts<K> {
+    fn add(&self, key: K, n: u64) {
+        match self
+            .slots
+            .find_or_push(|(k, _)| *k == key, (key, AtomicU64::new(0)))
+        {
+            Some((_, count)) => {
+                count.fetch_add(n, Ordering::Relaxed);
+            }
+            None => *lock(&self.overflow).entry(key).or_default() += n,
+        }
+    }
+
+    /// Every key counted so far, with its count.
+    fn read(&self) -> BTreeMap<K, u64> {
+        let mut all = lock(&self.overflow).clone();
+        for (key, count) in self.slots.iter() {
+            *all.entry(*key).or_default() += count.load(Ordering::Relaxed);
+        }
+        // A key whose slot was taken and not yet added to.
+        all.retain(|_, n| *n > 0);
+        all
+    }
+}
+
+/// The live counts: atomic adds, whatever the outcome (see [`Counts`]).
 #[derive(Default)]
 struct Live {
     started: [AtomicU64; 2],
     ok: [AtomicU64; 2],
-    failures: Mutex<BTreeMap<OutcomeKey, u64>>,
+    failures: Counts<OutcomeKey>,
     by_workload: [[[AtomicU64; 3]; 4]; 2],
-    retries: Mutex<BTreeMap<&'static str, u64>>,
+    retries: Counts<&'static str>,
     refusals: [AtomicU64; RetryRefusal::ALL.len()],
     possibly_duplicated: AtomicU64,
     call_attempts: AtomicU64,
@@ -159,9 +201,11 @@ struct Live {
 /// Records into memory; [`SnapshotRecorder::snapshot`] reads a
 /// [`Snapshot`]. Cloning shares the counts.
 ///
-/// Lock-free for every call that succeeds (atomic adds, and latency
-/// histograms of fixed size whatever the number of calls, within 0.2 % of
-/// each value); a failure or a retry takes a short lock to count by label.
+/// Lock-free: every call is recorded with atomic adds, whatever its outcome
+/// (the first 32 distinct outcome and retry-reason labels get a counter
+/// each; a label past those is counted under a short lock), and the latency
+/// histograms have a fixed size whatever the number of calls, within 0.2 %
+/// of each value.
 /// A snapshot taken while calls run may see one call's counts only in
 /// part; one taken after they ended is exact.
 ///
@@ -193,7 +237,7 @@ impl SnapshotRecorder {
     pub fn snapshot(&self) -> Snapshot {
         let l = &*self.live;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut outcomes = lock(&l.failures).clone();
+        let mut outcomes = l.failures.read();
         let mut by_workload = BTreeMap::new();
         for scope in Scope::ALL {
             let ok = get(&l.ok[scope as usize]);
@@ -221,7 +265,7 @@ impl SnapshotRecorder {
             started: [get(&l.started[0]), get(&l.started[1])],
             outcomes,
             by_workload,
-            retries: lock(&l.retries).clone(),
+            retries: l.retries.read(),
             retry_refusals: RetryRefusal::ALL
                 .into_iter()
                 .map(|why| (why.label(), get(&l.refusals[why as usize])))
@@ -263,7 +307,7 @@ impl Recorder for SnapshotRecorder {
                     outcome: outcome.label(),
                     reach,
                 };
-                *lock(&l.failures).entry(key).or_default() += 1;
+                l.failures.add(key, 1);
             }
         }
         l.by_workload[scope][dims.workload as usize][reach as usize]
@@ -286,11 +330,8 @@ impl Recorder for SnapshotRecorder {
                 l.possibly_duplicated
                     .fetch_add(u64::from(summary.possibly_duplicated), Ordering::Relaxed);
             }
-            if !summary.retry_reasons.is_empty() {
-                let mut retries = lock(&l.retries);
-                for reason in &summary.retry_reasons {
-                    *retries.entry(reason.label()).or_default() += 1;
-                }
+            for reason in &summary.retry_reasons {
+                l.retries.add(reason.label(), 1);
             }
         }
     }
@@ -442,6 +483,125 @@ impl fmt::Debug for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+
+    use sturdy_core::FailureKind;
+
+    use crate::{CallSummary, Dimensions, MethodLabel, ServerAddress};
+
+    fn dims(scope: Scope) -> Dimensions {
+        Dimensions {
+            scope,
+            workload: Workload::Interactive,
+            method: MethodLabel::from_static("POST"),
+            server: ServerAddress::from_static("127.0.0.1:1"),
+        }
+    }
+
+    /// Records one ended call or attempt of `scope`, failed with `kind`
+    /// (ok when `None`), whose call took retries for `reasons`.
+    fn record(
+        r: &SnapshotRecorder,
+        scope: Scope,
+        kind: Option<FailureKind>,
+        reasons: &[FailureKind],
+    ) {
+        let dims = dims(scope);
+        let summary = CallSummary {
+            attempts: 1 + reasons.len() as u32,
+            retry_reasons: reasons.to_vec(),
+            ..CallSummary::default()
+        };
+        r.started(scope);
+        r.finished(&Ended {
+            dims: &dims,
+            outcome: kind.map_or(Outcome::Ok, Outcome::Failed),
+            status: None,
+            duration: Duration::from_millis(3),
+            time_to_head: None,
+            time_to_first_frame: None,
+            call: (scope == Scope::Call).then_some(&summary),
+        });
+    }
+
+    #[test]
+    fn failures_and_retries_are_counted_without_a_lock() {
+        let recorder = SnapshotRecorder::new();
+        // Both lists' locks held here: only a key past the lock-free list
+        // would wait for them.
+        let failures = lock(&recorder.live.failures.overflow);
+        let retries = lock(&recorder.live.retries.overflow);
+        let (done, finished) = mpsc::channel();
+        let r = recorder.clone();
+        let recording = std::thread::spawn(move || {
+            let refused = Some(FailureKind::ConnectRefused);
+            for _ in 0..3 {
+                record(&r, Scope::Attempt, refused, &[]);
+            }
+            record(&r, Scope::Call, refused, &[FailureKind::ConnectRefused; 2]);
+            done.send(()).unwrap();
+        });
+        let in_time = finished.recv_timeout(Duration::from_secs(10));
+        drop((failures, retries));
+        recording.join().unwrap();
+        assert!(in_time.is_ok(), "a failure waited for a lock");
+        let s = recorder.snapshot();
+        assert_eq!(
+            s.count(Scope::Attempt, "connect_refused", Reach::NotSent),
+            3
+        );
+        assert_eq!(s.count(Scope::Call, "connect_refused", Reach::NotSent), 1);
+        assert_eq!(s.retries().get("connect_refused"), Some(&2));
+        assert_eq!(s.in_flight(Scope::Attempt), 0);
+    }
+
+    #[test]
+    fn every_failure_is_counted_once_from_racing_threads_past_the_lock_free_keys() {
+        // More distinct outcomes than the lock-free list holds: statuses
+        // 400 to 459 at both scopes, from four threads at once, with a retry
+        // reason per call.
+        let recorder = SnapshotRecorder::new();
+        let status =
+            |i: u16| FailureKind::Status(http::StatusCode::from_u16(400 + i % 60).unwrap());
+        std::thread::scope(|t| {
+            for thread in 0..4u16 {
+                let r = &recorder;
+                t.spawn(move || {
+                    for i in 0..600u16 {
+                        let kind = status(i + thread);
+                        record(r, Scope::Attempt, Some(kind), &[]);
+                        record(r, Scope::Call, Some(kind), &[kind]);
+                        record(r, Scope::Call, None, &[]);
+                    }
+                });
+            }
+        });
+        let s = recorder.snapshot();
+        for scope in Scope::ALL {
+            assert_eq!(
+                s.finished(scope),
+                if scope == Scope::Call { 4800 } else { 2400 }
+            );
+            assert_eq!(s.in_flight(scope), 0);
+        }
+        for i in 0..60 {
+            let label = FailureKind::Status(http::StatusCode::from_u16(400 + i).unwrap()).label();
+            assert_eq!(
+                s.count(Scope::Attempt, label, Reach::Acknowledged),
+                40,
+                "{label}"
+            );
+            assert_eq!(
+                s.count(Scope::Call, label, Reach::Acknowledged),
+                40,
+                "{label}"
+            );
+            assert_eq!(s.retries().get(label), Some(&40), "{label}");
+        }
+        assert_eq!(s.count(Scope::Call, "ok", Reach::Acknowledged), 2400);
+        assert!(recorder.live.failures.slots.iter().count() == crate::slots::SLOTS);
+        assert!(!lock(&recorder.live.failures.overflow).is_empty());
+    }
 
     #[test]
     fn every_latency_lands_in_a_bucket_whose_value_is_within_a_fifth_of_a_percent_above() {
