@@ -290,6 +290,12 @@ impl<'a> Fields<'a> {
         self.lists.get_mut(i.checked_sub(IETF_RATELIMIT)?)
     }
 
+    /// Whether any of `fields` is there (most answers name one family:
+    /// the others are not read at all).
+    fn any(&self, fields: [usize; 3]) -> bool {
+        fields.iter().any(|&i| self.count[i] > 0)
+    }
+
     /// A single-valued field: its bytes when it is there once and no
     /// longer than [`MAX_VALUE_LEN`].
     fn single(&self, i: usize) -> Option<&'a [u8]> {
@@ -341,20 +347,29 @@ impl RateLimitHeaders {
         let fields = Fields::of(headers)?;
         let now = now();
         let get = |i: usize| fields.single(i);
-        let openai = |limit, remaining, reset| Quota {
-            limit: get(limit).and_then(parse::count),
-            remaining: get(remaining).and_then(parse::count),
-            reset: get(reset).and_then(parse::reset_duration),
+        let openai = |limit, remaining, reset| match fields.any([limit, remaining, reset]) {
+            true => Quota {
+                limit: get(limit).and_then(parse::count),
+                remaining: get(remaining).and_then(parse::count),
+                reset: get(reset).and_then(parse::reset_duration),
+            },
+            false => Quota::default(),
         };
-        let anthropic = |limit, remaining, reset| Quota {
-            limit: get(limit).and_then(parse::count),
-            remaining: get(remaining).and_then(parse::count),
-            reset: get(reset).and_then(|v| parse::reset_at_date(v, now)),
+        let anthropic = |limit, remaining, reset| match fields.any([limit, remaining, reset]) {
+            true => Quota {
+                limit: get(limit).and_then(parse::count),
+                remaining: get(remaining).and_then(parse::count),
+                reset: get(reset).and_then(|v| parse::reset_at_date(v, now)),
+            },
+            false => Quota::default(),
         };
-        let early_ietf = Quota {
-            limit: get(IETF_LIMIT).and_then(leading_count),
-            remaining: get(IETF_REMAINING).and_then(parse::count),
-            reset: get(IETF_RESET).and_then(parse::delta_seconds),
+        let early_ietf = match fields.any([IETF_LIMIT, IETF_REMAINING, IETF_RESET]) {
+            true => Quota {
+                limit: get(IETF_LIMIT).and_then(leading_count),
+                remaining: get(IETF_REMAINING).and_then(parse::count),
+                reset: get(IETF_RESET).and_then(parse::delta_seconds),
+            },
+            false => Quota::default(),
         };
         let requests = openai(
             OAI_LIMIT_REQUESTS,

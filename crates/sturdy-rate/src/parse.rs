@@ -22,13 +22,28 @@ pub(crate) fn trim(v: &[u8]) -> Option<&[u8]> {
 /// clamps to `u64::MAX`.
 pub(crate) fn count(v: &[u8]) -> Option<u64> {
     let s = trim(v)?;
-    if !s.iter().all(u8::is_ascii_digit) {
-        return None;
+    if s.len() > MAX_EXACT_DIGITS {
+        if !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        return Some(s.iter().fold(0u64, |n, d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        }));
     }
-    Some(s.iter().fold(0u64, |n, d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
+    // Nineteen digits or fewer cannot overflow: one pass, no saturation.
+    let mut n = 0u64;
+    for &d in s {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
 }
+
+/// Most digits a `u64` holds whatever they are (`10¹⁹ − 1 < 2⁶⁴`).
+const MAX_EXACT_DIGITS: usize = 19;
 
 /// A duration clamped to [`MAX_RESET`].
 fn clamp(nanos: u128) -> Duration {
@@ -582,9 +597,31 @@ mod tests {
         assert_eq!(count(b"42"), Some(42));
         assert_eq!(count(b" 0 "), Some(0));
         assert_eq!(count(b"99999999999999999999999999"), Some(u64::MAX));
-        for bad in [&b"-1"[..], b"1.0", b"+1", b"", b"1e3", b"0x10", b"\xff"] {
+        // Nineteen digits are read exactly; from twenty, saturating.
+        assert_eq!(
+            count(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(count(b"0000000000000000007"), Some(7));
+        assert_eq!(count(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(count(b"18446744073709551614"), Some(u64::MAX - 1));
+        assert_eq!(count(b"18446744073709551616"), Some(u64::MAX));
+        for bad in [
+            &b"-1"[..],
+            b"1.0",
+            b"+1",
+            b"",
+            b"1e3",
+            b"0x10",
+            b"\xff",
+            b"12:",
+            b"/1",
+        ] {
             assert_eq!(count(bad), None, "{bad:?}");
         }
+        // A non-digit anywhere in a long value.
+        assert_eq!(count(b"1234567890123456789012a"), None);
+        assert_eq!(count(b"123456789012345678a"), None);
     }
 
     fn now() -> SystemTime {
