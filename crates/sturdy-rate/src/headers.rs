@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::parse::{self, Member};
 
@@ -252,10 +252,10 @@ struct Fields<'a> {
     /// How many values each field has (counted to 255).
     count: [u8; HEADER_NAMES.len()],
     /// The first value of each.
-    first: [Option<&'a [u8]>; HEADER_NAMES.len()],
+    first: [Option<&'a HeaderValue>; HEADER_NAMES.len()],
     /// The first [`MAX_LIST_LINES`] values of the two List fields,
     /// `RateLimit` and `RateLimit-Policy`.
-    lists: [[Option<&'a [u8]>; MAX_LIST_LINES]; 2],
+    lists: [[Option<&'a HeaderValue>; MAX_LIST_LINES]; 2],
 }
 
 impl<'a> Fields<'a> {
@@ -274,19 +274,19 @@ impl<'a> Fields<'a> {
             any = true;
             let n = fields.count[i];
             if n == 0 {
-                fields.first[i] = Some(value.as_bytes());
+                fields.first[i] = Some(value);
             }
             if let Some(list) = fields.list_mut(i)
                 && let Some(slot) = list.get_mut(usize::from(n))
             {
-                *slot = Some(value.as_bytes());
+                *slot = Some(value);
             }
             fields.count[i] = n.saturating_add(1);
         }
         any.then_some(fields)
     }
 
-    fn list_mut(&mut self, i: usize) -> Option<&mut [Option<&'a [u8]>; MAX_LIST_LINES]> {
+    fn list_mut(&mut self, i: usize) -> Option<&mut [Option<&'a HeaderValue>; MAX_LIST_LINES]> {
         self.lists.get_mut(i.checked_sub(IETF_RATELIMIT)?)
     }
 
@@ -299,7 +299,9 @@ impl<'a> Fields<'a> {
     /// A single-valued field: its bytes when it is there once and no
     /// longer than [`MAX_VALUE_LEN`].
     fn single(&self, i: usize) -> Option<&'a [u8]> {
-        self.first[i].filter(|v| self.count[i] == 1 && v.len() <= MAX_VALUE_LEN)
+        self.first[i]
+            .map(HeaderValue::as_bytes)
+            .filter(|v| self.count[i] == 1 && v.len() <= MAX_VALUE_LEN)
     }
 
     /// The lines of a List field (`RateLimit` or `RateLimit-Policy`), or
@@ -309,7 +311,10 @@ impl<'a> Fields<'a> {
         if n == 0 || n > MAX_LIST_LINES {
             return None;
         }
-        let out = *self.lists.get(i.checked_sub(IETF_RATELIMIT)?)?;
+        let out = self
+            .lists
+            .get(i.checked_sub(IETF_RATELIMIT)?)?
+            .map(|v| v.map(HeaderValue::as_bytes));
         out.iter()
             .flatten()
             .all(|v| v.len() <= MAX_VALUE_LEN)
