@@ -36,13 +36,14 @@ const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]
 const ANSWER: &[u8] = br#"{"id":"c1","choices":[{"message":{"content":"hello"}}]}"#;
 
 /// Every variant, in report order.
-pub const VARIANTS: [&str; 7] = [
+pub const VARIANTS: [&str; 8] = [
     "bare",
     "workload_timeout",
     "attempt_timeout",
     "retry",
     "metrics_attempts",
     "stack",
+    "stack_failing",
     "tower_timeout_retry",
 ];
 
@@ -55,6 +56,13 @@ pub fn request() -> Request<Full<Bytes>> {
 
 pub fn answer<B>(_req: Request<B>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
     ready(Ok(Response::new(Full::new(Bytes::from_static(ANSWER)))))
+}
+
+/// A `503`, as every answer of a server in an outage.
+pub fn unavailable<B>(_req: Request<B>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"overloaded")));
+    *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    ready(Ok(resp))
 }
 
 /// What a user writes by hand today for tower's `Retry`: retry 5xx and 429
@@ -171,6 +179,19 @@ pub fn with_variant<V: Visit>(name: &str, v: V) -> V::Out {
                 .build()
                 .expect("the default stack is valid");
             v.visit("stack", stack.layer(tower::service_fn(answer::<BoxBody>)))
+        }
+        // The failure path: the default `Stack` (its `SnapshotRecorder`)
+        // with retries off, in front of a server that answers `503`: each
+        // call is recorded failed at both scopes.
+        "stack_failing" => {
+            let stack = Stack::builder()
+                .max_retries(0)
+                .build()
+                .expect("the stack is valid");
+            v.visit(
+                "stack_failing",
+                stack.layer(tower::service_fn(unavailable::<BoxBody>)),
+            )
         }
         "tower_timeout_retry" => v.visit(
             "tower_timeout_retry",
