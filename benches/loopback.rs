@@ -52,7 +52,7 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 15] = [
+const VARIANTS: [&str; 17] = [
     "bare",
     "plan_only",
     "workload_timeout",
@@ -68,7 +68,20 @@ const VARIANTS: [&str; 15] = [
     "tower_timeout_retry",
     "bare_openai_headers",
     "stack_openai_headers",
+    "bare_stream",
+    "stack_stream",
 ];
+
+/// The variants whose calls ask for a streamed answer (`"stream": true`)
+/// of 64 SSE events ([`STREAM_FAULT`]), each its own body frame: what the
+/// layers cost per frame of a chat stream.
+const STREAM_SUFFIX: &str = "_stream";
+/// SSE events per streamed answer: the per-call script asks the fault
+/// server for 64 (`chunks`).
+const STREAM_FAULT: &str = "200;chunks=64";
+/// Marks a streaming variant's URI (the fault server routes by path and
+/// ignores the query): [`request`] then sends the streaming body.
+const STREAM_QUERY: &str = "?bench=stream";
 
 /// The variants run against the second server, whose every answer carries
 /// OpenAI's six `x-ratelimit-*` headers.
@@ -92,6 +105,8 @@ impl Servers {
     }
 }
 const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}"#;
+const STREAM_BODY: &[u8] =
+    br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":64,"stream":true}"#;
 const CONCURRENCY: usize = 32;
 
 fn main() {
@@ -254,10 +269,14 @@ fn spawn_server(headers: bool) -> Result<(Server, String), BoxError> {
 }
 
 fn request(uri: &str) -> Request<Full<Bytes>> {
-    Request::post(uri)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(BODY)))
-        .expect("a valid request")
+    let req = Request::post(uri).header("content-type", "application/json");
+    if uri.ends_with(STREAM_QUERY) {
+        req.header(sturdy_faults::FAULT_HEADER, STREAM_FAULT)
+            .body(Full::new(Bytes::from_static(STREAM_BODY)))
+    } else {
+        req.body(Full::new(Bytes::from_static(BODY)))
+    }
+    .expect("a valid request")
 }
 
 /// `calls` calls at concurrency 32 through clones of `svc`, each read to
@@ -308,10 +327,14 @@ trait Visit {
 
 /// Builds variant `name` over a fresh `sturdy::client()` and visits it.
 async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
-    let uri = format!("{base}/v1/chat/completions");
+    let query = match name.ends_with(STREAM_SUFFIX) {
+        true => STREAM_QUERY,
+        false => "",
+    };
+    let uri = format!("{base}/v1/chat/completions{query}");
     let client = sturdy::client().build().expect("a valid client");
     match name {
-        "bare" | "bare_openai_headers" => {
+        "bare" | "bare_openai_headers" | "bare_stream" => {
             let svc = ServiceBuilder::new()
                 .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
                 .service(client);
@@ -379,7 +402,7 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
                 .service(client);
             v.visit(svc, &uri).await
         }
-        "stack" | "stack_openai_headers" => {
+        "stack" | "stack_openai_headers" | "stack_stream" => {
             let stack = Stack::builder()
                 .build()
                 .expect("the default stack is valid");
