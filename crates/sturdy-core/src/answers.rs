@@ -7,10 +7,14 @@
 //! it is small ([`MAX_ERROR_BODY`]) and only for the statuses where it
 //! changes the verdict ([`body_may_refine`]); a stream is scanned line by
 //! line, keeping at most [`MAX_EVENT_LINE`] bytes of one line, and only a
-//! data line that starts as an error object is parsed. Parsing never
+//! data line that is an object and could name an `error` member is
+//! parsed. Parsing never
 //! panics: garbage is "nothing said".
 
+use std::sync::LazyLock;
+
 use http::StatusCode;
+use memchr::memmem;
 use serde::Deserialize;
 
 use crate::FailureKind;
@@ -95,6 +99,18 @@ pub fn classify_event_data(data: &[u8]) -> Option<FailureKind> {
     })
 }
 
+/// Whether a JSON text can have a member named `error`: only if it holds
+/// that name in quotes, or a `\u` escape, which could spell it. A stream's
+/// ordinary events (`{"id":"chatcmpl-…","choices":[…]}`) hold neither, and
+/// are not parsed; two vectorised searches cost far less than a parse.
+fn may_name_error(json: &[u8]) -> bool {
+    // Built once: building a searcher costs more than a search.
+    static NAME: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"error\""));
+    NAME.find(json).is_some()
+        || memchr::memchr_iter(b'\\', json).any(|i| json.get(i + 1) == Some(&b'u'))
+}
+
 /// Reads a server-sent-event stream as it passes, frame by frame: whether a
 /// line carrying data has been seen (the first token), and the first error
 /// object an event carried.
@@ -125,25 +141,32 @@ pub struct SseScan {
 
 impl SseScan {
     /// Reads the next chunk of the stream.
+    ///
+    /// A line that lies whole in `chunk` is read where it is; only the
+    /// start of a line the chunk ends in is copied, to be read with its end
+    /// from the next chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
-        while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(i) => {
-                    self.keep(&rest[..i]);
-                    self.end_line();
-                    rest = &rest[i + 1..];
-                }
-                None => {
-                    self.keep(rest);
-                    rest = &[];
-                }
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', rest) {
+            let (line, after) = (&rest[..i], &rest[i + 1..]);
+            if self.line.is_empty() && !self.overlong {
+                self.line_ended(line, line.len() > MAX_EVENT_LINE);
+            } else {
+                self.keep(line);
+                let kept = std::mem::take(&mut self.line);
+                let overlong = std::mem::replace(&mut self.overlong, false);
+                self.line_ended(&kept, overlong);
+                // Keep the allocation for the next split line.
+                self.line = kept;
+                self.line.clear();
             }
+            rest = after;
         }
+        self.keep(rest);
     }
 
     fn keep(&mut self, part: &[u8]) {
-        if self.overlong {
+        if self.overlong || part.is_empty() {
             return;
         }
         if self.line.len() + part.len() > MAX_EVENT_LINE {
@@ -159,9 +182,9 @@ impl SseScan {
         self.line.extend_from_slice(part);
     }
 
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        let overlong = std::mem::replace(&mut self.overlong, false);
+    /// A whole line (without its end), `overlong` when it is longer than
+    /// what is parsed.
+    fn line_ended(&mut self, line: &[u8], overlong: bool) {
         // A field line is `name: value` or `name:value` (or a bare name); a
         // line starting with `:` is a comment; an empty line ends an event.
         let Some(value) = line.strip_prefix(b"data") else {
@@ -178,13 +201,10 @@ impl SseScan {
         }
         if self.error.is_none() && !overlong {
             let trimmed = value.trim_ascii_start();
-            if trimmed.starts_with(b"{") {
+            if trimmed.starts_with(b"{") && may_name_error(trimmed) {
                 self.error = classify_event_data(trimmed);
             }
         }
-        // Keep the allocation for the next line.
-        self.line = line;
-        self.line.clear();
     }
 
     /// Whether a line carrying data has ended (the first token is out).
@@ -274,6 +294,110 @@ mod tests {
         // The first error stays.
         scan.feed(b"data: {\"error\": {}}\n");
         assert_eq!(scan.error(), Some(FailureKind::QuotaExhausted));
+    }
+
+    #[test]
+    fn an_error_member_is_found_however_it_is_spelled_and_content_is_not_one() {
+        let mut scan = SseScan::default();
+        scan.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\n");
+        scan.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"\\u00e9t\\u00e9\"}}]}\n\n");
+        assert_eq!(scan.error(), None, "a token that says error is not one");
+        scan.feed(b"data: {\"\\u0065rror\":{\"type\":\"server_error\"}}\n\n");
+        assert_eq!(scan.error(), Some(FailureKind::StreamError));
+    }
+
+    /// The scan as it was first written: every line copied, every data line
+    /// that starts as an object parsed. What it says after all of `chunks`.
+    fn scan_by_copying(chunks: &[Vec<u8>]) -> (bool, bool, Option<FailureKind>) {
+        let all: Vec<u8> = chunks.concat();
+        let mut lines: Vec<&[u8]> = all.split(|&b| b == b'\n' || b == b'\r').collect();
+        lines.pop(); // The part after the last line end is not a line yet.
+        let (mut data, mut done, mut error) = (false, false, None);
+        for line in lines {
+            let overlong = line.len() > MAX_EVENT_LINE;
+            let Some(value) = line.strip_prefix(b"data") else {
+                continue;
+            };
+            let value = match value.split_first() {
+                None => value,
+                Some((b':', v)) => v.strip_prefix(b" ").unwrap_or(v),
+                Some(_) => continue,
+            };
+            data = true;
+            if !overlong && value.trim_ascii() == b"[DONE]" {
+                done = true;
+            }
+            let trimmed = value.trim_ascii_start();
+            if error.is_none() && !overlong && trimmed.starts_with(b"{") {
+                error = classify_event_data(trimmed);
+            }
+        }
+        (data, done, error)
+    }
+
+    #[test]
+    fn reading_lines_in_place_says_what_copying_every_line_said() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let events: [&[u8]; 12] = [
+            br#"data: {"id":"c1","choices":[{"delta":{"content":"hi"}}]}"#,
+            br#"data:{"choices":[{"delta":{"content":"error"}}]}"#,
+            br#"data: {"error":{"type":"server_error"}}"#,
+            br#"data: {"error":{"code":"insufficient_quota"}}"#,
+            br#"data: {"\u0065rror":{"type":"x"}}"#,
+            br#"data: {"error":null,"choices":[]}"#,
+            br#"data: {"choices":[{"delta":{"content":"\u00e9"}}]}"#,
+            b"data: [DONE]",
+            b": keep-alive",
+            b"event: message",
+            b"data",
+            b"data2: {\"error\":{}}",
+        ];
+        let ends: [&[u8]; 3] = [b"\n\n", b"\r\n\r\n", b"\n"];
+        for round in 0..2_000 {
+            let mut stream = Vec::new();
+            for _ in 0..1 + next(8) {
+                if next(40) == 0 {
+                    // An error event one byte under, at or over the parse limit.
+                    let open = br#"data: {"error":{"type":""#;
+                    let close = br#""}}"#;
+                    let pad = MAX_EVENT_LINE - open.len() - close.len() - 1 + next(3) as usize;
+                    stream.extend_from_slice(open);
+                    stream.extend(std::iter::repeat_n(b'x', pad));
+                    stream.extend_from_slice(close);
+                } else {
+                    stream.extend_from_slice(events[next(events.len() as u64) as usize]);
+                }
+                stream.extend_from_slice(ends[next(3) as usize]);
+            }
+            // Cut anywhere, into one to six chunks.
+            let mut cuts: Vec<usize> = (0..next(6))
+                .map(|_| next(stream.len() as u64 + 1) as usize)
+                .collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                chunks.push(stream[from..cut].to_vec());
+                from = cut;
+            }
+            let mut scan = SseScan::default();
+            for (k, chunk) in chunks.iter().enumerate() {
+                scan.feed(chunk);
+                let said = (scan.saw_data(), scan.saw_done(), scan.error());
+                assert_eq!(
+                    said,
+                    scan_by_copying(&chunks[..=k]),
+                    "round {round}, chunk {k}: {:?}",
+                    String::from_utf8_lossy(&stream)
+                );
+            }
+        }
     }
 
     #[test]
