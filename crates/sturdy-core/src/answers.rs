@@ -147,7 +147,17 @@ impl SseScan {
     /// from the next chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
-        while let Some(i) = memchr::memchr2(b'\n', b'\r', rest) {
+        loop {
+            let i = match rest.first() {
+                None => break,
+                // The empty line that ends an event, and `\r\n`'s second
+                // half: no search.
+                Some(b'\n' | b'\r') => 0,
+                Some(_) => match memchr::memchr2(b'\n', b'\r', rest) {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
             let (line, after) = (&rest[..i], &rest[i + 1..]);
             if self.line.is_empty() && !self.overlong {
                 self.line_ended(line, line.len() > MAX_EVENT_LINE);
