@@ -44,7 +44,9 @@ impl BodyLimits {
     /// When the current wait ends, and whether that is the deadline; `None`
     /// when nothing is enforced.
     fn wait_until(&self) -> Option<(Instant, bool)> {
-        let own = self.read.map(|read| crate::later(Instant::now(), read));
+        let own = self
+            .read
+            .map(|read| crate::later(sturdy_core::clock::now(), read));
         match (own, self.deadline) {
             (Some(own), Some(d)) if d <= own => Some((d, true)),
             (Some(own), _) => Some((own, false)),
@@ -78,17 +80,22 @@ pin_project! {
     ///
     /// The silence is measured from the moment the body is polled and has
     /// no frame ready, and restarts after every frame; the deadline does
-    /// not move. One timer, made the first time the body has to wait and
-    /// moved with `reset` after that; none at all for a body that is all
-    /// there (a `Full`), or when a layer below enforces the same limits.
+    /// not move. One timer, made the first time the body has to wait; none
+    /// at all for a body that is all there (a `Full`), or when a layer
+    /// below enforces the same limits. A stream waits between every two
+    /// frames, and each wait ends later than the last: the timer is left
+    /// where it is then, and moved to the current wait's end only when it
+    /// fires before it (once per `read` at most, not once per frame).
     /// The timer is boxed, so the body is `Unpin` when the inner body is:
     /// `BodyExt::frame` works on it without pinning by hand.
     pub struct TimeoutBody<B> {
         #[pin]
         inner: B,
         sleep: Option<Pin<Box<Sleep>>>,
-        // Whether `sleep` is set for the current wait.
+        // Whether the current wait has its end in `due`.
         armed: bool,
+        // When the current wait ends; `sleep` fires at or before it.
+        due: Option<Instant>,
         by_deadline: bool,
         limits: BodyLimits,
         timed_out: bool,
@@ -101,6 +108,7 @@ impl<B> TimeoutBody<B> {
             inner,
             sleep: None,
             armed: false,
+            due: None,
             by_deadline: false,
             limits,
             timed_out: false,
@@ -139,12 +147,21 @@ where
             };
             *this.by_deadline = by_deadline;
             *this.armed = true;
+            *this.due = Some(at);
             match this.sleep.as_mut() {
+                // Set for an earlier wait's end: it fires first, and is
+                // moved then.
+                Some(sleep) if sleep.deadline() <= at => {}
                 Some(sleep) => sleep.as_mut().reset(at),
                 None => *this.sleep = Some(Box::pin(sleep_until(at))),
             }
         }
-        if let Some(sleep) = this.sleep.as_mut() {
+        if let (Some(sleep), Some(due)) = (this.sleep.as_mut(), *this.due) {
+            while sleep.deadline() < due {
+                ready!(sleep.as_mut().poll(cx));
+                // Fired at an earlier wait's end: this wait has not ended.
+                sleep.as_mut().reset(due);
+            }
             ready!(sleep.as_mut().poll(cx));
         }
         *this.timed_out = true;

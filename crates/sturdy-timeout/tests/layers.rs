@@ -216,6 +216,31 @@ async fn read_timeout_fires_on_silence_after_the_chunks_that_came() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn read_is_timed_from_the_last_frame_of_a_long_stream() {
+    // Ten frames 300 ms apart (3 s, three times `read`), then silence: the
+    // timer set at the first wait fires before the stream is late and is
+    // moved on; the timeout comes exactly `read` after the last frame.
+    let layer = AttemptTimeoutLayer::builder()
+        .read(Workload::Interactive, ms(1000))
+        .build()
+        .unwrap();
+    let mut gaps = vec![ms(300); 10];
+    gaps.push(ms(5000));
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(slow_service(ms(0), gaps));
+    let res = svc.oneshot(Request::new(())).await.unwrap();
+    let start = Instant::now();
+    let (seen, err) = drain(res.into_body()).await;
+    assert_eq!(seen.matches("chunk").count(), 10);
+    assert_eq!(start.elapsed(), ms(4000));
+    assert_eq!(
+        timeout_of(&err.expect("the silence ends it")).phase(),
+        Phase::Read
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_wait_for_the_first_frame_counts_as_read() {
     let layer = AttemptTimeoutLayer::builder()
         .read(Workload::Interactive, ms(1000))
