@@ -72,6 +72,16 @@ impl BodyLimits {
 }
 
 pin_project! {
+    /// A body's timer and the end of its current wait, boxed together: a
+    /// body that never waits carries one pointer.
+    struct Timer {
+        #[pin]
+        sleep: Sleep,
+        due: Instant,
+    }
+}
+
+pin_project! {
     /// The response body of [`WorkloadTimeout`](crate::WorkloadTimeout) and
     /// [`AttemptTimeout`](crate::AttemptTimeout): the inner body, ended by a
     /// `read` [`TimeoutError`] (reach `Acknowledged`) when it stays silent
@@ -91,11 +101,9 @@ pin_project! {
     pub struct TimeoutBody<B> {
         #[pin]
         inner: B,
-        sleep: Option<Pin<Box<Sleep>>>,
-        // Whether the current wait has its end in `due`.
+        timer: Option<Pin<Box<Timer>>>,
+        // Whether the current wait has its end in the timer's `due`.
         armed: bool,
-        // When the current wait ends; `sleep` fires at or before it.
-        due: Option<Instant>,
         by_deadline: bool,
         limits: BodyLimits,
         timed_out: bool,
@@ -106,9 +114,8 @@ impl<B> TimeoutBody<B> {
     pub(crate) fn new(inner: B, limits: BodyLimits) -> Self {
         TimeoutBody {
             inner,
-            sleep: None,
+            timer: None,
             armed: false,
-            due: None,
             by_deadline: false,
             limits,
             timed_out: false,
@@ -147,22 +154,33 @@ where
             };
             *this.by_deadline = by_deadline;
             *this.armed = true;
-            *this.due = Some(at);
-            match this.sleep.as_mut() {
-                // Set for an earlier wait's end: it fires first, and is
-                // moved then.
-                Some(sleep) if sleep.deadline() <= at => {}
-                Some(sleep) => sleep.as_mut().reset(at),
-                None => *this.sleep = Some(Box::pin(sleep_until(at))),
+            match this.timer.as_mut() {
+                Some(timer) => {
+                    let timer = timer.as_mut().project();
+                    *timer.due = at;
+                    // Set for an earlier wait's end, it fires first and is
+                    // moved then; set later (never, as waits only end
+                    // later), it is moved now.
+                    if timer.sleep.deadline() > at {
+                        timer.sleep.reset(at);
+                    }
+                }
+                None => {
+                    *this.timer = Some(Box::pin(Timer {
+                        sleep: sleep_until(at),
+                        due: at,
+                    }))
+                }
             }
         }
-        if let (Some(sleep), Some(due)) = (this.sleep.as_mut(), *this.due) {
-            while sleep.deadline() < due {
-                ready!(sleep.as_mut().poll(cx));
+        if let Some(timer) = this.timer.as_mut() {
+            let mut timer = timer.as_mut().project();
+            while timer.sleep.deadline() < *timer.due {
+                ready!(timer.sleep.as_mut().poll(cx));
                 // Fired at an earlier wait's end: this wait has not ended.
-                sleep.as_mut().reset(due);
+                timer.sleep.as_mut().reset(*timer.due);
             }
-            ready!(sleep.as_mut().poll(cx));
+            ready!(timer.sleep.as_mut().poll(cx));
         }
         *this.timed_out = true;
         Poll::Ready(Some(Err(this.limits.error(*this.by_deadline))))
