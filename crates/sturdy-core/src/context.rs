@@ -37,6 +37,9 @@ struct Inner {
     workload: AtomicU8,
     /// [`MANAGES_ATTEMPTS`] and [`ENFORCES_PHASES`], as layers below set them.
     below: AtomicU8,
+    /// What the attempts-scope metrics saw of the latest attempt's event
+    /// stream ([`STREAM_WATCHED`], [`STREAM_ENDED`], the error bits).
+    stream: AtomicU8,
     attempts: AtomicU32,
     /// Retries refused, by [`RetryRefusal`].
     refusals: [AtomicU32; RetryRefusal::ALL.len()],
@@ -65,6 +68,31 @@ static TABLES: Classifier = Classifier::tables();
 const MANAGES_ATTEMPTS: u8 = 1;
 /// An attempt timeout below enforces `headers` and `read` on every attempt.
 const ENFORCES_PHASES: u8 = 2;
+
+/// An attempts-scope metrics layer reads the latest attempt's answer as an
+/// event stream.
+const STREAM_WATCHED: u8 = 1;
+/// ...and that attempt's outcome is recorded.
+const STREAM_ENDED: u8 = 2;
+/// ...and an event said the stream failed: a stream error.
+const STREAM_ERROR: u8 = 4;
+/// ...or the account's quota ran out.
+const STREAM_QUOTA: u8 = 8;
+
+/// What the attempts-scope metrics saw of the latest attempt's
+/// server-sent-event stream ([`CallContext::stream_watch`]).
+///
+/// The call's answer is its last attempt's, so the call scope above takes
+/// the stream's outcome from here rather than reading every event again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamWatch {
+    /// The failure the first error event announced
+    /// ([`FailureKind::StreamError`] or [`FailureKind::QuotaExhausted`]).
+    pub error: Option<FailureKind>,
+    /// The attempt's outcome is recorded: its stream ended, or said
+    /// `[DONE]`.
+    pub ended: bool,
+}
 
 impl CallContext {
     /// A fresh, empty record.
@@ -138,6 +166,55 @@ impl CallContext {
             return None;
         }
         Some(self.0.sending.load(Ordering::Relaxed) >= attempt)
+    }
+
+    /// Records whether the latest attempt's answer is an event stream that
+    /// an attempts-scope metrics layer reads (set at each attempt's head:
+    /// `false` clears what an earlier attempt's stream said).
+    #[inline]
+    pub fn watch_stream(&self, watched: bool) {
+        let state = if watched { STREAM_WATCHED } else { 0 };
+        self.0.stream.store(state, Ordering::Relaxed);
+    }
+
+    /// Records the failure an error event of the watched stream announced
+    /// (the first one is kept; [`FailureKind::QuotaExhausted`], or else a
+    /// stream error).
+    #[inline]
+    pub fn stream_saw(&self, kind: FailureKind) {
+        let bit = match kind {
+            FailureKind::QuotaExhausted => STREAM_QUOTA,
+            _ => STREAM_ERROR,
+        };
+        let _ = self
+            .0
+            .stream
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s & (STREAM_ERROR | STREAM_QUOTA) == 0).then_some(s | bit)
+            });
+    }
+
+    /// Records that the watched stream's attempt has its outcome.
+    #[inline]
+    pub fn stream_ended(&self) {
+        self.0.stream.fetch_or(STREAM_ENDED, Ordering::Relaxed);
+    }
+
+    /// What the attempts-scope metrics saw of the latest attempt's event
+    /// stream; `None` when none reads it.
+    #[inline]
+    pub fn stream_watch(&self) -> Option<StreamWatch> {
+        let s = self.0.stream.load(Ordering::Relaxed);
+        (s & STREAM_WATCHED != 0).then_some(StreamWatch {
+            error: if s & STREAM_QUOTA != 0 {
+                Some(FailureKind::QuotaExhausted)
+            } else if s & STREAM_ERROR != 0 {
+                Some(FailureKind::StreamError)
+            } else {
+                None
+            },
+            ended: s & STREAM_ENDED != 0,
+        })
     }
 
     /// Whether a retry layer below makes the attempts.

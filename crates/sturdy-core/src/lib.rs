@@ -53,7 +53,7 @@ pub use classify::{
     classify_grpc, classify_grpc_code, classify_response, classify_status, content_type, header,
     is_grpc, is_grpc_answer, verdict_of,
 };
-pub use context::{CallContext, MaxRetries, NotRetrySafe, RetryRefusal, RetrySafe};
+pub use context::{CallContext, MaxRetries, NotRetrySafe, RetryRefusal, RetrySafe, StreamWatch};
 pub use error::{BoxError, ConnectError, ConnectPart, DnsError, PacerError, Phase, TimeoutError};
 pub use failure::{FailureKind, GrpcCode, Reach, status_label};
 pub use hints::{MAX_HINT, MAX_HINT_VALUE_LEN, Pushback, ServerHints};

@@ -14,11 +14,12 @@ use std::task::{Context, Poll};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use sturdy_core::{
-    BoxError, FailureKind, GrpcCode, Judgement, MAX_ERROR_BODY, SseScan, classify_grpc_code,
+    BoxError, CallContext, FailureKind, GrpcCode, Judgement, MAX_ERROR_BODY, SseScan,
+    classify_grpc_code,
 };
 
 use crate::flight::Flight;
-use crate::{Outcome, Recorder};
+use crate::{Outcome, Recorder, Scope};
 
 /// What a body is watched for, beyond its end.
 pub(crate) enum Watch {
@@ -33,6 +34,9 @@ pub(crate) enum Watch {
     ErrorBody(Box<(Judgement, Vec<u8>)>),
     /// A stream whose events may carry an error object.
     Events(Box<SseScan>),
+    /// A call's event stream read by the attempts scope below, whose
+    /// findings ([`StreamWatch`](sturdy_core::StreamWatch)) are the call's.
+    Below,
 }
 
 pin_project_lite::pin_project! {
@@ -74,10 +78,19 @@ fn end<R: Recorder>(
     };
     let failure = match watch {
         Watch::Plain => None,
+        Watch::Below => flight
+            .ctx()
+            .and_then(CallContext::stream_watch)
+            .and_then(|w| w.error),
         // A gRPC response without a status has failed (tonic says the same).
         Watch::Grpc(status) => classify_grpc_code(status.unwrap_or(GrpcCode::Unknown)).1,
         Watch::ErrorBody(e) => e.0.with_body(&e.1).failure,
-        Watch::Events(scan) => scan.error(),
+        Watch::Events(scan) => {
+            if let (Scope::Attempt, Some(ctx)) = (flight.scope(), flight.ctx()) {
+                ctx.stream_ended();
+            }
+            scan.error()
+        }
     };
     let outcome = match failure {
         Some(kind) => Outcome::Failed(kind),
@@ -133,7 +146,9 @@ where
                     if let Some(data) = frame.data_ref() {
                         if data.has_remaining() {
                             at = flight.data_frame(last);
-                            watch_data(this.watch, flight, data.chunk());
+                            if !matches!(this.watch, Watch::Plain) {
+                                watch_data(this.watch, flight, data.chunk());
+                            }
                         }
                     } else if let (Watch::Grpc(status), Some(code)) = (
                         &mut *this.watch,
@@ -143,7 +158,14 @@ where
                     }
                     // A stream that said `[DONE]` is complete: clients stop
                     // reading there, and a drop after it is no cancellation.
-                    let done = matches!(&*this.watch, Watch::Events(scan) if scan.saw_done());
+                    let done = match &*this.watch {
+                        Watch::Events(scan) => scan.saw_done(),
+                        Watch::Below => flight
+                            .ctx()
+                            .and_then(CallContext::stream_watch)
+                            .is_some_and(|w| w.ended),
+                        _ => false,
+                    };
                     if last || done {
                         end(this.flight, this.watch, at);
                     }
@@ -176,7 +198,20 @@ fn watch_data<R: Recorder>(watch: &mut Watch, flight: &mut Flight<R>, data: &[u8
                 scan.feed(data);
                 if let Some(kind) = scan.error() {
                     flight.know(kind);
+                    if let (Scope::Attempt, Some(ctx)) = (flight.scope(), flight.ctx()) {
+                        ctx.stream_saw(kind);
+                    }
                 }
+            }
+        }
+        Watch::Below => {
+            if flight.known().is_none()
+                && let Some(kind) = flight
+                    .ctx()
+                    .and_then(CallContext::stream_watch)
+                    .and_then(|w| w.error)
+            {
+                flight.know(kind);
             }
         }
         Watch::Plain | Watch::Grpc(_) => {}

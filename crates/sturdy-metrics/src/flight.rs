@@ -82,6 +82,16 @@ impl<R: Recorder> Flight<R> {
         }
     }
 
+    /// The scope this flight records.
+    pub(crate) fn scope(&self) -> Scope {
+        self.shared.scope
+    }
+
+    /// The call's record, when there is one.
+    pub(crate) fn ctx(&self) -> Option<&CallContext> {
+        self.ctx.as_ref()
+    }
+
     /// The call's or attempt's span.
     pub(crate) fn span(&self) -> &Span {
         &self.span

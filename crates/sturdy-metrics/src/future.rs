@@ -13,7 +13,7 @@ use sturdy_core::{
 
 use crate::body::Watch;
 use crate::flight::Flight;
-use crate::{MetricsBody, Outcome, Recorder};
+use crate::{MetricsBody, Outcome, Recorder, Scope};
 
 pin_project_lite::pin_project! {
     /// The response future of [`FailureMetrics`](crate::FailureMetrics).
@@ -111,6 +111,12 @@ fn judge_head<R: Recorder, B: http_body::Body>(
     parts: &http::response::Parts,
     body: &B,
 ) -> Watch {
+    if let (Scope::Attempt, Some(ctx)) = (flight.scope(), flight.ctx())
+        && ctx.stream_watch().is_some()
+    {
+        // Nothing an earlier attempt's stream said stands for this one.
+        ctx.watch_stream(false);
+    }
     if let Some(BodyVerdict(kind)) = parts.extensions.get::<BodyVerdict>() {
         flight.finish(Outcome::Failed(*kind));
         return Watch::Plain;
@@ -136,9 +142,22 @@ fn judge_head<R: Recorder, B: http_body::Body>(
         return Watch::Grpc(GrpcCode::from_headers(&parts.headers));
     }
     if is_event_stream(&parts.headers) {
-        return Watch::Events(Box::default());
+        return watch_events(flight);
     }
     Watch::Plain
+}
+
+/// How a scope reads an event stream: an attempt's, itself (and says so in
+/// the call's context); the call's, from the attempts scope below when one
+/// reads it (the call's answer is its last attempt's), else itself.
+#[inline(never)]
+fn watch_events<R: Recorder>(flight: &Flight<R>) -> Watch {
+    match (flight.scope(), flight.ctx()) {
+        (Scope::Attempt, Some(ctx)) => ctx.watch_stream(true),
+        (Scope::Call, Some(ctx)) if ctx.stream_watch().is_some() => return Watch::Below,
+        _ => {}
+    }
+    Watch::Events(Box::default())
 }
 
 impl<F, R: Recorder> fmt::Debug for ResponseFuture<F, R> {

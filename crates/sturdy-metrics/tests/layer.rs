@@ -642,3 +642,162 @@ async fn a_future_polled_after_completion_errs_and_records_nothing_more() {
         (1, 1)
     );
 }
+
+/// An event stream fed from `frames` then held open (no end): what the two
+/// scopes read of it, with the calls scope alone or above an attempts
+/// scope, and the call's context.
+async fn stream_through(
+    both: bool,
+    frames: &[&'static str],
+) -> (
+    Snapshot,
+    CallContext,
+    mpsc::Sender<Result<Frame<Bytes>, io::Error>>,
+) {
+    let rec = SnapshotRecorder::new();
+    let (tx, body) = chan();
+    let mut body = Some(body);
+    let inner = tower::service_fn(move |_req: http::Request<Empty<Bytes>>| {
+        let body = body.take();
+        async move {
+            let mut res = http::Response::new(body.unwrap());
+            res.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let mut req = req();
+    let ctx = CallContext::attach(&mut req);
+    let res = if both {
+        ServiceBuilder::new()
+            .layer(FailureMetricsLayer::calls(rec.clone()))
+            .layer(FailureMetricsLayer::attempts(rec.clone()))
+            .service(inner)
+            .oneshot(req)
+            .await
+            .unwrap()
+            .map(http_body_util::BodyExt::boxed_unsync)
+    } else {
+        ServiceBuilder::new()
+            .layer(FailureMetricsLayer::calls(rec.clone()))
+            .service(inner)
+            .oneshot(req)
+            .await
+            .unwrap()
+            .map(http_body_util::BodyExt::boxed_unsync)
+    };
+    let mut body = res.into_body();
+    for frame in frames {
+        tx.send(data(frame)).await.unwrap();
+        body.frame().await.unwrap().unwrap();
+    }
+    drop(body);
+    (rec.snapshot(), ctx, tx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_calls_scope_reads_a_stream_alone_and_takes_what_the_attempts_scope_below_read() {
+    let events = [
+        "data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\n",
+        "data: {\"error\":{\"type\":\"server_error\"}}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    // Alone, the calls scope reads the events itself; above an attempts
+    // scope, it takes the attempt's findings. Either way: one stream error
+    // per scope (reading stops at the error; the drop records it).
+    for both in [false, true] {
+        let (s, ctx, _tx) = stream_through(both, &events).await;
+        assert_eq!(
+            counts(&s, Scope::Call),
+            [("stream_error", Reach::Acknowledged, 1)],
+            "both scopes: {both}"
+        );
+        let attempt = if both {
+            vec![("stream_error", Reach::Acknowledged, 1)]
+        } else {
+            vec![]
+        };
+        assert_eq!(counts(&s, Scope::Attempt), attempt);
+        let watch = ctx.stream_watch();
+        assert_eq!(
+            watch,
+            both.then_some(sturdy_core::StreamWatch {
+                error: Some(FailureKind::StreamError),
+                ended: false,
+            })
+        );
+    }
+    // A stream cut off before `[DONE]`: the error already read is what
+    // the drop records, at both scopes.
+    let (s, _ctx, _tx) = stream_through(true, &events[..2]).await;
+    for scope in Scope::ALL {
+        assert_eq!(
+            counts(&s, scope),
+            [("stream_error", Reach::Acknowledged, 1)],
+            "{scope}"
+        );
+    }
+    // A clean stream ends ok at `[DONE]` at both scopes, the body still
+    // open: the calls scope ends with the attempt it took it from.
+    let (s, ctx, _tx) = stream_through(true, &[events[0], events[2]]).await;
+    for scope in Scope::ALL {
+        assert_eq!(
+            counts(&s, scope),
+            [("ok", Reach::Acknowledged, 1)],
+            "{scope}"
+        );
+    }
+    let ended = sturdy_core::StreamWatch {
+        error: None,
+        ended: true,
+    };
+    assert_eq!(ctx.stream_watch(), Some(ended));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_attempt_clears_what_an_earlier_attempts_stream_said() {
+    // Two attempts of one call through the attempts scope, as a retry
+    // layer makes them: the first answer's stream says error, the second
+    // streams clean. The calls scope above takes the stream's outcome from
+    // the attempts scope: the last attempt's, not the first's error.
+    let rec = SnapshotRecorder::new();
+    let mut answers = vec![
+        "data: {\"choices\":[]}\n\ndata: [DONE]\n\n",
+        "data: {\"error\":{\"type\":\"server_error\"}}\n\n",
+    ];
+    let inner = tower::service_fn(move |_req: http::Request<Empty<Bytes>>| {
+        let events = answers.pop().expect("two attempts");
+        async move {
+            let mut res = http::Response::new(Full::new(Bytes::from_static(events.as_bytes())));
+            res.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let attempts = FailureMetricsLayer::attempts(rec.clone()).layer(inner);
+    let two_attempts = tower::service_fn(move |req: http::Request<Empty<Bytes>>| {
+        let mut attempts = attempts.clone();
+        async move {
+            let mut first = http::Request::new(Empty::new());
+            *first.extensions_mut() = req.extensions().clone();
+            let failed = attempts.ready().await?.call(first).await?;
+            let _ = failed.into_body().collect().await;
+            attempts.ready().await?.call(req).await
+        }
+    });
+    let res = FailureMetricsLayer::calls(rec.clone())
+        .layer(two_attempts)
+        .oneshot(req())
+        .await
+        .unwrap();
+    let _ = res.into_body().collect().await;
+    let s = rec.snapshot();
+    assert_eq!(
+        counts(&s, Scope::Attempt),
+        [
+            ("ok", Reach::Acknowledged, 1),
+            ("stream_error", Reach::Acknowledged, 1)
+        ]
+    );
+    assert_eq!(counts(&s, Scope::Call), [("ok", Reach::Acknowledged, 1)]);
+}
