@@ -8,8 +8,7 @@
 //! changes the verdict ([`body_may_refine`]); a stream is scanned line by
 //! line, keeping at most [`MAX_EVENT_LINE`] bytes of one line, and only a
 //! data line that is an object and could name an `error` member is
-//! parsed. Parsing never
-//! panics: garbage is "nothing said".
+//! parsed. Parsing never panics: garbage is "nothing said".
 
 use std::sync::LazyLock;
 
