@@ -14,12 +14,11 @@ use std::task::{Context, Poll};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use sturdy_core::{
-    BoxError, CallContext, FailureKind, GrpcCode, Judgement, MAX_ERROR_BODY, SseScan,
-    classify_grpc_code,
+    BoxError, FailureKind, GrpcCode, Judgement, MAX_ERROR_BODY, SseScan, classify_grpc_code,
 };
 
 use crate::flight::Flight;
-use crate::{Outcome, Recorder, Scope};
+use crate::{Outcome, Recorder};
 
 /// What a body is watched for, beyond its end.
 pub(crate) enum Watch {
@@ -78,15 +77,12 @@ fn end<R: Recorder>(
     };
     let failure = match watch {
         Watch::Plain => None,
-        Watch::Below => flight
-            .ctx()
-            .and_then(CallContext::stream_watch)
-            .and_then(|w| w.error),
+        Watch::Below => flight.stream_below().and_then(|w| w.error),
         // A gRPC response without a status has failed (tonic says the same).
         Watch::Grpc(status) => classify_grpc_code(status.unwrap_or(GrpcCode::Unknown)).1,
         Watch::ErrorBody(e) => e.0.with_body(&e.1).failure,
         Watch::Events(scan) => {
-            if let (Scope::Attempt, Some(ctx)) = (flight.scope(), flight.ctx()) {
+            if let Some(ctx) = flight.attempt_ctx() {
                 ctx.stream_ended();
             }
             scan.error()
@@ -160,10 +156,7 @@ where
                     // reading there, and a drop after it is no cancellation.
                     let done = match &*this.watch {
                         Watch::Events(scan) => scan.saw_done(),
-                        Watch::Below => flight
-                            .ctx()
-                            .and_then(CallContext::stream_watch)
-                            .is_some_and(|w| w.ended),
+                        Watch::Below => flight.stream_below().is_some_and(|w| w.ended),
                         _ => false,
                     };
                     if last || done {
@@ -198,7 +191,7 @@ fn watch_data<R: Recorder>(watch: &mut Watch, flight: &mut Flight<R>, data: &[u8
                 scan.feed(data);
                 if let Some(kind) = scan.error() {
                     flight.know(kind);
-                    if let (Scope::Attempt, Some(ctx)) = (flight.scope(), flight.ctx()) {
+                    if let Some(ctx) = flight.attempt_ctx() {
                         ctx.stream_saw(kind);
                     }
                 }
@@ -206,10 +199,7 @@ fn watch_data<R: Recorder>(watch: &mut Watch, flight: &mut Flight<R>, data: &[u8
         }
         Watch::Below => {
             if flight.known().is_none()
-                && let Some(kind) = flight
-                    .ctx()
-                    .and_then(CallContext::stream_watch)
-                    .and_then(|w| w.error)
+                && let Some(kind) = flight.stream_below().and_then(|w| w.error)
             {
                 flight.know(kind);
             }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sturdy_core::{CallContext, Classifier, FailureKind, Reach, Workload, clock};
+use sturdy_core::{CallContext, Classifier, FailureKind, Reach, StreamWatch, Workload, clock};
 use tokio::time::Instant;
 use tracing::Span;
 
@@ -87,9 +87,16 @@ impl<R: Recorder> Flight<R> {
         self.shared.scope
     }
 
-    /// The call's record, when there is one.
-    pub(crate) fn ctx(&self) -> Option<&CallContext> {
-        self.ctx.as_ref()
+    /// The call's record when this flight is an attempt's: where what the
+    /// attempt's event stream said is written for the calls scope.
+    pub(crate) fn attempt_ctx(&self) -> Option<&CallContext> {
+        self.ctx.as_ref().filter(|_| self.scope() == Scope::Attempt)
+    }
+
+    /// What the attempts scope below saw of the latest attempt's event
+    /// stream, if one reads it.
+    pub(crate) fn stream_below(&self) -> Option<StreamWatch> {
+        self.ctx.as_ref().and_then(CallContext::stream_watch)
     }
 
     /// The call's or attempt's span.

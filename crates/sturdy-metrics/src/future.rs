@@ -111,7 +111,7 @@ fn judge_head<R: Recorder, B: http_body::Body>(
     parts: &http::response::Parts,
     body: &B,
 ) -> Watch {
-    if let (Scope::Attempt, Some(ctx)) = (flight.scope(), flight.ctx())
+    if let Some(ctx) = flight.attempt_ctx()
         && ctx.stream_watch().is_some()
     {
         // Nothing an earlier attempt's stream said stands for this one.
@@ -152,10 +152,10 @@ fn judge_head<R: Recorder, B: http_body::Body>(
 /// reads it (the call's answer is its last attempt's), else itself.
 #[inline(never)]
 fn watch_events<R: Recorder>(flight: &Flight<R>) -> Watch {
-    match (flight.scope(), flight.ctx()) {
-        (Scope::Attempt, Some(ctx)) => ctx.watch_stream(true),
-        (Scope::Call, Some(ctx)) if ctx.stream_watch().is_some() => return Watch::Below,
-        _ => {}
+    if let Some(ctx) = flight.attempt_ctx() {
+        ctx.watch_stream(true);
+    } else if flight.scope() == Scope::Call && flight.stream_below().is_some() {
+        return Watch::Below;
     }
     Watch::Events(Box::default())
 }
