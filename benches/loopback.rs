@@ -52,7 +52,7 @@ use sturdy::timeout::{AttemptTimeoutLayer, WorkloadTimeoutLayer};
 use sturdy_core::BoxError;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-const VARIANTS: [&str; 17] = [
+const VARIANTS: [&str; 19] = [
     "bare",
     "plan_only",
     "workload_timeout",
@@ -66,6 +66,8 @@ const VARIANTS: [&str; 17] = [
     "stack_no_retries",
     "stack_no_budget",
     "tower_timeout_retry",
+    "nested_6",
+    "nested_6_state",
     "bare_openai_headers",
     "stack_openai_headers",
     "bare_stream",
@@ -353,6 +355,14 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
                 .service(client);
             v.visit(svc, &uri).await
         }
+        // Not sturdy: six layers that only wrap the future and the body of
+        // the one below, as each of the `Stack`'s six does, and do nothing
+        // else: what nesting alone costs, apart from any layer's work; and
+        // the same with 160 bytes of state in each future (about the mean
+        // of the `Stack`'s layers' own, `--sizes`), moved as each layer's
+        // future is moved into the next.
+        "nested_6" => v.visit(nested::<0>(client), &uri).await,
+        "nested_6_state" => v.visit(nested::<20>(client), &uri).await,
         "tower_timeout_retry" => {
             let svc = ServiceBuilder::new()
                 .retry(StatusPolicy(5))
@@ -441,6 +451,27 @@ async fn with_variant<V: Visit>(name: &str, base: &str, v: V) -> Sample {
         }
         other => panic!("unknown variant {other:?}; one of {VARIANTS:?}"),
     }
+}
+
+/// `client` under six [`pass::Pass`] layers whose futures hold `WORDS`
+/// words of state each.
+fn nested<const WORDS: usize>(
+    client: sturdy::Client,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<impl Body<Data = Bytes, Error = impl std::fmt::Debug>>,
+    Error = impl std::fmt::Debug,
+> + Clone {
+    use pass::Pass;
+    ServiceBuilder::new()
+        .layer(tower::layer::layer_fn(Pass::<_, WORDS>))
+        .layer(tower::layer::layer_fn(Pass::<_, WORDS>))
+        .layer(tower::layer::layer_fn(Pass::<_, WORDS>))
+        .layer(tower::layer::layer_fn(Pass::<_, WORDS>))
+        .layer(tower::layer::layer_fn(Pass::<_, WORDS>))
+        .layer(tower::layer::layer_fn(Pass::<_, WORDS>))
+        .map_request(|r: Request<Full<Bytes>>| r.map(sturdy::boxed))
+        .service(client)
 }
 
 /// Prints the sizes of a variant's response future and body.
@@ -630,5 +661,92 @@ fn callgrind(servers: &Servers, variants: &[&'static str], n1: u64, n2: u64, rep
             format!("{lo:.3}-{hi:.3}"),
             allocs - bare_allocs
         );
+    }
+}
+
+/// A layer that does nothing but nest: its service hands the request on,
+/// its future wraps the inner future beside `WORDS` words of state, its
+/// body wraps the inner body (the `nested_6` and `nested_6_state`
+/// variants).
+mod pass {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, ready};
+
+    use http::{Request, Response};
+    use http_body::{Body, Frame, SizeHint};
+    use tower::Service;
+
+    /// The service: calls the inner one.
+    #[derive(Clone)]
+    pub struct Pass<S, const WORDS: usize>(pub S);
+
+    impl<S, B, RB, const WORDS: usize> Service<Request<B>> for Pass<S, WORDS>
+    where
+        S: Service<Request<B>, Response = Response<RB>>,
+    {
+        type Response = Response<PassBody<RB>>;
+        type Error = S::Error;
+        type Future = PassFuture<S::Future, WORDS>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request<B>) -> Self::Future {
+            // State the optimiser cannot drop, made from the request as a
+            // layer's would be.
+            let word = req.headers().len() as u64;
+            PassFuture {
+                inner: self.0.call(req),
+                state: std::hint::black_box([word; WORDS]),
+            }
+        }
+    }
+
+    /// The response future: the inner one's answer, its body wrapped.
+    pub struct PassFuture<F, const WORDS: usize> {
+        inner: F,
+        state: [u64; WORDS],
+    }
+
+    impl<F, RB, E, const WORDS: usize> std::future::Future for PassFuture<F, WORDS>
+    where
+        F: std::future::Future<Output = Result<Response<RB>, E>>,
+    {
+        type Output = Result<Response<PassBody<RB>>, E>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            // SAFETY: `inner` is pinned structurally and never moved out;
+            // `state` is not pinned.
+            let this = unsafe { self.get_unchecked_mut() };
+            std::hint::black_box(&this.state);
+            let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+            let resp = ready!(inner.poll(cx))?;
+            Poll::Ready(Ok(resp.map(PassBody)))
+        }
+    }
+
+    /// The response body: the inner one's frames, passed on.
+    pub struct PassBody<B>(B);
+
+    impl<B: Body> Body for PassBody<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+            // SAFETY: structural pinning of the only field.
+            unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll_frame(cx)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.0.size_hint()
+        }
     }
 }
