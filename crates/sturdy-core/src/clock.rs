@@ -30,6 +30,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -100,6 +101,24 @@ pub fn now() -> Instant {
         }
         State::Closed => Instant::now(),
     })
+}
+
+/// `at` + `limit`; when that overflows, roughly thirty years after `at`
+/// (tokio's own choice for "never"): what every limit counted from an
+/// instant comes to, so that a `Duration::MAX` limit means "no limit", not
+/// a panic.
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_core::clock;
+/// let at = tokio::time::Instant::now();
+/// assert_eq!(clock::later(at, Duration::from_secs(5)), at + Duration::from_secs(5));
+/// assert!(clock::later(at, Duration::MAX) > at + Duration::from_secs(86_400 * 365));
+/// ```
+#[inline]
+pub fn later(at: Instant, limit: Duration) -> Instant {
+    at.checked_add(limit)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
 }
 
 #[cfg(test)]

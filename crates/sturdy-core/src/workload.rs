@@ -281,8 +281,7 @@ pub struct Deadline(pub tokio::time::Instant);
 impl Deadline {
     /// A deadline `limit` from now (saturating far in the future).
     pub fn after(limit: Duration) -> Deadline {
-        let now = tokio::time::Instant::now();
-        Deadline(now.checked_add(limit).unwrap_or_else(|| far_future(now)))
+        Deadline(crate::clock::later(tokio::time::Instant::now(), limit))
     }
 
     /// The instant itself.
@@ -350,16 +349,10 @@ impl DeadlineLimit {
     }
 }
 
-/// Roughly thirty years ahead: tokio's own choice for "never".
-fn far_future(now: tokio::time::Instant) -> tokio::time::Instant {
-    now + Duration::from_secs(86_400 * 365 * 30)
-}
-
 /// The earlier of `now + limit` and the deadline, and whether the deadline
 /// was the earlier one (so a timeout can report `total_timeout`).
 pub fn attempt_limit(limit: Duration, deadline: Option<Deadline>) -> (tokio::time::Instant, bool) {
-    let now = crate::clock::now();
-    let own = now.checked_add(limit).unwrap_or_else(|| far_future(now));
+    let own = crate::clock::later(crate::clock::now(), limit);
     match deadline {
         Some(Deadline(d)) if d <= own => (d, true),
         _ => (own, false),

@@ -46,7 +46,7 @@ impl BodyLimits {
     fn wait_until(&self) -> Option<(Instant, bool)> {
         let own = self
             .read
-            .map(|read| crate::later(sturdy_core::clock::now(), read));
+            .map(|read| sturdy_core::clock::later(sturdy_core::clock::now(), read));
         match (own, self.deadline) {
             (Some(own), Some(d)) if d <= own => Some((d, true)),
             (Some(own), _) => Some((own, false)),

@@ -107,10 +107,3 @@ pub use grpc::grpc_timeout;
 pub use workload::{
     ResponseFuture as WorkloadFuture, WorkloadTimeout, WorkloadTimeoutBuilder, WorkloadTimeoutLayer,
 };
-
-/// `at` + `limit`; when that overflows, roughly thirty years after `at`
-/// (tokio's own choice for "never").
-pub(crate) fn later(at: tokio::time::Instant, limit: std::time::Duration) -> tokio::time::Instant {
-    at.checked_add(limit)
-        .unwrap_or_else(|| at + std::time::Duration::from_secs(86_400 * 365 * 30))
-}

@@ -56,7 +56,7 @@ impl Limits {
         if ctx.phases_enforced() {
             None
         } else {
-            let headers_at = crate::later(self.start, self.profile.headers);
+            let headers_at = sturdy_core::clock::later(self.start, self.profile.headers);
             if ctx.attempts_managed() || self.deadline <= headers_at {
                 Some((self.deadline, Phase::Total))
             } else {
@@ -198,7 +198,8 @@ where
                     }
                     Poll::Pending => {
                         if this.armed.is_none() {
-                            let ready_at = crate::later(limits.start, limits.profile.ready);
+                            let ready_at =
+                                sturdy_core::clock::later(limits.start, limits.profile.ready);
                             let (at, phase) = if ready_at < limits.deadline {
                                 (ready_at, Phase::Ready)
                             } else {

@@ -115,7 +115,7 @@ where
             None => *self.profiles.get(workload),
         };
         let start = sturdy_core::clock::now();
-        let at = |limit: std::time::Duration| Deadline(crate::later(start, limit));
+        let at = |limit: std::time::Duration| Deadline(sturdy_core::clock::later(start, limit));
         let grpc = plan.is_grpc();
         // The profile's own deadline, unless the caller's comes first: a
         // `Deadline` marker, an outer layer's, or a gRPC caller's
