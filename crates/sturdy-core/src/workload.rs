@@ -351,6 +351,7 @@ impl DeadlineLimit {
 
 /// The earlier of `now + limit` and the deadline, and whether the deadline
 /// was the earlier one (so a timeout can report `total_timeout`).
+#[inline]
 pub fn attempt_limit(limit: Duration, deadline: Option<Deadline>) -> (tokio::time::Instant, bool) {
     let own = crate::clock::later(crate::clock::now(), limit);
     match deadline {

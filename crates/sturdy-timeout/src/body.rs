@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use sturdy_core::{BoxError, DeadlineLimit, Phase, Reach, TimeoutError, Workload};
+use sturdy_core::{
+    BoxError, Deadline, DeadlineLimit, Phase, Reach, TimeoutError, Workload, attempt_limit,
+};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::grpc::timeout_error;
@@ -44,12 +46,8 @@ impl BodyLimits {
     /// When the current wait ends, and whether that is the deadline; `None`
     /// when nothing is enforced.
     fn wait_until(&self) -> Option<(Instant, bool)> {
-        let own = self
-            .read
-            .map(|read| sturdy_core::clock::later(sturdy_core::clock::now(), read));
-        match (own, self.deadline) {
-            (Some(own), Some(d)) if d <= own => Some((d, true)),
-            (Some(own), _) => Some((own, false)),
+        match (self.read, self.deadline) {
+            (Some(read), deadline) => Some(attempt_limit(read, deadline.map(Deadline))),
             (None, Some(d)) => Some((d, true)),
             (None, None) => None,
         }
